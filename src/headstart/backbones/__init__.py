@@ -1,0 +1,18 @@
+"""Pre-trained backbones and their input contracts."""
+
+from .base import Backbone, BackboneEntry
+from .registry import BackboneInfo, build_backbone, list_backbones, register_backbone, registered_names
+from .text_encoders import TextEncoder
+from .timm_models import load_state_dict_file
+
+__all__ = [
+    "Backbone",
+    "BackboneEntry",
+    "BackboneInfo",
+    "TextEncoder",
+    "build_backbone",
+    "list_backbones",
+    "load_state_dict_file",
+    "register_backbone",
+    "registered_names",
+]

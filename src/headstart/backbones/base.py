@@ -1,0 +1,87 @@
+"""What every backbone source builds: a feature module plus its input contract."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ..contract import InputContract, LayerGroup
+
+__all__ = ["Backbone", "BackboneEntry", "file_digest", "layer_groups_from_names"]
+
+
+@dataclass
+class Backbone:
+    """A pre-trained network that maps a batch of inputs to feature vectors.
+
+    ``module`` takes an image batch ``(B, 3, H, W)`` or the keyword tensors a tokenizer
+    returns, and gives ``(B, contract.feature_dim)``. ``source_head`` is the classifier
+    the network was pre-trained with, where it has one (LEEP uses it); ``tokenizer`` is
+    set for text backbones.
+    """
+
+    name: str
+    module: nn.Module
+    contract: InputContract
+    weights_digest: str
+    source_head: nn.Module | None = None
+    tokenizer: Any = None
+
+    @property
+    def cache_key(self) -> str:
+        """Identifies the features this backbone computes: name, weights and contract."""
+        raw = f"{self.name}|{self.weights_digest}|{self.contract.digest()}"
+        return hashlib.sha256(raw.encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class BackboneEntry:
+    """A registered backbone: how to build it and whether its weights are on this machine."""
+
+    name: str
+    modality: str
+    feature_dim: int
+    description: str
+    build: Callable[..., Backbone]
+    available: Callable[[], bool] = field(default=lambda: True)
+
+
+def file_digest(paths: Iterable[Path]) -> str:
+    """SHA-256 over the bytes of weight files, so a changed file changes every cache key."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(p) for p in paths):
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def layer_groups_from_names(groups: dict[str, list[str]]) -> tuple[LayerGroup, ...]:
+    """Turn ``{group name: [parameter names]}`` into short prefix patterns, keeping the order.
+
+    Each parameter is covered by its shortest dotted prefix that no parameter of another
+    group shares (``^blocks\\.3\\.``), so ``contract.json`` stays readable.
+    """
+    owner = {param: name for name, params in groups.items() for param in params}
+    result = []
+    for name, params in groups.items():
+        prefixes = set()
+        for param in params:
+            parts = param.split(".")
+            for depth in range(1, len(parts) + 1):
+                prefix = ".".join(parts[:depth])
+                clash = any(owner[other] != name and (other == prefix or other.startswith(prefix + "."))
+                            for other in owner)
+                if not clash:
+                    break
+            prefixes.add(prefix)
+        patterns = tuple(f"^{re.escape(p)}(\\.|$)" for p in sorted(prefixes))
+        if patterns:
+            result.append(LayerGroup(name, patterns))
+    return tuple(result)

@@ -1,0 +1,290 @@
+"""The ``headstart`` command: parse options, call the Python API, show the results.
+
+Errors a user can fix (bad data, unknown model, missing weights) print one red line and
+exit with code 2; nothing here computes anything the API does not.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .backbones import list_backbones
+from .data import ImageFiles, ImageFolder, LabelledData, TextTable
+from .errors import DataError, HeadstartError
+from .strategies import STRATEGIES, LinearProbeConfig
+from .transfer import Transfer, load
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Transfer learning from a pre-trained model to your labelled images or texts.")
+out = Console()
+err = Console(stderr=True)
+TEXT_SUFFIXES = {".csv", ".tsv", ".txt", ".jsonl", ".ndjson"}
+
+
+def main() -> None:
+    """Entry point of the console script."""
+    logging.basicConfig(level=logging.WARNING, format="%(message)s",
+                        handlers=[RichHandler(console=err, show_time=False, show_path=False)])
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:
+        pass
+    try:
+        app()
+    except HeadstartError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted:[/] no run directory was written or changed.")
+        sys.exit(130)
+
+
+# -- helpers -------------------------------------------------------------------------------
+def open_data(path: Path, text_column: str, label_column: Optional[str], strict: bool) -> LabelledData:
+    """An image folder or a text table, from what the path is."""
+    if path.is_dir():
+        return ImageFolder(path, strict=strict)
+    if path.suffix.lower() in TEXT_SUFFIXES:
+        return TextTable(path, text=text_column, label=label_column, strict=strict)
+    if not path.exists():
+        raise DataError(f"{path} does not exist.")
+    raise DataError(f"{path} is neither a folder of class folders nor a text table (.csv, .tsv, .jsonl).")
+
+
+def open_inputs(paths: list[Path], modality: str, text_column: str) -> LabelledData:
+    """Unlabelled inputs for prediction: image files/folders, or one text table."""
+    if modality == "image":
+        return ImageFiles(paths)
+    if len(paths) != 1:
+        raise DataError("For a text model give one table (.csv, .tsv, .jsonl) of texts to predict.")
+    return TextTable(paths[0], text=text_column, label=None)
+
+
+def report_skipped(data: LabelledData) -> None:
+    if data.skipped:
+        err.print(f"[yellow]warning:[/] skipped {len(data.skipped)} unreadable sample(s) in {data.source}:")
+        for issue in data.skipped[:10]:
+            err.print(f"  {issue}", highlight=False, markup=False)
+        if len(data.skipped) > 10:
+            err.print(f"  ... and {len(data.skipped) - 10} more")
+
+
+@contextmanager
+def progress_bars(enabled: bool = True):
+    """A rich progress display; yields a ``progress(stage, done, total)`` callback."""
+    if not enabled:
+        yield None
+        return
+    columns = (TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    tasks: dict[str, int] = {}
+    with Progress(*columns, console=err, transient=False) as bars:
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bars.add_task(stage, total=total)
+            bars.update(tasks[stage], completed=done, total=total)
+        yield update
+
+
+def metrics_table(metrics: dict, title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("class", "precision", "recall", "F1", "support"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for name, row in metrics["per_class"].items():
+        table.add_row(name, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"]))
+    table.add_section()
+    table.add_row("macro avg", f"{metrics['precision']:.3f}", f"{metrics['recall']:.3f}", f"{metrics['f1']:.3f}",
+                  str(metrics["samples"]), style="bold")
+    return table
+
+
+def confusion_table(metrics: dict) -> Table:
+    classes = metrics["classes"]
+    table = Table(title="confusion matrix (rows: true, columns: predicted)", title_justify="left")
+    table.add_column("")
+    for name in classes:
+        table.add_column(name[:10], justify="right")
+    for name, row in zip(classes, metrics["confusion_matrix"]):
+        table.add_row(name[:16], *(f"[bold]{v}[/]" if i == j else str(v) for j, v in enumerate(row)
+                                   for i in [classes.index(name)]))
+    return table
+
+
+def show_metrics(metrics: dict, title: str) -> None:
+    out.print(metrics_table(metrics, title))
+    if len(metrics["classes"]) <= 12:
+        out.print(confusion_table(metrics))
+    out.print(f"[bold]accuracy {metrics['accuracy']:.4f}[/]   balanced accuracy {metrics['balanced_accuracy']:.4f}"
+              f"   macro F1 {metrics['f1']:.4f}   ({metrics['samples']} samples)")
+
+
+# -- commands ------------------------------------------------------------------------------
+@app.command()
+def models(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+    """List the registered backbones, their weights' availability and input contracts."""
+    rows = list_backbones()
+    if as_json:
+        print(json.dumps([row.__dict__ for row in rows], indent=1))
+        return
+    table = Table(title="backbones (also: timm:<name> and hf:<id or folder>)", title_justify="left")
+    for column in ("name", "modality", "weights", "feature dim", "input contract", "layer groups"):
+        table.add_column(column)
+    for row in rows:
+        c = row.contract
+        if row.modality == "image":
+            contract = (f"{c['input_size']}px, crop {c['crop_pct']}, {c['interpolation']}, "
+                        f"mean {tuple(c['mean'])}, std {tuple(c['std'])}")
+        else:
+            contract = f"tokenizer {c['tokenizer']}, max {c['max_length']} tokens, {c['extra'].get('pooling')} pooling"
+        table.add_row(row.name, row.modality, "[green]offline[/]" if row.available else "[red]missing[/]",
+                      str(row.feature_dim), contract, str(len(c["layer_groups"])))
+    out.print(table)
+
+
+def _fit_and_report(data: LabelledData, model: str, out_dir: Path, *, strategy: str, config: LinearProbeConfig, test: float,
+                    val: float, seed: int, weights: Optional[Path], batch_size: int, workers: Optional[int],
+                    device: str, cache_dir: Optional[Path], no_cache: bool, as_json: bool) -> dict:
+    report_skipped(data)
+    parts = data.split(test=test, val=val, seed=seed) if val > 0 else data.split(test=test, seed=seed)
+    train, val_part, test_part = (parts[0], None, parts[1]) if len(parts) == 2 else parts
+    if not as_json:
+        counts = ", ".join(f"{k}: {v}" for k, v in data.class_counts().items())
+        err.print(f"[bold]{data.source}[/]: {len(data)} {data.modality} samples, {len(data.classes)} classes ({counts}); "
+                  f"train {len(train)}, test {len(test_part)}" + (f", val {len(val_part)}" if val_part else ""),
+                  highlight=False)
+    started = time.perf_counter()
+    with progress_bars(not as_json) as progress:
+        estimator = Transfer(model, strategy, config=config, weights=weights, cache_dir=cache_dir,
+                             use_cache=not no_cache, batch_size=batch_size, num_workers=workers, device=device,
+                             seed=seed, progress=progress).fit(train, val_part)
+        metrics = estimator.evaluate(test_part)
+    metrics["fit_seconds"] = round(time.perf_counter() - started, 2)
+    estimator.save(out_dir, metrics={"test": metrics, "data": data.summary()})
+    if as_json:
+        print(json.dumps(metrics, indent=1))
+    else:
+        show_metrics(metrics, f"test split of {data.source} — {model}, {strategy}")
+        selected = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                             for k, v in estimator.fit_info_["selected"].items())
+        out.print(f"head: {config.head} ({selected}); took {metrics['fit_seconds']:.1f}s; run saved to [bold]{out_dir}[/]")
+    return metrics
+
+
+@app.command()
+def fit(
+    data: Path = typer.Argument(..., help="An image folder (one sub-folder per class) or a .csv/.tsv/.jsonl table."),
+    model: str = typer.Option("efficientnet_lite0", "--model", "-m", help="Backbone: see `headstart models`."),
+    strategy: str = typer.Option("linear-probe", help=f"Transfer strategy: {', '.join(STRATEGIES)}."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Run directory to write."),
+    head: str = typer.Option("linear", help="linear (logistic regression) or mlp."),
+    class_weight: Optional[str] = typer.Option(None, help="'balanced' for imbalanced classes."),
+    text_column: str = typer.Option("text", help="Text column of a table."),
+    label_column: str = typer.Option("label", help="Label column of a table."),
+    test: float = typer.Option(0.2, help="Share of the data held out for the test split."),
+    val: float = typer.Option(0.0, help="Share held out for validation (default: taken from train)."),
+    seed: int = typer.Option(0, help="Seed of the split and of training."),
+    weights: Optional[Path] = typer.Option(None, help="Local weights file (.safetensors or .pth) for the backbone."),
+    strict: bool = typer.Option(False, help="Fail on unreadable samples instead of skipping them."),
+    batch_size: int = typer.Option(64, help="Batch size of feature extraction."),
+    workers: Optional[int] = typer.Option(None, help="Image-decoding worker processes (default: cores / 2)."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Feature cache (default ~/.cache/headstart)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write cached features."),
+    as_json: bool = typer.Option(False, "--json", help="Print the test metrics as JSON."),
+) -> None:
+    """Fit a transfer model on DATA, evaluate it on a held-out test split, save the run."""
+    config = LinearProbeConfig(head=head, class_weight=class_weight)
+    dataset = open_data(data, text_column, label_column, strict)
+    _fit_and_report(dataset, model, out_dir, strategy=strategy, config=config, test=test, val=val, seed=seed, weights=weights,
+                    batch_size=batch_size, workers=workers, device=device, cache_dir=cache_dir,
+                    no_cache=no_cache, as_json=as_json)
+
+
+@app.command()
+def evaluate(
+    run: Path = typer.Argument(..., help="A run directory written by `headstart fit`."),
+    data: Path = typer.Argument(..., help="Labelled data: an image folder or a text table."),
+    text_column: str = typer.Option("text"), label_column: str = typer.Option("label"),
+    device: str = typer.Option("auto"), cache_dir: Optional[Path] = typer.Option(None),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+) -> None:
+    """Evaluate a saved run on labelled data: accuracy, precision, recall, F1, confusion matrix."""
+    dataset = open_data(data, text_column, label_column, strict=False)
+    report_skipped(dataset)
+    with progress_bars(not as_json) as progress:
+        model = load(run, device=device, cache_dir=cache_dir, progress=progress)
+        metrics = model.evaluate(dataset)
+    if as_json:
+        print(json.dumps(metrics, indent=1))
+    else:
+        show_metrics(metrics, f"{dataset.source} — run {run}")
+
+
+@app.command()
+def predict(
+    run: Path = typer.Argument(..., help="A run directory written by `headstart fit`."),
+    inputs: list[Path] = typer.Argument(..., help="Image files or folders, or one text table."),
+    text_column: str = typer.Option("text"), device: str = typer.Option("auto"),
+    cache_dir: Optional[Path] = typer.Option(None), top: int = typer.Option(3, help="Classes shown per input."),
+    as_json: bool = typer.Option(False, "--json", help="Print predictions as JSON."),
+) -> None:
+    """Predict the class of each input, with class probabilities."""
+    model = load(run, device=device, cache_dir=cache_dir)
+    data = open_inputs(inputs, model.contract_.modality, text_column)
+    report_skipped(data)
+    probabilities = model.predict_proba(data)
+    rows = [{"input": location, "label": model.classes_[int(p.argmax())],
+             "probabilities": {c: float(v) for c, v in zip(model.classes_, p)}}
+            for location, p in zip(data.locations, probabilities)]
+    if as_json:
+        print(json.dumps(rows, indent=1))
+        return
+    table = Table(title=f"predictions of {run}", title_justify="left")
+    for column in ("input", "label", f"top {top}"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        best = sorted(row["probabilities"].items(), key=lambda kv: -kv[1])[:top]
+        table.add_row(row["input"], row["label"], ", ".join(f"{c} {v:.2f}" for c, v in best))
+    out.print(table)
+
+
+@app.command()
+def demo(
+    out_dir: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Where to save the demo run."),
+    per_class: int = typer.Option(60, help="Digit images per class."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Feature cache (default ~/.cache/headstart)."),
+) -> None:
+    """Run end to end offline: digits as an image folder -> EfficientNet-Lite0 linear probe -> metrics."""
+    from .demo import write_digits_folder
+
+    with tempfile.TemporaryDirectory(prefix="headstart-demo-") as temp:
+        folder = write_digits_folder(Path(temp) / "digits", per_class=per_class)
+        err.print(f"demo: {10 * per_class} handwritten digits (scikit-learn) written as PNG class folders; "
+                  "backbone efficientnet_lite0 (ImageNet weights, offline)")
+        dataset = ImageFolder(folder)
+        dataset_source = "scikit-learn digits"
+        _fit_and_report(dataset, "efficientnet_lite0", out_dir, strategy="linear-probe", config=LinearProbeConfig(), test=0.2, val=0.0,
+                        seed=0, weights=None, batch_size=64, workers=None, device="auto",
+                        cache_dir=cache_dir, no_cache=False, as_json=False)
+    out.print(f"next: `headstart predict {out_dir} IMAGE...`, `headstart evaluate {out_dir} FOLDER`, "
+              f"or your own data: `headstart fit FOLDER --out runs/mine` ({dataset_source} were the demo data)")
+
+
+if __name__ == "__main__":
+    main()

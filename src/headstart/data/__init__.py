@@ -1,0 +1,20 @@
+"""Reading, validating and splitting data, and preparing it the way a backbone expects."""
+
+from headstart.data.images import IMAGE_EXTENSIONS, ImageFiles, ImageFolder, load_image
+from headstart.data.samples import DataIssue, LabelledData
+from headstart.data.splits import stratified_split
+from headstart.data.text import TextTable
+from headstart.data.transforms import TextCollate, image_transform
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "DataIssue",
+    "ImageFiles",
+    "ImageFolder",
+    "LabelledData",
+    "TextCollate",
+    "TextTable",
+    "image_transform",
+    "load_image",
+    "stratified_split",
+]

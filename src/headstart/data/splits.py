@@ -1,0 +1,85 @@
+"""Stratified splits: every part keeps the class balance of the whole data set.
+
+Small data sets are headstart's home ground, so a split that leaves a class out of a
+part is refused up front with the class named, instead of failing later in a metric.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from headstart.errors import ConfigError, DataError
+
+__all__ = ["stratified_split"]
+
+logger = logging.getLogger(__name__)
+
+
+def _part_names(n_held_out: int) -> list[str]:
+    if n_held_out == 1:
+        return ["train", "test"]
+    if n_held_out == 2:
+        return ["train", "val", "test"]
+    return ["train"] + [f"part {i + 1}" for i in range(n_held_out)]
+
+
+def stratified_split(
+    y: np.ndarray,
+    fractions: Sequence[float],
+    seed: int,
+    *,
+    class_names: Sequence[str] | None = None,
+    noun: str = "samples",
+) -> list[np.ndarray]:
+    """Split sample indices into [train, *held_out], each part stratified by class.
+
+    ``fractions`` are the held-out shares of the whole data set, e.g. ``[0.2]`` for
+    train/test or ``[0.1, 0.2]`` for train/val/test. The parts are disjoint, cover every
+    index, are sorted ascending and depend only on ``seed``. ``class_names`` and ``noun``
+    only make error messages readable.
+    """
+    y = np.asarray(y)
+    fractions = [float(f) for f in fractions]
+    if not fractions or any(not 0.0 < f < 1.0 for f in fractions) or sum(fractions) >= 1.0:
+        raise ConfigError(
+            "Split fractions must each be between 0 and 1 and sum to less than 1. "
+            f"Got {fractions} instead."
+        )
+    names = _part_names(len(fractions))
+    classes, counts = np.unique(y, return_counts=True)
+    for cls, count in zip(classes, counts):
+        if count < len(names):
+            name = class_names[int(cls)] if class_names is not None else str(cls)
+            raise DataError(
+                f"class '{name}' has {count} sample{'s' if count != 1 else ''}: too few for a "
+                f"stratified split into {'/'.join(names)}; add {noun} or lower --test/--val"
+            )
+
+    n_total, n_classes = len(y), len(classes)
+    remaining = np.arange(n_total)
+    held_out: list[np.ndarray] = []
+    # Take the last part (test) first, then the others from what is left.
+    for fraction, name in zip(reversed(fractions), reversed(names[1:])):
+        size = max(int(round(fraction * n_total)), n_classes)
+        if len(remaining) - size < n_classes:
+            raise DataError(
+                f"{n_total} {noun} in {n_classes} classes are too few for a stratified split "
+                f"into {'/'.join(names)}; add {noun} or lower --test/--val"
+            )
+        if size != round(fraction * n_total):
+            logger.info("%s part grown to %d %s so it can hold every class", name, size, noun)
+        try:
+            keep, part = train_test_split(
+                remaining, test_size=size, random_state=seed, stratify=y[remaining]
+            )
+        except ValueError as exc:  # a class ran out of samples for the later parts
+            raise DataError(
+                f"cannot make a stratified {name} part: {exc}; add {noun} or lower --test/--val"
+            ) from exc
+        held_out.insert(0, np.sort(part))
+        remaining = keep
+    return [np.sort(remaining), *held_out]

@@ -1,0 +1,95 @@
+"""Preprocessing built from a backbone's input contract, never typed in by hand.
+
+Resize, crop, interpolation and normalisation all come from the contract, so a model is
+always fed the way it was pre-trained (the silent mismatch headstart exists to prevent).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from PIL import Image
+from timm.data import create_transform
+
+from headstart.contract import InputContract
+from headstart.errors import ConfigError
+
+__all__ = ["TextCollate", "image_transform"]
+
+
+class _ToRGB:
+    """Make sure the transform sees RGB, whatever mode the caller's image has."""
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        return image if image.mode == "RGB" else image.convert("RGB")
+
+    def __repr__(self) -> str:
+        return "ToRGB()"
+
+
+def image_transform(contract: InputContract, train: bool = False) -> Callable[[Image.Image], torch.Tensor]:
+    """Build the PIL -> (3, H, W) float tensor transform a backbone's contract asks for.
+
+    ``train=True`` gives timm's training transform (random resized crop, horizontal flip,
+    colour jitter; no RandAugment); otherwise resize, centre crop at ``crop_pct``.
+    """
+    if contract.modality != "image":
+        raise ConfigError(f"image_transform needs an image contract. Got a {contract.modality} "
+                          "contract instead; text backbones use a tokenizer (TextCollate).")
+    missing = [name for name in ("input_size", "mean", "std")
+               if getattr(contract, name) is None]
+    if missing:
+        raise ConfigError(f"the image contract has no {', '.join(missing)}; "
+                          "the backbone must declare them.")
+    size = int(contract.input_size)  # type: ignore[arg-type]
+    transform = create_transform(
+        input_size=(3, size, size),
+        is_training=train,
+        interpolation=contract.interpolation or "bilinear",
+        mean=tuple(contract.mean),  # type: ignore[arg-type]
+        std=tuple(contract.std),  # type: ignore[arg-type]
+        crop_pct=contract.crop_pct,
+    )
+    return _Compose(transform)
+
+
+class _Compose:
+    """RGB conversion followed by the timm transform; picklable for DataLoader workers."""
+
+    def __init__(self, transform: Callable[[Image.Image], torch.Tensor]) -> None:
+        self.to_rgb = _ToRGB()
+        self.transform = transform
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        return self.transform(self.to_rgb(image))
+
+    def __repr__(self) -> str:
+        return f"{self.to_rgb!r} -> {self.transform!r}"
+
+
+class TextCollate:
+    """Tokenize a batch of texts for a DataLoader (``collate_fn``); picklable for workers.
+
+    A batch of strings gives the tokenizer's tensors as a dict; a batch of
+    ``(text, label)`` pairs gives ``(tensors, labels)`` with labels as an int64 tensor.
+    """
+
+    def __init__(self, tokenizer: Any, max_length: int) -> None:
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
+    def _encode(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        encoded = self.tokenizer(list(texts), padding=True, truncation=True,
+                                 max_length=self.max_length, return_tensors="pt")
+        return dict(encoded)
+
+    def __call__(self, batch: Sequence[Any]) -> Any:
+        if batch and isinstance(batch[0], (tuple, list)):
+            texts, labels = zip(*batch)
+            return self._encode(texts), torch.as_tensor(labels, dtype=torch.int64)
+        return self._encode(batch)
+
+    def __repr__(self) -> str:
+        return f"TextCollate(max_length={self.max_length})"

@@ -1,0 +1,34 @@
+"""Errors a user can act on.
+
+Every error raised on user input is a :class:`HeadstartError`; the CLI prints its message
+in one line and exits with code 2 instead of showing a traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = ["HeadstartError", "DataError", "ConfigError", "WeightsUnavailableError", "did_you_mean"]
+
+
+class HeadstartError(Exception):
+    """Base class of every error headstart raises on bad input."""
+
+
+class DataError(HeadstartError):
+    """The data is unusable as given: the message names the file, line or class."""
+
+
+class ConfigError(HeadstartError, ValueError):
+    """An option, model name or combination of options is invalid."""
+
+
+class WeightsUnavailableError(ConfigError):
+    """Pre-trained weights are not on this machine and cannot be downloaded."""
+
+
+def did_you_mean(given: str, choices: Iterable[str]) -> str:
+    """Return " Did you mean 'x'?" for the closest choice, or an empty string."""
+    close = difflib.get_close_matches(given, list(choices), n=1, cutoff=0.6)
+    return f" Did you mean '{close[0]}'?" if close else ""

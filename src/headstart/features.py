@@ -1,0 +1,173 @@
+"""Embedding data with a frozen backbone, with a content-addressed on-disk cache.
+
+Each sample's features are stored under a key made of the backbone (name, weights digest,
+input contract) and the sample's own content digest (file bytes or text). A second run on
+the same data reads the cache; a changed file misses it and is embedded again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.numpy import load_file, save_file
+from torch.utils.data import DataLoader, Dataset
+
+from .backbones import Backbone
+from .errors import ConfigError
+from .data import LabelledData, TextCollate, image_transform, load_image
+
+__all__ = ["extract_features", "default_cache_dir", "content_digests", "FeatureCache"]
+
+log = logging.getLogger(__name__)
+Progress = Callable[[int, int], None]
+
+
+def default_cache_dir() -> Path:
+    """``$HEADSTART_CACHE``, else ``$XDG_CACHE_HOME/headstart``, else ``~/.cache/headstart``."""
+    if os.environ.get("HEADSTART_CACHE"):
+        return Path(os.environ["HEADSTART_CACHE"])
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "headstart"
+
+
+def content_digests(data: LabelledData) -> list[bytes]:
+    """SHA-256 of each sample's content: the file's bytes for images, the text for texts."""
+    if data.modality == "text":
+        return [hashlib.sha256(text.encode("utf-8")).digest() for text in data.items]
+    digests = []
+    for path in data.items:
+        with open(path, "rb") as handle:
+            digests.append(hashlib.file_digest(handle, "sha256").digest())
+    return digests
+
+
+class FeatureCache:
+    """Feature vectors of one backbone, stored as append-only safetensors shards.
+
+    A shard holds ``digests`` (N x 32 bytes) and ``features`` (N x D). Shards are written
+    to a temporary name and renamed, so a crash never leaves a half-written shard.
+    """
+
+    def __init__(self, root: Path, backbone_key: str) -> None:
+        self.folder = Path(root) / "features" / backbone_key
+
+    def lookup(self, digests: list[bytes]) -> dict[int, np.ndarray]:
+        """Return ``{position: features}`` for the digests already cached."""
+        wanted = {d: i for i, d in enumerate(digests)}
+        found: dict[int, np.ndarray] = {}
+        if not self.folder.is_dir():
+            return found
+        for shard in sorted(self.folder.glob("*.safetensors")):
+            try:
+                tensors = load_file(str(shard))
+            except Exception:  # a foreign or damaged file: ignore it, recompute
+                log.warning("Ignoring unreadable feature-cache shard %s", shard)
+                continue
+            for row, digest in enumerate(tensors["digests"]):
+                position = wanted.get(digest.tobytes())
+                if position is not None:
+                    found[position] = tensors["features"][row]
+        return found
+
+    def store(self, digests: list[bytes], features: np.ndarray) -> None:
+        """Write one shard with the given rows."""
+        if not digests:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        table = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(len(digests), -1)
+        final = self.folder / f"{uuid.uuid4().hex}.safetensors"
+        handle, temp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
+        os.close(handle)
+        save_file({"digests": table.copy(), "features": np.ascontiguousarray(features, np.float32)}, temp)
+        os.replace(temp, final)
+
+
+class _Images(Dataset):
+    def __init__(self, paths: list[str], transform) -> None:
+        self.paths, self.transform = paths, transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.transform(load_image(self.paths[index]))
+
+
+def _batches(backbone: Backbone, items: list[str], batch_size: int, num_workers: int) -> DataLoader:
+    contract = backbone.contract
+    if contract.modality == "image":
+        dataset = _Images(items, image_transform(contract, train=False))
+        return DataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
+                          persistent_workers=False, prefetch_factor=4 if num_workers else None)
+    collate = TextCollate(backbone.tokenizer, contract.max_length or 512)
+    return DataLoader(items, batch_size=batch_size, collate_fn=collate)
+
+
+def embed(backbone: Backbone, items: list[str], *, batch_size: int = 64, num_workers: int = 1,
+          device: str | torch.device = "cpu", progress: Progress | None = None) -> np.ndarray:
+    """Run the frozen backbone over items (paths or texts) and return float32 features."""
+    device = torch.device(device)
+    module = backbone.module.eval().to(device)
+    channels_last = backbone.contract.channels_last
+    if channels_last:
+        module = module.to(memory_format=torch.channels_last)
+    order = list(range(len(items)))
+    if backbone.contract.modality == "text":  # similar lengths together: less padding
+        order.sort(key=lambda i: len(items[i]))
+    out = np.empty((len(items), backbone.contract.feature_dim), dtype=np.float32)
+    done = 0
+    loader = _batches(backbone, [items[i] for i in order], batch_size, num_workers)
+    with torch.inference_mode():
+        for batch in loader:
+            if isinstance(batch, torch.Tensor):
+                batch = batch.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+                features = module(batch)
+            else:
+                features = module(**{k: v.to(device) for k, v in batch.items()})
+            rows = order[done:done + len(features)]
+            out[rows] = features.float().cpu().numpy()
+            done += len(features)
+            if progress:
+                progress(done, len(items))
+    return out
+
+
+def extract_features(backbone: Backbone, data: LabelledData, *, cache_dir: str | Path | None = None,
+                     use_cache: bool = True, batch_size: int = 64, num_workers: int = 1,
+                     device: str | torch.device = "cpu", progress: Progress | None = None) -> np.ndarray:
+    """Features of every sample in ``data`` (N x feature_dim), from the cache where possible.
+
+    ``cache_dir`` defaults to :func:`default_cache_dir`; ``use_cache=False`` skips it.
+    ``progress(done, total)`` is called after each batch that had to be computed.
+    """
+    if data.modality != backbone.contract.modality:
+        raise ConfigError(f"Backbone '{backbone.name}' takes {backbone.contract.modality} data, "
+                          f"but {data.source} holds {data.modality}.")
+    if not use_cache:
+        return embed(backbone, data.items, batch_size=batch_size, num_workers=num_workers,
+                     device=device, progress=progress)
+    cache = FeatureCache(Path(cache_dir) if cache_dir else default_cache_dir(), backbone.cache_key)
+    digests = content_digests(data)
+    found = cache.lookup(digests)
+    missing = [i for i in range(len(digests)) if i not in found]
+    log.info("Feature cache: %d of %d samples cached for %s", len(found), len(digests), backbone.name)
+    out = np.empty((len(digests), backbone.contract.feature_dim), dtype=np.float32)
+    for position, row in found.items():
+        out[position] = row
+    if missing:
+        fresh = embed(backbone, [data.items[i] for i in missing], batch_size=batch_size,
+                      num_workers=num_workers, device=device, progress=progress)
+        out[missing] = fresh
+        unique = {digests[i]: row for i, row in zip(missing, fresh)}
+        cache.store(list(unique), np.stack(list(unique.values())))
+    elif progress:
+        progress(len(digests), len(digests))
+    return out

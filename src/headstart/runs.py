@@ -1,0 +1,78 @@
+"""The run directory: config, labels, contract, metrics and weights, written atomically.
+
+A run is first written to a hidden sibling folder and renamed into place in one step, so
+an interrupted save never leaves a folder that looks complete; an older run at the same
+path is replaced only once the new one is whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+from .errors import DataError
+
+__all__ = ["RunFiles", "write_run", "read_run", "REQUIRED_FILES"]
+
+REQUIRED_FILES = ("config.yaml", "labels.json", "contract.json", "metrics.json", "model.safetensors")
+
+
+@dataclass
+class RunFiles:
+    """The content of a run directory, as Python objects."""
+
+    config: dict
+    labels: list[str]
+    contract: dict
+    metrics: dict
+    tensors: dict[str, torch.Tensor]
+
+
+def write_run(path: str | Path, run: RunFiles) -> Path:
+    """Write ``run`` to ``path`` atomically and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    try:
+        (temp / "config.yaml").write_text(yaml.safe_dump(run.config, sort_keys=False))
+        (temp / "labels.json").write_text(json.dumps(run.labels, indent=1))
+        (temp / "contract.json").write_text(json.dumps(run.contract, indent=1))
+        (temp / "metrics.json").write_text(json.dumps(run.metrics, indent=1))
+        tensors = {k: v.detach().cpu().contiguous() for k, v in run.tensors.items()}
+        save_file(tensors, str(temp / "model.safetensors"), metadata={"format": "pt"})
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+            os.replace(path, old / "run")
+            os.replace(temp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(temp, path)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    return path
+
+
+def read_run(path: str | Path) -> RunFiles:
+    """Read a run directory, with a clear error when it is not a complete run."""
+    path = Path(path)
+    if not path.is_dir():
+        raise DataError(f"{path} is not a run directory (it does not exist). Create one with `headstart fit`.")
+    missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
+    if missing:
+        raise DataError(f"{path} is not a complete headstart run: missing {', '.join(missing)}.")
+    return RunFiles(
+        config=yaml.safe_load((path / "config.yaml").read_text()),
+        labels=json.loads((path / "labels.json").read_text()),
+        contract=json.loads((path / "contract.json").read_text()),
+        metrics=json.loads((path / "metrics.json").read_text()),
+        tensors=load_file(str(path / "model.safetensors")),
+    )

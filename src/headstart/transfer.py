@@ -1,0 +1,207 @@
+"""``Transfer``: the estimator users fit, evaluate, save and load.
+
+It follows scikit-learn's contract: ``__init__`` stores its arguments, ``fit`` does the
+work and returns ``self``, and what was learned ends in an underscore.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__
+from .backbones import Backbone, build_backbone
+from .contract import InputContract
+from .data import LabelledData, stratified_split
+from .errors import ConfigError, HeadstartError, did_you_mean
+from .evaluation import classification_metrics
+from .features import extract_features
+from .heads import build_head
+from .runs import RunFiles, read_run, write_run
+from .strategies import STRATEGIES, fit_linear_probe_strategy
+
+__all__ = ["Transfer", "load", "NotFittedError"]
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str, int, int], None]
+
+
+class NotFittedError(HeadstartError, AttributeError):
+    """The model has not been fitted yet."""
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA without one is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("`--device cuda` was asked for, but torch sees no CUDA device. Use `--device cpu`.")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ConfigError(f"The 'device' option must be auto, cpu or cuda. Got {device!r} instead.")
+    return torch.device(device)
+
+
+class Transfer:
+    """Transfer a pre-trained backbone to a labelled data set.
+
+    Parameters
+    ----------
+    model: a registered backbone (``headstart models``), ``timm:<name>`` or ``hf:<id or folder>``.
+    strategy: how to transfer; ``linear-probe`` trains a new head on frozen features.
+    config: the strategy's options, as its config dataclass or a dict of its fields.
+    weights: a local weights file replacing the backbone's default weights.
+    val_fraction: share of the training data held out to choose hyperparameters when
+        ``fit`` gets no validation set.
+    cache_dir, use_cache: where cached features live (default ``~/.cache/headstart``).
+    batch_size, num_workers, device: how feature extraction runs.
+    seed: every random choice (splits, initialisation) follows from it.
+    progress: called as ``progress(stage, done, total)`` during long steps.
+    """
+
+    def __init__(self, model: str = "efficientnet_lite0", strategy: str = "linear-probe", *,
+                 config: object | dict | None = None, weights: str | Path | None = None,
+                 val_fraction: float = 0.15, cache_dir: str | Path | None = None, use_cache: bool = True,
+                 batch_size: int = 64, num_workers: int | None = None, device: str = "auto",
+                 seed: int = 0, progress: Progress | None = None) -> None:
+        self.model = model
+        self.strategy = strategy
+        self.config = config
+        self.weights = weights
+        self.val_fraction = val_fraction
+        self.cache_dir = cache_dir
+        self.use_cache = use_cache
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.device = device
+        self.seed = seed
+        self.progress = progress
+
+    # -- fitting -------------------------------------------------------------------------
+    def _strategy_config(self):
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"Unknown strategy '{self.strategy}'.{did_you_mean(self.strategy, STRATEGIES)} "
+                              f"Choose one of: {', '.join(STRATEGIES)}.")
+        config_class = STRATEGIES[self.strategy]
+        if self.config is None:
+            return config_class()
+        if isinstance(self.config, dict):
+            unknown = set(self.config) - set(config_class.__dataclass_fields__)
+            if unknown:
+                raise ConfigError(f"Unknown option(s) for {self.strategy}: {', '.join(sorted(unknown))}. "
+                                  f"Valid: {', '.join(config_class.__dataclass_fields__)}.")
+            return config_class(**self.config)
+        if not isinstance(self.config, config_class):
+            raise ConfigError(f"The config of {self.strategy} must be a {config_class.__name__}.")
+        return self.config
+
+    def _features(self, data: LabelledData, stage: str) -> np.ndarray:
+        progress = (lambda done, total: self.progress(stage, done, total)) if self.progress else None
+        workers = self.num_workers if self.num_workers is not None else min(4, max(1, (os.cpu_count() or 2) // 2))
+        return extract_features(self.backbone_, data, cache_dir=self.cache_dir, use_cache=self.use_cache,
+                                batch_size=self.batch_size, num_workers=workers,
+                                device=self.device_, progress=progress)
+
+    def fit(self, train: LabelledData, val: LabelledData | None = None) -> Transfer:
+        """Fit on ``train``; hyperparameters are chosen on ``val`` (or a stratified share of train)."""
+        config = self._strategy_config()
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"The 'val_fraction' option must be in (0, 1). Got {self.val_fraction} instead.")
+        train.y  # noqa: B018 - raises a DataError on unlabelled data, before any model work
+        if val is None:
+            train_idx, val_idx = stratified_split(train.y, [self.val_fraction], self.seed)
+            train, val = train.subset(train_idx), train.subset(val_idx)
+        val = val.with_classes(train.classes)
+        self.device_ = resolve_device(self.device)
+        start = time.perf_counter()
+        self.backbone_ = build_backbone(self.model, weights=self.weights)
+        self.contract_: InputContract = self.backbone_.contract
+        self.classes_ = list(train.classes)
+        x_train, x_val = self._features(train, "train features"), self._features(val, "validation features")
+        extracted = time.perf_counter()
+        fitted = fit_linear_probe_strategy(config, x_train, train.y, x_val, val.y, len(self.classes_), self.seed)
+        self.head_ = fitted.head.eval()
+        self.config_ = config
+        self.fit_info_ = {
+            "train_samples": len(train), "val_samples": len(val), "selected": fitted.params,
+            "val_accuracy": fitted.val_accuracy, "search": fitted.search,
+            "feature_seconds": round(extracted - start, 3),
+            "head_seconds": round(time.perf_counter() - extracted, 3),
+        }
+        return self
+
+    # -- using a fitted model ------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "head_"):
+            raise NotFittedError("This Transfer is not fitted yet. Call `fit(train)` first, or `hs.load(RUN)`.")
+
+    def predict_proba(self, data: LabelledData) -> np.ndarray:
+        """Class probabilities for each sample, columns in the order of ``classes_``."""
+        self._check_fitted()
+        features = torch.as_tensor(self._features(data, "features"))
+        with torch.inference_mode():
+            return torch.softmax(self.head_(features), dim=1).numpy()
+
+    def predict(self, data: LabelledData) -> list[str]:
+        """The predicted class name of each sample."""
+        probabilities = self.predict_proba(data)
+        return [self.classes_[i] for i in probabilities.argmax(1)]
+
+    def evaluate(self, data: LabelledData) -> dict:
+        """Accuracy, balanced accuracy, macro and per-class precision/recall/F1, confusion matrix."""
+        data = data.with_classes(self.classes_)
+        predicted = self.predict_proba(data).argmax(1)
+        return classification_metrics(data.y, predicted, self.classes_)
+
+    # -- persistence ---------------------------------------------------------------------
+    def save(self, path: str | Path, metrics: dict | None = None) -> Path:
+        """Write a run directory (config, labels, contract, metrics, safetensors weights)."""
+        self._check_fitted()
+        config = {
+            "headstart_version": __version__,
+            "backbone": {"name": self.model, "weights": str(self.weights) if self.weights else None,
+                         "weights_digest": self.backbone_.weights_digest},
+            "strategy": self.strategy,
+            "strategy_config": asdict(self.config_),
+            "seed": self.seed,
+            "val_fraction": self.val_fraction,
+            "batch_size": self.batch_size,
+            "fit": {k: v for k, v in self.fit_info_.items() if k != "search"},
+        }
+        tensors = {f"head.{k}": v for k, v in self.head_.state_dict().items()}
+        run = RunFiles(config, self.classes_, self.contract_.to_dict(), metrics or {}, tensors)
+        return write_run(path, run)
+
+
+def load(path: str | Path, *, device: str = "auto", cache_dir: str | Path | None = None,
+         progress: Progress | None = None) -> Transfer:
+    """Load a saved run as a fitted :class:`Transfer`, checking the backbone's weights match."""
+    run = read_run(path)
+    backbone_cfg = run.config["backbone"]
+    model = Transfer(backbone_cfg["name"], run.config["strategy"], config=run.config["strategy_config"],
+                     weights=backbone_cfg.get("weights"), seed=run.config.get("seed", 0),
+                     batch_size=run.config.get("batch_size", 64), cache_dir=cache_dir, device=device,
+                     progress=progress)
+    model.config_ = model._strategy_config()
+    model.device_ = resolve_device(device)
+    backbone: Backbone = build_backbone(model.model, weights=model.weights)
+    if backbone.weights_digest != backbone_cfg["weights_digest"]:
+        raise ConfigError(
+            f"The weights of backbone '{model.model}' on this machine (digest {backbone.weights_digest}) "
+            f"are not the ones {path} was trained with (digest {backbone_cfg['weights_digest']}).")
+    model.backbone_, model.contract_ = backbone, backbone.contract
+    model.classes_ = list(run.labels)
+    head_state = {k.removeprefix("head."): v for k, v in run.tensors.items() if k.startswith("head.")}
+    options = {"hidden": model.config_.hidden, "dropout": model.config_.dropout} if model.config_.head == "mlp" else {}
+    model.head_ = build_head(model.config_.head, backbone.contract.feature_dim, len(model.classes_), **options)
+    model.head_.load_state_dict(head_state, strict=True)
+    model.head_.eval()
+    model.fit_info_ = run.config.get("fit", {})
+    model.metrics_ = run.metrics
+    return model

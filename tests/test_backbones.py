@@ -1,0 +1,106 @@
+import torch
+import pytest
+import timm
+
+import headstart as hs
+from headstart.backbones import build_backbone, list_backbones
+from headstart.errors import ConfigError, WeightsUnavailableError
+
+from helpers import TINY_TIMM, tiny_bert_folder, tiny_timm_weights
+
+
+def test_registry_lists_packaged_backbones_with_contracts():
+    rows = {row.name: row for row in list_backbones()}
+    assert {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "minilm"} <= set(rows)
+    lite0 = rows["efficientnet_lite0"].contract
+    assert (lite0["input_size"], lite0["crop_pct"], lite0["interpolation"]) == (224, 0.875, "bicubic")
+    assert tuple(lite0["mean"]) == (0.5, 0.5, 0.5) and tuple(lite0["std"]) == (0.5, 0.5, 0.5)
+    assert [g["name"] for g in lite0["layer_groups"]][0] == "stem"
+    assert rows["efficientnet_lite2"].contract["input_size"] == 260
+    minilm = rows["minilm"].contract
+    assert minilm["modality"] == "text" and minilm["max_length"] == 256 and minilm["feature_dim"] == 384
+    assert [g["name"] for g in minilm["layer_groups"]][:2] == ["embeddings", "layer0"]
+
+
+def test_every_parameter_belongs_to_exactly_one_layer_group():
+    import re
+
+    backbone = build_backbone("efficientnet_lite0", pretrained=False)
+    for name, _ in backbone.module.named_parameters():
+        owners = [g.name for g in backbone.contract.layer_groups if any(re.match(p, name) for p in g.patterns)]
+        assert len(owners) == 1, (name, owners)
+
+
+def test_unknown_backbone_suggests_the_near_miss():
+    with pytest.raises(ConfigError, match="Did you mean 'efficientnet_lite0'"):
+        build_backbone("efficientnet_lte0")
+
+
+def test_unknown_timm_architecture_is_a_clear_error():
+    with pytest.raises(ConfigError, match="timm has no architecture 'resnet5000'"):
+        build_backbone("timm:resnet5000")
+
+
+def test_timm_backbone_loads_local_safetensors_strictly(tmp_path):
+    path = tiny_timm_weights(tmp_path)
+    backbone = build_backbone(f"timm:{TINY_TIMM}", weights=path)
+    reference = timm.create_model(TINY_TIMM, pretrained=False, num_classes=0)
+    from safetensors.torch import load_file
+
+    reference.load_state_dict({k: v for k, v in load_file(path).items() if not k.startswith("classifier")})
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(backbone.module(x), reference.eval()(x), atol=1e-6)
+    assert backbone.source_head is not None and backbone.source_head.out_features == 1000
+    assert backbone.contract.feature_dim == reference.num_features
+
+
+def test_timm_backbone_reads_torch_files_with_weights_only(tmp_path):
+    model = timm.create_model(TINY_TIMM, pretrained=False)
+    path = tmp_path / "checkpoint.pth"
+    torch.save({"state_dict": model.state_dict()}, path)
+    assert build_backbone(f"timm:{TINY_TIMM}", weights=path).weights_digest != "random"
+
+
+def test_pickled_objects_are_refused(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"model": timm.create_model(TINY_TIMM)}, path)  # a whole module: needs pickle
+    with pytest.raises(ConfigError, match="weights_only=True"):
+        build_backbone(f"timm:{TINY_TIMM}", weights=path)
+
+
+def test_weights_of_another_architecture_are_rejected(tmp_path):
+    path = tiny_timm_weights(tmp_path, arch="test_resnet")
+    with pytest.raises(ConfigError, match="do not fit"):
+        build_backbone(f"timm:{TINY_TIMM}", weights=path)
+
+
+def test_missing_timm_weights_fail_fast_and_say_how_to_provide_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(WeightsUnavailableError, match="--weights PATH"):
+        build_backbone("timm:resnet18.a1_in1k")
+
+
+def test_hf_backbone_from_a_local_folder(tmp_path):
+    folder = tiny_bert_folder(tmp_path / "bert")
+    backbone = build_backbone(f"hf:{folder}")
+    assert backbone.contract.modality == "text" and backbone.contract.feature_dim == 32
+    assert [g.name for g in backbone.contract.layer_groups] == ["embeddings", "layer0", "layer1", "top"]
+    batch = backbone.tokenizer(["a b c", "hello"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        assert backbone.module(**batch).shape == (2, 32)
+
+
+def test_hf_model_missing_offline_fails_fast(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WeightsUnavailableError, match="never downloads"):
+        build_backbone("hf:nobody/no-such-model-xyz")
+
+
+def test_random_weights_for_the_scratch_baseline():
+    backbone = build_backbone("efficientnet_lite0", pretrained=False)
+    assert backbone.weights_digest == "random"
+    assert hs.build_backbone is build_backbone

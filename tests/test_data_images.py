@@ -1,0 +1,290 @@
+"""Image sources: decoding every mode, validation, folder layouts and transforms."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from headstart.contract import InputContract
+from headstart.data import (
+    IMAGE_EXTENSIONS,
+    DataIssue,
+    ImageFiles,
+    ImageFolder,
+    LabelledData,
+    image_transform,
+    load_image,
+)
+from headstart.errors import ConfigError, DataError
+
+# --- load_image: every mode becomes upright 8-bit RGB ---------------------------------------
+
+
+def _loaded(path: Path) -> np.ndarray:
+    image = load_image(path)
+    assert image.mode == "RGB"
+    return np.asarray(image)
+
+
+def test_grayscale_is_converted_to_rgb(tmp_path):
+    Image.new("L", (4, 4), 200).save(tmp_path / "g.png")
+    assert (_loaded(tmp_path / "g.png") == 200).all()
+
+
+def test_palette_with_transparency_is_composited_onto_white(tmp_path):
+    image = Image.new("P", (2, 1))
+    image.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
+    image.putpixel((0, 0), 0)
+    image.putpixel((1, 0), 1)
+    image.save(tmp_path / "p.png", transparency=0)
+    pixels = _loaded(tmp_path / "p.png")
+    assert pixels[0, 0].tolist() == [255, 255, 255]
+    assert pixels[0, 1].tolist() == [0, 0, 255]
+
+
+def test_rgba_is_composited_onto_white(tmp_path):
+    image = Image.new("RGBA", (2, 1), (0, 0, 0, 0))
+    image.putpixel((1, 0), (10, 20, 30, 255))
+    image.save(tmp_path / "a.png")
+    pixels = _loaded(tmp_path / "a.png")
+    assert pixels[0, 0].tolist() == [255, 255, 255]
+    assert pixels[0, 1].tolist() == [10, 20, 30]
+
+
+def test_grayscale_with_alpha_is_composited_onto_white(tmp_path):
+    Image.new("LA", (2, 2), (0, 0)).save(tmp_path / "la.png")
+    assert (_loaded(tmp_path / "la.png") == 255).all()
+
+
+def test_cmyk_is_converted_to_rgb(tmp_path):
+    Image.new("CMYK", (4, 4), (0, 0, 0, 0)).save(tmp_path / "c.jpg")
+    assert (_loaded(tmp_path / "c.jpg") > 250).all()
+
+
+def test_16_bit_is_scaled_to_8_bit_not_clipped(tmp_path):
+    values = np.array([[0, 257 * 128, 65535]], dtype=np.uint16)
+    Image.fromarray(values).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")
+    assert _loaded(tmp_path / "deep.png")[0, :, 0].tolist() == [0, 128, 255]
+
+
+def test_float_image_is_scaled_to_8_bit(tmp_path):
+    Image.fromarray(np.array([[0.0, 0.5, 1.0]], dtype=np.float32)).save(tmp_path / "f.tiff")
+    assert _loaded(tmp_path / "f.tiff")[0, :, 0].tolist() == [0, 128, 255]
+
+
+@pytest.mark.parametrize("suffix", [".webp", ".bmp"])
+def test_webp_and_bmp_are_read(tmp_path, suffix):
+    Image.new("RGB", (5, 3), (0, 200, 0)).save(tmp_path / f"x{suffix}", lossless=True)
+    pixels = _loaded(tmp_path / f"x{suffix}")
+    assert pixels.shape == (3, 5, 3) and pixels[0, 0].tolist() == [0, 200, 0]
+
+
+def test_animated_gif_gives_its_first_frame(tmp_path):
+    frames = [Image.new("RGB", (4, 4), colour) for colour in ((255, 0, 0), (0, 0, 255))]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=50)
+    assert _loaded(tmp_path / "anim.gif")[0, 0].tolist() == [255, 0, 0]
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    Image.new("RGB", (20, 10), (90, 90, 90)).save(tmp_path / "o.jpg", exif=exif)
+    assert load_image(tmp_path / "o.jpg").size == (10, 20)
+
+
+def test_unreadable_file_raises_data_error_naming_it(tmp_path):
+    (tmp_path / "bad.jpg").write_bytes(b"not an image at all")
+    with pytest.raises(DataError, match=r"bad\.jpg: not an image file"):
+        load_image(tmp_path / "bad.jpg")
+
+
+# --- ImageFolder: validation -----------------------------------------------------------------
+
+
+def _add_broken_images(folder: Path) -> list[str]:
+    rng = np.random.default_rng(0)
+    (folder / "random.jpg").write_bytes(rng.integers(0, 256, 500, dtype=np.uint8).tobytes())
+    noise = Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    noise.save(folder / "whole.jpg", quality=95)
+    data = (folder / "whole.jpg").read_bytes()
+    (folder / "whole.jpg").unlink()
+    (folder / "half.jpg").write_bytes(data[: len(data) // 2])
+    (folder / "text.png").write_text("hello, I am not a picture")
+    return ["random.jpg", "half.jpg", "text.png"]
+
+
+def test_corrupt_truncated_and_fake_images_are_skipped_with_one_warning(make_image_folder, caplog):
+    root = make_image_folder({"cat": 3, "dog": 3})
+    broken = _add_broken_images(root / "cat")
+    with caplog.at_level(logging.WARNING, logger="headstart"):
+        data = ImageFolder(root)
+    assert len(data) == 6
+    assert sorted(Path(i.location).name for i in data.skipped) == sorted(broken)
+    problems = {Path(i.location).name: i.problem for i in data.skipped}
+    assert problems["half.jpg"] == "truncated image"
+    assert problems["text.png"] == "not an image file (cannot identify image)"
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "3 unusable images" in warnings[0].getMessage()
+    assert all(name in warnings[0].getMessage() for name in broken)
+
+
+def test_strict_raises_listing_every_unreadable_image(make_image_folder):
+    root = make_image_folder({"cat": 3, "dog": 3})
+    broken = _add_broken_images(root / "dog")
+    with pytest.raises(DataError, match="3 unusable images") as error:
+        ImageFolder(root, strict=True)
+    assert all(name in str(error.value) for name in broken)
+
+
+def test_labels_follow_folders_and_items_are_absolute_paths(make_image_folder):
+    data = ImageFolder(make_image_folder({"dog": 2, "cat": 3}))
+    assert isinstance(data, LabelledData) and data.modality == "image"
+    assert data.classes == ["cat", "dog"]
+    assert data.class_counts() == {"cat": 3, "dog": 2}
+    assert data.y.tolist() == [0, 0, 0, 1, 1]
+    assert all(Path(p).is_absolute() and Path(p).is_file() for p in data.items)
+    assert data.locations == data.items and data.splits == {}
+
+
+def test_other_files_hidden_files_are_ignored_and_subfolders_are_read(make_image_folder):
+    root = make_image_folder({"cat": 2, "dog": 2, ".cache": 1})
+    (root / "cat" / "notes.txt").write_text("not an image")
+    Image.new("RGB", (4, 4)).save(root / "cat" / ".hidden.png")
+    (root / "cat" / "deeper").mkdir()
+    Image.new("RGB", (4, 4)).save(root / "cat" / "deeper" / "x.JPG")
+    data = ImageFolder(root)
+    assert data.class_counts() == {"cat": 3, "dog": 2}
+    assert data.skipped == []
+    assert ".jpg" in IMAGE_EXTENSIONS
+
+
+def test_empty_class_folder_is_an_error(make_image_folder):
+    root = make_image_folder({"daisy": 2, "rose": 2})
+    (root / "tulip").mkdir()
+    with pytest.raises(DataError, match=r"class 'tulip' \(.*tulip\) has no readable images"):
+        ImageFolder(root)
+
+
+def test_class_with_only_unreadable_images_is_an_error(make_image_folder):
+    root = make_image_folder({"daisy": 2, "rose": 2})
+    (root / "tulip").mkdir()
+    (root / "tulip" / "a.jpg").write_bytes(b"garbage")
+    with pytest.raises(DataError, match="class 'tulip' .* has no readable images"):
+        ImageFolder(root)
+
+
+def test_single_class_is_an_error(make_image_folder):
+    with pytest.raises(DataError, match="needs at least 2 classes, found 1: 'daisy'"):
+        ImageFolder(make_image_folder({"daisy": 3}))
+
+
+def test_missing_root_is_an_error(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        ImageFolder(tmp_path / "nowhere")
+
+
+def test_root_without_class_folders_is_an_error(tmp_path):
+    Image.new("RGB", (4, 4)).save(tmp_path / "1.png")
+    with pytest.raises(DataError, match="has no class sub-folders: put the images of each class"):
+        ImageFolder(tmp_path)
+
+
+def test_fewer_than_min_per_class_is_an_error(make_image_folder):
+    root = make_image_folder({"cat": 3, "dog": 1})
+    with pytest.raises(DataError, match="class 'dog' .* has 1 readable sample, fewer than the 2"):
+        ImageFolder(root, min_per_class=2)
+
+
+def test_predefined_train_test_folders_are_used_as_given(make_image_folder):
+    root = make_image_folder({"train": {"cat": 3, "dog": 2}, "test": {"cat": 1, "dog": 1}})
+    data = ImageFolder(root)
+    assert len(data) == 7 and set(data.splits) == {"train", "test"}
+    train, test = data.split(test=0.5, seed=3)
+    assert len(train) == 5 and len(test) == 2
+    assert all("/test/" in p for p in test.items)
+    assert train.classes == test.classes == ["cat", "dog"]
+    with pytest.raises(DataError, match="has train/ and test/ but no val/ folder"):
+        data.split(val=0.1)
+
+
+def test_predefined_val_folder_gives_three_parts(make_image_folder):
+    root = make_image_folder({"train": {"a": 2, "b": 2}, "val": {"a": 1, "b": 1},
+                              "test": {"a": 1, "b": 1}})
+    train, val, test = ImageFolder(root).split(val=0.2)
+    assert (len(train), len(val), len(test)) == (4, 2, 2)
+
+
+def test_class_only_in_test_is_an_error(make_image_folder):
+    root = make_image_folder({"train": {"cat": 2, "dog": 2}, "test": {"cat": 1, "owl": 1}})
+    with pytest.raises(DataError, match="class 'owl' is in .*test but not in .*train"):
+        ImageFolder(root)
+
+
+def test_test_folder_without_train_is_an_error(make_image_folder):
+    root = make_image_folder({"test": {"cat": 1, "dog": 1}})
+    with pytest.raises(DataError, match="no train/ folder"):
+        ImageFolder(root)
+
+
+# --- ImageFiles ------------------------------------------------------------------------------
+
+
+def test_image_files_reads_a_flat_folder_unlabelled(tmp_path):
+    for i in range(3):
+        Image.new("RGB", (4, 4)).save(tmp_path / f"{i}.png")
+    (tmp_path / "bad.png").write_bytes(b"nope")
+    data = ImageFiles(tmp_path)
+    assert len(data) == 3 and data.labels is None and data.classes == []
+    assert [i.problem for i in data.skipped] == ["not an image file (cannot identify image)"]
+    with pytest.raises(DataError, match="has no labels"):
+        data.y
+
+
+def test_image_files_accepts_a_list_of_files_and_folders(make_image_folder):
+    root = make_image_folder({"a": 2, "b": 1})
+    data = ImageFiles([root / "a", root / "b" / "0.png", root / "a" / "0.png"])
+    assert len(data) == 3
+
+
+def test_image_files_with_nothing_found_is_an_error(tmp_path):
+    with pytest.raises(DataError, match="no images found"):
+        ImageFiles(tmp_path)
+    with pytest.raises(DataError, match="does not exist"):
+        ImageFiles(tmp_path / "missing.jpg")
+
+
+# --- image_transform -------------------------------------------------------------------------
+
+CONTRACT = InputContract(modality="image", feature_dim=8, input_size=32, crop_pct=1.0,
+                         interpolation="bilinear", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+
+
+def test_image_transform_resizes_and_normalises_with_the_contract():
+    transform = image_transform(CONTRACT)
+    white = transform(Image.new("RGB", (50, 40), (255, 255, 255)))
+    black = transform(Image.new("RGB", (50, 40), (0, 0, 0)))
+    assert white.shape == (3, 32, 32) and white.dtype == torch.float32
+    assert torch.allclose(white, torch.ones_like(white))
+    assert torch.allclose(black, -torch.ones_like(black))
+
+
+def test_training_transform_gives_the_same_shape_and_accepts_grayscale():
+    tensor = image_transform(CONTRACT, train=True)(Image.new("L", (64, 48), 128))
+    assert tensor.shape == (3, 32, 32)
+
+
+def test_image_transform_rejects_a_text_contract():
+    text = InputContract(modality="text", feature_dim=8, tokenizer="x", max_length=16)
+    with pytest.raises(ConfigError, match="needs an image contract"):
+        image_transform(text)
+
+
+def test_data_issue_reads_as_location_and_problem():
+    assert str(DataIssue("reviews.csv:12", "empty text")) == "reviews.csv:12: empty text"
