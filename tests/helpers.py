@@ -31,3 +31,39 @@ def tiny_bert_folder(folder: Path) -> Path:
     BertModel(config).save_pretrained(folder)
     AutoTokenizer.from_pretrained(minilm).save_pretrained(folder)
     return Path(folder)
+
+
+COLOURS = {"red": (200, 40, 40), "green": (40, 180, 60), "blue": (40, 60, 200)}
+
+
+def colour_folder(root: Path, per_class: int = 12, size: int = 40, seed: int = 0,
+                  colours: dict[str, tuple[int, int, int]] = COLOURS) -> Path:
+    """An image folder whose classes differ by colour: any backbone, even random, can tell them apart."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for name, rgb in colours.items():
+        (Path(root) / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            noise = rng.normal(0, 25, (size, size, 3))
+            pixels = np.clip(np.array(rgb) + noise, 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(Path(root) / name / f"{i}.png")
+    return Path(root)
+
+
+def review_table(path: Path, per_class: int = 30, seed: int = 0) -> Path:
+    """A CSV of short positive and negative texts."""
+    import csv
+    import random
+
+    good = ["great", "excellent", "love it", "wonderful", "works perfectly", "very happy"]
+    bad = ["terrible", "awful", "broke quickly", "waste of money", "very disappointed", "hate it"]
+    rnd = random.Random(seed)
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        for i in range(per_class):
+            writer.writerow([f"{rnd.choice(good)}, {rnd.choice(good)} product {i}", "pos"])
+            writer.writerow([f"{rnd.choice(bad)}, {rnd.choice(bad)} product {i}", "neg"])
+    return Path(path)

@@ -96,7 +96,7 @@ def test_missing_text_column_lists_columns_and_suggests_the_closest(make_text_ta
 
 def test_missing_label_column_is_an_error(make_text_table):
     path = make_text_table("reviews.csv", "text,label\nhi,a\nho,b\n")
-    with pytest.raises(DataError, match="has no column 'lable'.*Did you mean 'label'.*--label-column"):
+    with pytest.raises(DataError, match="no column 'lable'.*Did you mean 'label'.*--label-column"):
         TextTable(path, label="lable")
     with pytest.raises(DataError, match="has no column 'stars'; columns are: text, label"):
         TextTable(make_text_table("r.jsonl", '{"text": "a", "label": "b"}\n'), label="stars")

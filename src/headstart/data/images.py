@@ -162,6 +162,42 @@ def _build(source: Path, files: dict[str, list[str]], good: set[str],
                         source=str(source))
 
 
+def _read_trees(root: Path) -> dict[str, dict[str, list[str]]]:
+    """Class trees keyed by split name ("train", "val", "test"), or by "" without splits."""
+    present = [name for name in SPLIT_NAMES if (root / name).is_dir()]
+    if not present:
+        return {"": _read_class_tree(root)}
+    if "train" not in present:
+        raise DataError(f"{root} has {' and '.join(n + '/' for n in present)} but no train/ "
+                        "folder; add train/, or point at a folder of class sub-folders.")
+    others = [p.name for p in _class_folders(root) if p.name not in SPLIT_NAMES]
+    if others:
+        logger.warning("%s: ignoring folders beside train/: %s", root, ", ".join(others))
+    return {name: _read_class_tree(root / name) for name in present}
+
+
+def _check_classes(root: Path, trees: dict[str, dict[str, list[str]]], good: set[str]) -> list[str]:
+    """Refuse empty classes, classes missing from train/, and fewer than two classes."""
+    for part, tree in trees.items():
+        for name, paths in tree.items():
+            if not any(p in good for p in paths):
+                note = f" ({len(paths)} unreadable)" if paths else ""
+                raise DataError(f"class '{name}' ({root / part / name}) has no readable "
+                                f"images{note}; add images or remove the folder.")
+    for part in [name for name in trees if name not in ("", "train")]:
+        extra = sorted_classes(set(trees[part]) - set(trees["train"]))
+        if extra:
+            raise DataError(
+                f"class '{extra[0]}' is in {root / part} but not in {root / 'train'}; "
+                "the model cannot learn a class it never sees: add its training images."
+            )
+    classes = sorted_classes(name for tree in trees.values() for name in tree)
+    if len(classes) < 2:
+        raise DataError(f"{root} needs at least 2 classes, found {len(classes)}: "
+                        f"{', '.join(repr(c) for c in classes)}; add a folder for each class.")
+    return classes
+
+
 def ImageFolder(root: str | os.PathLike[str], *, strict: bool = False, min_per_class: int = 1,
                 workers: int = 4) -> LabelledData:
     """Read a folder with one sub-folder of images per class (class = folder name).
@@ -172,50 +208,19 @@ def ImageFolder(root: str | os.PathLike[str], *, strict: bool = False, min_per_c
     """
     root = Path(root).expanduser()
     _check_folder(root)
-    present = [name for name in SPLIT_NAMES if (root / name).is_dir()]
-    if present and "train" not in present:
-        raise DataError(f"{root} has {' and '.join(n + '/' for n in present)} but no train/ "
-                        "folder; add train/, or point at a folder of class sub-folders.")
-    if present:
-        others = [p.name for p in _class_folders(root) if p.name not in SPLIT_NAMES]
-        if others:
-            logger.warning("%s: ignoring folders beside train/: %s", root, ", ".join(others))
-        trees = {name: _read_class_tree(root / name) for name in present}
-    else:
-        trees = {"": _read_class_tree(root)}
-
+    trees = _read_trees(root)
     all_files = [p for tree in trees.values() for paths in tree.values() for p in paths]
     good_list, issues = _validate(all_files, workers)
     report_issues(issues, str(root), "images", strict)
     good = set(good_list)
+    classes = _check_classes(root, trees, good)
 
-    for part, tree in trees.items():
-        for name, paths in tree.items():
-            if not any(p in good for p in paths):
-                where = root / part / name if part else root / name
-                note = f" ({len(paths)} unreadable)" if paths else ""
-                raise DataError(f"class '{name}' ({where}) has no readable images{note}; "
-                                "add images or remove the folder.")
-    if present:
-        train_classes = set(trees["train"])
-        for part in present[1:]:
-            extra = sorted_classes(set(trees[part]) - train_classes)
-            if extra:
-                raise DataError(
-                    f"class '{extra[0]}' is in {root / part} but not in {root / 'train'}; "
-                    "the model cannot learn a class it never sees: add its training images."
-                )
-    classes = sorted_classes(name for tree in trees.values() for name in tree)
-    if len(classes) < 2:
-        raise DataError(f"{root} needs at least 2 classes, found {len(classes)}: "
-                        f"{', '.join(repr(c) for c in classes)}; add a folder for each class.")
-
-    parts = {name: _build(root / name if name else root, tree, good, classes)
-             for name, tree in trees.items()}
+    parts = {name: _build(root / name, tree, good, classes) for name, tree in trees.items()}
     items = [p for part in parts.values() for p in part.items]
     labels = [label for part in parts.values() for label in (part.labels or [])]
+    splits = {} if "" in parts else parts
     data = LabelledData("image", items, labels, classes=classes, skipped=issues,
-                        splits=parts if present else {}, source=str(root))
+                        splits=splits, source=str(root))
     _check_min_per_class(data, min_per_class)
     logger.info("%s: %d images in %d classes", root, len(data), len(classes))
     return data

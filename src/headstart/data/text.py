@@ -37,7 +37,8 @@ Row = tuple[int, str, str | None]
 def _format_of(path: Path, format: str | None) -> str:
     if format is not None:
         if format not in FORMATS:
-            raise ConfigError(f"format must be one of {', '.join(FORMATS)}. Got {format!r} instead.")
+            raise ConfigError(
+                f"format must be one of {', '.join(FORMATS)}. Got {format!r} instead.")
         return format
     found = _EXTENSIONS.get(path.suffix.lower())
     if found is None:
@@ -78,7 +79,8 @@ def _column(name: str, columns: list[str]) -> int | None:
 
 # --- CSV / TSV -----------------------------------------------------------------------------
 
-def _records(text: str, delimiter: str, quoting: int, path: Path) -> Iterator[tuple[int, list[str]]]:
+def _records(text: str, delimiter: str, quoting: int,
+             path: Path) -> Iterator[tuple[int, list[str]]]:
     """Yield (first physical line, fields) per record, skipping blank lines."""
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
     end = 0
@@ -150,7 +152,8 @@ def _rows_from_records(path: Path, records: list[tuple[int, list[str]]], width: 
     issues: list[DataIssue] = []
     for line, fields in records:
         if len(fields) != width:
-            issues.append(DataIssue(f"{path}:{line}", f"expected {width} fields, found {len(fields)}"))
+            problem = f"expected {width} fields, found {len(fields)}"
+            issues.append(DataIssue(f"{path}:{line}", problem))
             continue
         rows.append((line, fields[ti], None if li is None else fields[li]))
     return rows, issues

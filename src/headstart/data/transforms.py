@@ -29,7 +29,8 @@ class _ToRGB:
         return "ToRGB()"
 
 
-def image_transform(contract: InputContract, train: bool = False) -> Callable[[Image.Image], torch.Tensor]:
+def image_transform(contract: InputContract,
+                    train: bool = False) -> Callable[[Image.Image], torch.Tensor]:
     """Build the PIL -> (3, H, W) float tensor transform a backbone's contract asks for.
 
     ``train=True`` gives timm's training transform (random resized crop, horizontal flip,

@@ -1,0 +1,78 @@
+import numpy as np
+import torch
+from PIL import Image
+
+import headstart.features as features
+from headstart.backbones import build_backbone
+from headstart.data import ImageFolder, image_transform, load_image
+from headstart.features import extract_features
+
+from helpers import TINY_TIMM, colour_folder, tiny_timm_weights
+
+
+def _backbone(tmp_path, seed=0):
+    return build_backbone(f"timm:{TINY_TIMM}", weights=tiny_timm_weights(tmp_path, seed))
+
+
+def test_features_equal_the_backbone_applied_by_hand(tmp_path):
+    data = ImageFolder(colour_folder(tmp_path / "imgs", per_class=3))
+    backbone = _backbone(tmp_path)
+    got = extract_features(backbone, data, cache_dir=tmp_path / "cache", batch_size=4, num_workers=0)
+    transform = image_transform(backbone.contract)
+    batch = torch.stack([transform(load_image(p)) for p in data.items])
+    with torch.no_grad():
+        expected = backbone.module.eval()(batch).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    assert got.shape == (len(data), backbone.contract.feature_dim) and got.dtype == np.float32
+
+
+def test_worker_processes_give_the_same_features(tmp_path):
+    data = ImageFolder(colour_folder(tmp_path / "imgs", per_class=3))
+    backbone = _backbone(tmp_path)
+    a = extract_features(backbone, data, use_cache=False, batch_size=4, num_workers=0)
+    b = extract_features(backbone, data, use_cache=False, batch_size=4, num_workers=2)
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_second_run_reads_the_cache_and_a_changed_file_is_embedded_again(tmp_path, monkeypatch):
+    data = ImageFolder(colour_folder(tmp_path / "imgs", per_class=3))
+    backbone = _backbone(tmp_path)
+    first = extract_features(backbone, data, cache_dir=tmp_path / "cache", num_workers=0)
+    embedded = []
+    original = features.embed
+    monkeypatch.setattr(features, "embed", lambda b, items, **kw: embedded.append(list(items)) or original(b, items, **kw))
+    second = extract_features(backbone, data, cache_dir=tmp_path / "cache", num_workers=0)
+    np.testing.assert_array_equal(first, second)
+    assert embedded == []
+    changed = data.items[0]
+    Image.new("RGB", (40, 40), (255, 255, 0)).save(changed)
+    third = extract_features(backbone, data, cache_dir=tmp_path / "cache", num_workers=0)
+    assert embedded == [[changed]]
+    assert not np.allclose(third[0], first[0]) and np.allclose(third[1:], first[1:])
+
+
+def test_other_weights_do_not_share_cache_entries(tmp_path):
+    data = ImageFolder(colour_folder(tmp_path / "imgs", per_class=2))
+    a, b = _backbone(tmp_path, seed=0), _backbone(tmp_path, seed=1)
+    assert a.cache_key != b.cache_key
+    fa = extract_features(a, data, cache_dir=tmp_path / "cache", num_workers=0)
+    fb = extract_features(b, data, cache_dir=tmp_path / "cache", num_workers=0)
+    assert not np.allclose(fa, fb)
+
+
+def test_a_damaged_cache_shard_is_ignored(tmp_path):
+    data = ImageFolder(colour_folder(tmp_path / "imgs", per_class=2))
+    backbone = _backbone(tmp_path)
+    first = extract_features(backbone, data, cache_dir=tmp_path / "cache", num_workers=0)
+    for shard in (tmp_path / "cache").rglob("*.safetensors"):
+        shard.write_bytes(b"garbage")
+    again = extract_features(backbone, data, cache_dir=tmp_path / "cache", num_workers=0)
+    np.testing.assert_allclose(first, again, atol=1e-6)
+
+
+def test_progress_is_reported_per_batch(tmp_path):
+    data = ImageFolder(colour_folder(tmp_path / "imgs", per_class=3))
+    calls = []
+    extract_features(_backbone(tmp_path), data, use_cache=False, batch_size=4, num_workers=0,
+                     progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(4, 9), (8, 9), (9, 9)]

@@ -1,0 +1,86 @@
+import numpy as np
+import pytest
+
+import headstart as hs
+from headstart.errors import ConfigError, DataError
+
+from helpers import TINY_TIMM, colour_folder, review_table, tiny_bert_folder, tiny_timm_weights
+
+
+@pytest.fixture
+def image_data(tmp_path):
+    return hs.ImageFolder(colour_folder(tmp_path / "imgs", per_class=14))
+
+
+@pytest.fixture
+def weights(tmp_path):
+    return tiny_timm_weights(tmp_path)
+
+
+def _transfer(tmp_path, weights, **options):
+    return hs.Transfer(f"timm:{TINY_TIMM}", weights=weights, cache_dir=tmp_path / "cache", num_workers=0, **options)
+
+
+def test_fit_evaluate_save_load_predict_round_trip(tmp_path, image_data, weights):
+    train, test = image_data.split(test=0.3, seed=0)
+    model = _transfer(tmp_path, weights).fit(train)
+    assert model.classes_ == ["blue", "green", "red"]
+    metrics = model.evaluate(test)
+    assert metrics["accuracy"] >= 0.9  # colours are trivially separable; chance is 1/3
+    model.save(tmp_path / "run", metrics={"test": metrics})
+    loaded = hs.load(tmp_path / "run", device="cpu", cache_dir=tmp_path / "cache")
+    np.testing.assert_allclose(loaded.predict_proba(test), model.predict_proba(test), atol=1e-6)
+    assert loaded.predict(test) == model.predict(test)
+    assert loaded.contract_ == model.contract_
+
+
+def test_mlp_head_round_trips_too(tmp_path, image_data, weights):
+    train, test = image_data.split(test=0.3, seed=0)
+    model = _transfer(tmp_path, weights, config={"head": "mlp", "hidden": 16}).fit(train)
+    model.save(tmp_path / "run")
+    loaded = hs.load(tmp_path / "run", device="cpu", cache_dir=tmp_path / "cache")
+    np.testing.assert_allclose(loaded.predict_proba(test), model.predict_proba(test), atol=1e-6)
+
+
+def test_text_transfer_with_an_hf_folder(tmp_path):
+    data = hs.TextTable(review_table(tmp_path / "reviews.csv"))
+    folder = tiny_bert_folder(tmp_path / "bert")
+    train, test = data.split(test=0.25, seed=0)
+    model = hs.Transfer(f"hf:{folder}", cache_dir=tmp_path / "cache").fit(train)
+    assert model.evaluate(test)["accuracy"] > 0.5
+    assert model.contract_.modality == "text"
+
+
+def test_using_an_unfitted_model_is_a_clear_error(image_data):
+    with pytest.raises(hs.NotFittedError, match="not fitted yet"):
+        hs.Transfer().predict(image_data)
+
+
+def test_a_label_the_model_never_saw_is_reported(tmp_path, image_data, weights):
+    model = _transfer(tmp_path, weights).fit(image_data)
+    other = hs.ImageFolder(colour_folder(tmp_path / "other", per_class=3,
+                                         colours={"red": (200, 40, 40), "yellow": (220, 220, 30)}))
+    with pytest.raises(DataError, match="yellow"):
+        model.evaluate(other)
+
+
+def test_loading_with_different_backbone_weights_fails_clearly(tmp_path, image_data, weights):
+    _transfer(tmp_path, weights).fit(image_data).save(tmp_path / "run")
+    tiny_timm_weights(tmp_path, seed=5).replace(weights)
+    with pytest.raises(ConfigError, match="not the ones"):
+        hs.load(tmp_path / "run", device="cpu")
+
+
+def test_unknown_strategy_and_options_are_rejected_before_any_work(image_data):
+    with pytest.raises(ConfigError, match="Unknown strategy 'linear-prob'. Did you mean 'linear-probe'"):
+        hs.Transfer(strategy="linear-prob").fit(image_data)
+    with pytest.raises(ConfigError, match="Unknown option"):
+        hs.Transfer(config={"heads": "mlp"}).fit(image_data)
+    with pytest.raises(ConfigError, match="'dropout' option of linear-probe"):
+        hs.Transfer(config={"dropout": 1.5}).fit(image_data)
+
+
+def test_text_data_on_an_image_backbone_is_rejected(tmp_path, weights):
+    data = hs.TextTable(review_table(tmp_path / "reviews.csv"))
+    with pytest.raises(ConfigError, match="takes image data"):
+        _transfer(tmp_path, weights).fit(data)
