@@ -45,3 +45,9 @@ def make_text_table(tmp_path: Path) -> Callable[[str, str | bytes], Path]:
         return path
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _private_feature_cache(tmp_path_factory, monkeypatch):
+    """Tests never read or write the user's feature cache."""
+    monkeypatch.setenv("HEADSTART_CACHE", str(tmp_path_factory.getbasetemp() / "feature-cache"))

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -157,7 +156,7 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print JSON instea
     out.print(table)
 
 
-def _fit_and_report(data: LabelledData, model: str, out_dir: Path, *, strategy: str, config: LinearProbeConfig, test: float,
+def _fit_and_report(data: LabelledData, model: Optional[str], out_dir: Path, *, strategy: str, config: LinearProbeConfig, test: float,
                     val: float, seed: int, weights: Optional[Path], batch_size: int, workers: Optional[int],
                     device: str, cache_dir: Optional[Path], no_cache: bool, as_json: bool) -> dict:
     report_skipped(data)
@@ -179,7 +178,7 @@ def _fit_and_report(data: LabelledData, model: str, out_dir: Path, *, strategy: 
     if as_json:
         print(json.dumps(metrics, indent=1))
     else:
-        show_metrics(metrics, f"test split of {data.source} — {model}, {strategy}")
+        show_metrics(metrics, f"test split of {data.source} — {estimator.model_name_}, {strategy}")
         selected = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                              for k, v in estimator.fit_info_["selected"].items())
         out.print(f"head: {config.head} ({selected}); took {metrics['fit_seconds']:.1f}s; run saved to [bold]{out_dir}[/]")
@@ -189,7 +188,8 @@ def _fit_and_report(data: LabelledData, model: str, out_dir: Path, *, strategy: 
 @app.command()
 def fit(
     data: Path = typer.Argument(..., help="An image folder (one sub-folder per class) or a .csv/.tsv/.jsonl table."),
-    model: str = typer.Option("efficientnet_lite0", "--model", "-m", help="Backbone: see `headstart models`."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=(
+        "Backbone: see `headstart models` (default: efficientnet_lite0 for images, minilm for text).")),
     strategy: str = typer.Option("linear-probe", help=f"Transfer strategy: {', '.join(STRATEGIES)}."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Run directory to write."),
     head: str = typer.Option("linear", help="linear (logistic regression) or mlp."),
@@ -267,23 +267,22 @@ def predict(
 @app.command()
 def demo(
     out_dir: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Where to save the demo run."),
+    data_dir: Path = typer.Option(Path("runs/demo-digits"), help="Where to write the demo images."),
     per_class: int = typer.Option(60, help="Digit images per class."),
     cache_dir: Optional[Path] = typer.Option(None, help="Feature cache (default ~/.cache/headstart)."),
 ) -> None:
     """Run end to end offline: digits as an image folder -> EfficientNet-Lite0 linear probe -> metrics."""
     from .demo import write_digits_folder
 
-    with tempfile.TemporaryDirectory(prefix="headstart-demo-") as temp:
-        folder = write_digits_folder(Path(temp) / "digits", per_class=per_class)
-        err.print(f"demo: {10 * per_class} handwritten digits (scikit-learn) written as PNG class folders; "
-                  "backbone efficientnet_lite0 (ImageNet weights, offline)")
-        dataset = ImageFolder(folder)
-        dataset_source = "scikit-learn digits"
-        _fit_and_report(dataset, "efficientnet_lite0", out_dir, strategy="linear-probe", config=LinearProbeConfig(), test=0.2, val=0.0,
-                        seed=0, weights=None, batch_size=64, workers=None, device="auto",
-                        cache_dir=cache_dir, no_cache=False, as_json=False)
-    out.print(f"next: `headstart predict {out_dir} IMAGE...`, `headstart evaluate {out_dir} FOLDER`, "
-              f"or your own data: `headstart fit FOLDER --out runs/mine` ({dataset_source} were the demo data)")
+    folder = write_digits_folder(data_dir, per_class=per_class)
+    err.print(f"demo: {10 * per_class} handwritten digits from scikit-learn, written as PNG class folders "
+              f"under {folder}; backbone efficientnet_lite0 (ImageNet weights from a pip package, offline)",
+              highlight=False)
+    _fit_and_report(ImageFolder(folder), "efficientnet_lite0", out_dir, strategy="linear-probe",
+                    config=LinearProbeConfig(), test=0.2, val=0.0, seed=0, weights=None, batch_size=64,
+                    workers=None, device="auto", cache_dir=cache_dir, no_cache=False, as_json=False)
+    out.print(f"next: `headstart predict {out_dir} {folder}/3`, `headstart evaluate {out_dir} {folder}`, "
+              "or your own data: `headstart fit FOLDER_OR_TABLE --out runs/mine`", highlight=False)
 
 
 if __name__ == "__main__":

@@ -13,12 +13,16 @@ import numpy as np
 from PIL import Image
 from sklearn.datasets import load_digits
 
+from .errors import DataError
+
 __all__ = ["write_digits_folder"]
 
 
 def write_digits_folder(root: str | Path, per_class: int = 60, seed: int = 0) -> Path:
     """Write ``per_class`` digit images of each class 0-9 under ``root/<digit>/``."""
     root = Path(root)
+    if root.exists() and any(root.iterdir()) and not (root / "0").is_dir():
+        raise DataError(f"{root} exists and is not a demo digits folder; choose another `--data-dir`.")
     digits = load_digits()
     rng = np.random.default_rng(seed)
     for label in range(10):

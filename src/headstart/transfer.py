@@ -31,6 +31,7 @@ __all__ = ["Transfer", "load", "NotFittedError"]
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
+DEFAULT_BACKBONES = {"image": "efficientnet_lite0", "text": "minilm"}
 
 
 class NotFittedError(HeadstartError, AttributeError):
@@ -53,7 +54,8 @@ class Transfer:
 
     Parameters
     ----------
-    model: a registered backbone (``headstart models``), ``timm:<name>`` or ``hf:<id or folder>``.
+    model: a registered backbone (``headstart models``), ``timm:<name>`` or ``hf:<id or folder>``;
+        None picks the packaged default for the data (efficientnet_lite0 for images, minilm for text).
     strategy: how to transfer; ``linear-probe`` trains a new head on frozen features.
     config: the strategy's options, as its config dataclass or a dict of its fields.
     weights: a local weights file replacing the backbone's default weights.
@@ -65,7 +67,7 @@ class Transfer:
     progress: called as ``progress(stage, done, total)`` during long steps.
     """
 
-    def __init__(self, model: str = "efficientnet_lite0", strategy: str = "linear-probe", *,
+    def __init__(self, model: str | None = None, strategy: str = "linear-probe", *,
                  config: object | dict | None = None, weights: str | Path | None = None,
                  val_fraction: float = 0.15, cache_dir: str | Path | None = None, use_cache: bool = True,
                  batch_size: int = 64, num_workers: int | None = None, device: str = "auto",
@@ -120,7 +122,8 @@ class Transfer:
         val = val.with_classes(train.classes)
         self.device_ = resolve_device(self.device)
         start = time.perf_counter()
-        self.backbone_ = build_backbone(self.model, weights=self.weights)
+        self.model_name_ = self.model or DEFAULT_BACKBONES[train.modality]
+        self.backbone_ = build_backbone(self.model_name_, weights=self.weights)
         self.contract_: InputContract = self.backbone_.contract
         self.classes_ = list(train.classes)
         x_train, x_val = self._features(train, "train features"), self._features(val, "validation features")
@@ -165,7 +168,7 @@ class Transfer:
         self._check_fitted()
         config = {
             "headstart_version": __version__,
-            "backbone": {"name": self.model, "weights": str(self.weights) if self.weights else None,
+            "backbone": {"name": self.model_name_, "weights": str(self.weights) if self.weights else None,
                          "weights_digest": self.backbone_.weights_digest},
             "strategy": self.strategy,
             "strategy_config": asdict(self.config_),
@@ -189,6 +192,7 @@ def load(path: str | Path, *, device: str = "auto", cache_dir: str | Path | None
                      batch_size=run.config.get("batch_size", 64), cache_dir=cache_dir, device=device,
                      progress=progress)
     model.config_ = model._strategy_config()
+    model.model_name_ = model.model
     model.device_ = resolve_device(device)
     backbone: Backbone = build_backbone(model.model, weights=model.weights)
     if backbone.weights_digest != backbone_cfg["weights_digest"]:
