@@ -125,6 +125,21 @@ def confusion_table(metrics: dict) -> Table:
     return table
 
 
+def ranking_table(rows: list[dict], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("#", "model", "layer", "LogME", "LEEP", "NCE", "H-score", "kNN acc", "dim", "score s"):
+        table.add_column(column, justify="left" if column in ("model", "layer") else "right")
+    for place, row in enumerate(rows, 1):
+        optional = [f"{row[k]:.3f}" if row[k] is not None else "—" for k in ("leep", "nce")]
+        table.add_row(str(place), row["model"], row["layer"], f"{row['logme']:.3f}", *optional, f"{row['hscore']:.2f}",
+                      f"{row['knn_accuracy']:.3f}", str(row["feature_dim"]), f"{row['seconds']:.2f}")
+    return table
+
+
+def _names(text: Optional[str]) -> Optional[list[str]]:
+    return [name.strip() for name in text.split(",") if name.strip()] if text else None
+
+
 def show_metrics(metrics: dict, title: str) -> None:
     out.print(metrics_table(metrics, title))
     if len(metrics["classes"]) <= 12:
@@ -156,7 +171,8 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print JSON instea
     out.print(table)
 
 
-def _fit_and_report(data: LabelledData, model: Optional[str], out_dir: Path, *, strategy: str, config: LinearProbeConfig, test: float,
+def _fit_and_report(data: LabelledData, model: Optional[str], out_dir: Path, *, strategy: str, config: LinearProbeConfig,
+                    candidates: Optional[list[str]] = None, test: float,
                     val: float, seed: int, weights: Optional[Path], batch_size: int, workers: Optional[int],
                     device: str, cache_dir: Optional[Path], no_cache: bool, as_json: bool) -> dict:
     report_skipped(data)
@@ -169,11 +185,13 @@ def _fit_and_report(data: LabelledData, model: Optional[str], out_dir: Path, *, 
                   highlight=False)
     started = time.perf_counter()
     with progress_bars(not as_json) as progress:
-        estimator = Transfer(model, strategy, config=config, weights=weights, cache_dir=cache_dir,
+        estimator = Transfer(model, strategy, candidates=candidates, config=config, weights=weights, cache_dir=cache_dir,
                              use_cache=not no_cache, batch_size=batch_size, num_workers=workers, device=device,
                              seed=seed, progress=progress).fit(train, val_part)
         metrics = estimator.evaluate(test_part)
     metrics["fit_seconds"] = round(time.perf_counter() - started, 2)
+    if estimator.ranking_ and not as_json:
+        out.print(ranking_table(estimator.ranking_, f"ranking on the training split: chose {estimator.model_name_}"))
     estimator.save(out_dir, metrics={"test": metrics, "data": data.summary()})
     if as_json:
         print(json.dumps(metrics, indent=1))
@@ -189,8 +207,11 @@ def _fit_and_report(data: LabelledData, model: Optional[str], out_dir: Path, *, 
 def fit(
     data: Path = typer.Argument(..., help="An image folder (one sub-folder per class) or a .csv/.tsv/.jsonl table."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help=(
-        "Backbone: see `headstart models` (default: efficientnet_lite0 for images, minilm for text).")),
+        "Backbone: see `headstart models` (default: efficientnet_lite0 for images, minilm for text); "
+        "`auto` ranks the candidates by LogME and fits the best.")),
     strategy: str = typer.Option("linear-probe", help=f"Transfer strategy: {', '.join(STRATEGIES)}."),
+    candidates: Optional[str] = typer.Option(None, help="Comma-separated backbones `--model auto` ranks "
+                                             "(default: every offline backbone of the data's modality)."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Run directory to write."),
     head: str = typer.Option("linear", help="linear (logistic regression) or mlp."),
     class_weight: Optional[str] = typer.Option(None, help="'balanced' for imbalanced classes."),
@@ -211,9 +232,39 @@ def fit(
     """Fit a transfer model on DATA, evaluate it on a held-out test split, save the run."""
     config = LinearProbeConfig(head=head, class_weight=class_weight)
     dataset = open_data(data, text_column, label_column, strict)
-    _fit_and_report(dataset, model, out_dir, strategy=strategy, config=config, test=test, val=val, seed=seed, weights=weights,
+    _fit_and_report(dataset, model, out_dir, strategy=strategy, config=config, candidates=_names(candidates), test=test, val=val, seed=seed, weights=weights,
                     batch_size=batch_size, workers=workers, device=device, cache_dir=cache_dir,
                     no_cache=no_cache, as_json=as_json)
+
+
+@app.command()
+def rank(
+    data: Path = typer.Argument(..., help="An image folder or a text table, with labels."),
+    models: Optional[str] = typer.Option(None, help="Comma-separated candidates (default: every offline "
+                                         "backbone of the data's modality)."),
+    layers: bool = typer.Option(False, "--layers", help="Also rank earlier layer groups of each backbone."),
+    text_column: str = typer.Option("text"), label_column: str = typer.Option("label"),
+    batch_size: int = typer.Option(64), workers: Optional[int] = typer.Option(None), device: str = typer.Option("auto"),
+    cache_dir: Optional[Path] = typer.Option(None), as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Rank pre-trained backbones for DATA by transferability scores, without fine-tuning."""
+    from .ranking import default_candidates, rank as rank_candidates
+    from .transfer import resolve_device
+
+    dataset = open_data(data, text_column, label_column, strict=False)
+    report_skipped(dataset)
+    candidates = _names(models) or default_candidates(dataset.modality)
+    with progress_bars(not as_json) as progress:
+        rows = [row.to_dict() for row in rank_candidates(
+            candidates, dataset, layers=layers, cache_dir=cache_dir, batch_size=batch_size,
+            num_workers=workers if workers is not None else 1, device=resolve_device(device), progress=progress)]
+    if as_json:
+        keys = ("model", "layer", "logme", "leep", "nce", "hscore", "knn_accuracy", "seconds")
+        print(json.dumps([{k: row[k] for k in keys} for row in rows], indent=1))
+        return
+    out.print(ranking_table(rows, f"transferability to {dataset.source} ({len(dataset)} samples), best first"))
+    out.print("LogME: evidence of a Bayesian linear model on the features (higher is better); "
+              "`headstart fit DATA --model auto` fits the winner.", highlight=False)
 
 
 @app.command()

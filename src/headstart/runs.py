@@ -7,11 +7,12 @@ path is replaced only once the new one is whole.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -34,6 +35,7 @@ class RunFiles:
     contract: dict
     metrics: dict
     tensors: dict[str, torch.Tensor]
+    extra: dict[str, object] = field(default_factory=dict)  # more JSON files, e.g. {"ranking": [...]}
 
 
 def write_run(path: str | Path, run: RunFiles) -> Path:
@@ -46,6 +48,10 @@ def write_run(path: str | Path, run: RunFiles) -> Path:
         (temp / "labels.json").write_text(json.dumps(run.labels, indent=1))
         (temp / "contract.json").write_text(json.dumps(run.contract, indent=1))
         (temp / "metrics.json").write_text(json.dumps(run.metrics, indent=1))
+        for name, content in run.extra.items():
+            (temp / f"{name}.json").write_text(json.dumps(content, indent=1))
+            if name == "history" and content:  # per-epoch metrics, also as a table for spreadsheets
+                _write_csv(temp / "history.csv", content)
         tensors = {k: v.detach().cpu().contiguous() for k, v in run.tensors.items()}
         save_file(tensors, str(temp / "model.safetensors"), metadata={"format": "pt"})
         if path.exists():
@@ -59,6 +65,13 @@ def write_run(path: str | Path, run: RunFiles) -> Path:
         shutil.rmtree(temp, ignore_errors=True)
         raise
     return path
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def read_run(path: str | Path) -> RunFiles:
@@ -75,4 +88,6 @@ def read_run(path: str | Path) -> RunFiles:
         contract=json.loads((path / "contract.json").read_text()),
         metrics=json.loads((path / "metrics.json").read_text()),
         tensors=load_file(str(path / "model.safetensors")),
+        extra={p.stem: json.loads(p.read_text()) for p in sorted(path.glob("*.json"))
+               if p.name not in REQUIRED_FILES},
     )

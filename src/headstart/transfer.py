@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from . import __version__
 from .backbones import Backbone, build_backbone
@@ -24,8 +25,10 @@ from .errors import ConfigError, HeadstartError, did_you_mean
 from .evaluation import classification_metrics
 from .features import extract_features
 from .heads import build_head
+from .ranking import default_candidates, rank
 from .runs import RunFiles, read_run, write_run
-from .strategies import STRATEGIES, fit_linear_probe_strategy
+from .strategies import NETWORK_STRATEGIES, STRATEGIES, LinearProbeConfig, fit_linear_probe_strategy, train_network
+from .training import Callback, TransferNet
 
 __all__ = ["Transfer", "load", "NotFittedError"]
 
@@ -36,6 +39,46 @@ DEFAULT_BACKBONES = {"image": "efficientnet_lite0", "text": "minilm"}
 
 class NotFittedError(HeadstartError, AttributeError):
     """The model has not been fitted yet."""
+
+
+class EpochProgress(Callback):
+    """Reports training batches, and each epoch's validation scores, to a progress callback."""
+
+    def __init__(self, progress: Progress, epochs: int) -> None:
+        self.progress, self.epochs = progress, epochs
+
+    def on_batch_end(self, trainer, step: int, steps: int) -> None:
+        self.progress(f"epoch {trainer.epoch + 1}/{self.epochs}", step, steps)
+
+    def on_epoch_end(self, trainer, epoch: int, row: dict) -> None:
+        note = (f"loss {row['train_loss']:.3f}  val acc {row['val_accuracy']:.3f}  val F1 {row['val_f1']:.3f}")
+        self.progress(f"epoch {epoch}/{self.epochs}", 1, 1, note)
+
+
+def network_probabilities(net: TransferNet, data: LabelledData, backbone: Backbone, device: torch.device,
+                          batch_size: int, workers: int, progress: Progress | None = None) -> np.ndarray:
+    """Softmax outputs of a whole network over unlabelled or labelled data."""
+    from torch.utils.data import DataLoader
+
+    from .data import TextCollate, image_transform, load_image
+
+    contract = backbone.contract
+    net.eval().to(device)
+    if contract.modality == "image":
+        transform = image_transform(contract)
+        loader = DataLoader(data.items, batch_size=batch_size, num_workers=workers,
+                            collate_fn=lambda paths: torch.stack([transform(load_image(p)) for p in paths]))
+    else:
+        loader = DataLoader(data.items, batch_size=batch_size, collate_fn=TextCollate(backbone.tokenizer, contract.max_length or 512))
+    out, done = [], 0
+    with torch.inference_mode():
+        for batch in loader:
+            batch = {k: v.to(device) for k, v in batch.items()} if isinstance(batch, dict) else batch.to(device)
+            out.append(torch.softmax(net(batch).float(), dim=1).cpu())
+            done += len(out[-1])
+            if progress:
+                progress("predicting", done, len(data))
+    return torch.cat(out).numpy()
 
 
 def resolve_device(device: str) -> torch.device:
@@ -55,7 +98,9 @@ class Transfer:
     Parameters
     ----------
     model: a registered backbone (``headstart models``), ``timm:<name>`` or ``hf:<id or folder>``;
-        None picks the packaged default for the data (efficientnet_lite0 for images, minilm for text).
+        None picks the packaged default for the data (efficientnet_lite0 for images, minilm for
+        text); ``auto`` ranks ``candidates`` by LogME on the training data and fits the best.
+    candidates: backbones ``auto`` chooses from (default: every offline one of the modality).
     strategy: how to transfer; ``linear-probe`` trains a new head on frozen features.
     config: the strategy's options, as its config dataclass or a dict of its fields.
     weights: a local weights file replacing the backbone's default weights.
@@ -68,12 +113,13 @@ class Transfer:
     """
 
     def __init__(self, model: str | None = None, strategy: str = "linear-probe", *,
-                 config: object | dict | None = None, weights: str | Path | None = None,
+                 candidates: list[str] | None = None, config: object | dict | None = None, weights: str | Path | None = None,
                  val_fraction: float = 0.15, cache_dir: str | Path | None = None, use_cache: bool = True,
                  batch_size: int = 64, num_workers: int | None = None, device: str = "auto",
                  seed: int = 0, progress: Progress | None = None) -> None:
         self.model = model
         self.strategy = strategy
+        self.candidates = candidates
         self.config = config
         self.weights = weights
         self.val_fraction = val_fraction
@@ -103,15 +149,24 @@ class Transfer:
             raise ConfigError(f"The config of {self.strategy} must be a {config_class.__name__}.")
         return self.config
 
+    def _workers(self) -> int:
+        if self.num_workers is not None:
+            return self.num_workers
+        return min(4, max(1, (os.cpu_count() or 2) // 2))
+
     def _features(self, data: LabelledData, stage: str) -> np.ndarray:
         progress = (lambda done, total: self.progress(stage, done, total)) if self.progress else None
-        workers = self.num_workers if self.num_workers is not None else min(4, max(1, (os.cpu_count() or 2) // 2))
         return extract_features(self.backbone_, data, cache_dir=self.cache_dir, use_cache=self.use_cache,
-                                batch_size=self.batch_size, num_workers=workers,
+                                batch_size=self.batch_size, num_workers=self._workers(),
                                 device=self.device_, progress=progress)
 
-    def fit(self, train: LabelledData, val: LabelledData | None = None) -> Transfer:
-        """Fit on ``train``; hyperparameters are chosen on ``val`` (or a stratified share of train)."""
+    def fit(self, train: LabelledData, val: LabelledData | None = None, *,
+            checkpoint: str | Path | None = None, resume: bool = False) -> Transfer:
+        """Fit on ``train``; hyperparameters are chosen on ``val`` (or a stratified share of train).
+
+        Network strategies write ``checkpoint`` after every epoch; with ``resume`` they
+        continue from it exactly where the interrupted run stopped.
+        """
         config = self._strategy_config()
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"The 'val_fraction' option must be in (0, 1). Got {self.val_fraction} instead.")
@@ -122,22 +177,63 @@ class Transfer:
         val = val.with_classes(train.classes)
         self.device_ = resolve_device(self.device)
         start = time.perf_counter()
-        self.model_name_ = self.model or DEFAULT_BACKBONES[train.modality]
-        self.backbone_ = build_backbone(self.model_name_, weights=self.weights)
-        self.contract_: InputContract = self.backbone_.contract
+        self._choose_backbone(train)
         self.classes_ = list(train.classes)
-        x_train, x_val = self._features(train, "train features"), self._features(val, "validation features")
-        extracted = time.perf_counter()
-        fitted = fit_linear_probe_strategy(config, x_train, train.y, x_val, val.y, len(self.classes_), self.seed)
-        self.head_ = fitted.head.eval()
         self.config_ = config
-        self.fit_info_ = {
-            "train_samples": len(train), "val_samples": len(val), "selected": fitted.params,
-            "val_accuracy": fitted.val_accuracy, "search": fitted.search,
-            "feature_seconds": round(extracted - start, 3),
-            "head_seconds": round(time.perf_counter() - extracted, 3),
-        }
+        self.history_: list[dict] = []
+        network = self.strategy in NETWORK_STRATEGIES
+        self.backbone_ = build_backbone(self.model_name_, weights=self.weights, pretrained=self.strategy != "scratch")
+        self.contract_: InputContract = self.backbone_.contract
+        self.fit_info_ = {"train_samples": len(train), "val_samples": len(val)}
+        if not network or self.strategy == "lp-ft":
+            probe_config = config if not network else LinearProbeConfig(class_weight=config.class_weight)
+            x_train, x_val = self._features(train, "train features"), self._features(val, "validation features")
+            fitted = fit_linear_probe_strategy(probe_config, x_train, train.y, x_val, val.y, len(self.classes_), self.seed)
+            self.head_ = fitted.head.eval()
+            self.fit_info_.update(selected=fitted.params, val_accuracy=fitted.val_accuracy,
+                                  probe_seconds=round(time.perf_counter() - start, 3))
+        if network:
+            torch.manual_seed(self.seed)
+            head = self.head_ if self.strategy == "lp-ft" else nn.Linear(self.contract_.feature_dim, len(self.classes_))
+            callbacks = [EpochProgress(self.progress, config.epochs)] if self.progress else []
+            self.net_, self.history_ = train_network(
+                self.strategy, config, self.backbone_, head, train, val, self.classes_, device=self.device_,
+                seed=self.seed, num_workers=self._workers(), checkpoint=Path(checkpoint) if checkpoint else None,
+                resume=resume, callbacks=callbacks)
+            self.head_ = self.net_.head
+            best = max(self.history_, key=lambda row: row["val_f1"])
+            self.fit_info_.update(best_epoch=best["epoch"], epochs_run=len(self.history_),
+                                  val_accuracy=best["val_accuracy"])
+        self.fit_info_["train_seconds"] = round(time.perf_counter() - start, 3)
+        self.fit_info_["trainable_params"] = self.trainable_parameters()
         return self
+
+    def _choose_backbone(self, train: LabelledData) -> None:
+        """The backbone name to use: given, the modality's default, or the winner of a ranking."""
+        self.ranking_ = None
+        self.model_name_ = self.model or DEFAULT_BACKBONES[train.modality]
+        if self.model == "auto":
+            self.ranking_ = [row.to_dict() for row in rank(
+                self.candidates or default_candidates(train.modality), train, cache_dir=self.cache_dir,
+                use_cache=self.use_cache, batch_size=self.batch_size, num_workers=self._workers(),
+                device=self.device_, progress=self.progress)]
+            self.model_name_ = self.ranking_[0]["model"]
+
+    def trainable_parameters(self) -> int:
+        """How many weights the strategy trains (the head alone for a linear probe)."""
+        self._check_fitted()
+        if not hasattr(self, "net_"):
+            return sum(p.numel() for p in self.head_.parameters())
+        config = self.config_
+        if config.unfreeze == "all":
+            return sum(p.numel() for p in self.net_.parameters())
+        from .training import group_of_parameters, trainable_groups
+
+        groups = self.contract_.layer_groups
+        index = group_of_parameters(self.net_.backbone, groups)
+        first = len(groups) - trainable_groups(len(groups), config.unfreeze)
+        backbone = sum(p.numel() for n, p in self.net_.backbone.named_parameters() if index[n] >= first)
+        return backbone + sum(p.numel() for p in self.net_.head.parameters())
 
     # -- using a fitted model ------------------------------------------------------------
     def _check_fitted(self) -> None:
@@ -147,6 +243,9 @@ class Transfer:
     def predict_proba(self, data: LabelledData) -> np.ndarray:
         """Class probabilities for each sample, columns in the order of ``classes_``."""
         self._check_fitted()
+        if hasattr(self, "net_"):  # the backbone changed: cached features no longer apply
+            return network_probabilities(self.net_, data, self.backbone_, self.device_, self.batch_size,
+                                         self._workers(), self.progress)
         features = torch.as_tensor(self._features(data, "features"))
         with torch.inference_mode():
             return torch.softmax(self.head_(features), dim=1).numpy()
@@ -177,8 +276,15 @@ class Transfer:
             "batch_size": self.batch_size,
             "fit": {k: v for k, v in self.fit_info_.items() if k != "search"},
         }
-        tensors = {f"head.{k}": v for k, v in self.head_.state_dict().items()}
-        run = RunFiles(config, self.classes_, self.contract_.to_dict(), metrics or {}, tensors)
+        if self.ranking_:
+            config["backbone"]["chosen_by"] = "LogME ranking of " + ", ".join(r["model"] for r in self.ranking_)
+        module = self.net_ if hasattr(self, "net_") else self.head_
+        prefix = "" if hasattr(self, "net_") else "head."
+        tensors = {f"{prefix}{k}": v for k, v in module.state_dict().items()}
+        extra = {"ranking": self.ranking_} if self.ranking_ else {}
+        if self.history_:
+            extra["history"] = self.history_
+        run = RunFiles(config, self.classes_, self.contract_.to_dict(), metrics or {}, tensors, extra)
         return write_run(path, run)
 
 
@@ -194,18 +300,27 @@ def load(path: str | Path, *, device: str = "auto", cache_dir: str | Path | None
     model.config_ = model._strategy_config()
     model.model_name_ = model.model
     model.device_ = resolve_device(device)
-    backbone: Backbone = build_backbone(model.model, weights=model.weights)
-    if backbone.weights_digest != backbone_cfg["weights_digest"]:
+    model.classes_ = list(run.labels)
+    network = model.strategy in NETWORK_STRATEGIES
+    backbone: Backbone = build_backbone(model.model, weights=model.weights, pretrained=not network)
+    if not network and backbone.weights_digest != backbone_cfg["weights_digest"]:
         raise ConfigError(
             f"The weights of backbone '{model.model}' on this machine (digest {backbone.weights_digest}) "
             f"are not the ones {path} was trained with (digest {backbone_cfg['weights_digest']}).")
     model.backbone_, model.contract_ = backbone, backbone.contract
-    model.classes_ = list(run.labels)
-    head_state = {k.removeprefix("head."): v for k, v in run.tensors.items() if k.startswith("head.")}
-    options = {"hidden": model.config_.hidden, "dropout": model.config_.dropout} if model.config_.head == "mlp" else {}
-    model.head_ = build_head(model.config_.head, backbone.contract.feature_dim, len(model.classes_), **options)
-    model.head_.load_state_dict(head_state, strict=True)
-    model.head_.eval()
+    n_classes, dim = len(model.classes_), backbone.contract.feature_dim
+    if network:  # the run holds every weight of the network
+        model.net_ = TransferNet(backbone.module, nn.Linear(dim, n_classes), model.config_.dropout)
+        model.net_.load_state_dict(run.tensors, strict=True)
+        model.head_ = model.net_.head
+    else:
+        head_state = {k.removeprefix("head."): v for k, v in run.tensors.items() if k.startswith("head.")}
+        options = {"hidden": model.config_.hidden, "dropout": model.config_.dropout} if model.config_.head == "mlp" else {}
+        model.head_ = build_head(model.config_.head, dim, n_classes, **options)
+        model.head_.load_state_dict(head_state, strict=True)
+        model.head_.eval()
     model.fit_info_ = run.config.get("fit", {})
     model.metrics_ = run.metrics
+    model.ranking_ = run.extra.get("ranking")
+    model.history_ = run.extra.get("history", [])
     return model

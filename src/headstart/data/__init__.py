@@ -1,5 +1,6 @@
 """Reading, validating and splitting data, and preparing it the way a backbone expects."""
 
+from headstart.data.loaders import labelled_loader
 from headstart.data.images import IMAGE_EXTENSIONS, ImageFiles, ImageFolder, load_image
 from headstart.data.samples import DataIssue, LabelledData
 from headstart.data.splits import stratified_split
@@ -15,6 +16,7 @@ __all__ = [
     "TextCollate",
     "TextTable",
     "image_transform",
+    "labelled_loader",
     "load_image",
     "stratified_split",
 ]

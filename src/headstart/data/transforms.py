@@ -29,12 +29,13 @@ class _ToRGB:
         return "ToRGB()"
 
 
-def image_transform(contract: InputContract,
-                    train: bool = False) -> Callable[[Image.Image], torch.Tensor]:
+def image_transform(contract: InputContract, train: bool = False,
+                    randaugment: str | None = None) -> Callable[[Image.Image], torch.Tensor]:
     """Build the PIL -> (3, H, W) float tensor transform a backbone's contract asks for.
 
     ``train=True`` gives timm's training transform (random resized crop, horizontal flip,
-    colour jitter; no RandAugment); otherwise resize, centre crop at ``crop_pct``.
+    colour jitter, and RandAugment when ``randaugment`` is a timm policy such as
+    ``rand-m9-mstd0.5``); otherwise resize, centre crop at ``crop_pct``.
     """
     if contract.modality != "image":
         raise ConfigError(f"image_transform needs an image contract. Got a {contract.modality} "
@@ -52,6 +53,7 @@ def image_transform(contract: InputContract,
         mean=tuple(contract.mean),  # type: ignore[arg-type]
         std=tuple(contract.std),  # type: ignore[arg-type]
         crop_pct=contract.crop_pct,
+        auto_augment=randaugment if train else None,
     )
     return _Compose(transform)
 

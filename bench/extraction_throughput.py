@@ -1,0 +1,91 @@
+"""Images/s of headstart's extract_features (jpg files on disk) against a plain loop of the same
+timm module over tensors already decoded and transformed in memory. Goal: headstart/plain >= 0.9.
+
+Both sides: the same module, batch size 64, channels_last as the contract says, the same torch
+threads, torch.inference_mode. headstart also runs with num_workers 0, 1 and 2 to find the best default.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import torch
+
+import headstart as hs
+from headstart.data import image_transform, load_image
+from headstart.features import extract_features
+from _common import emit, machine, parser, quiet
+
+GOAL = 0.9
+BATCH = 64
+
+
+def default_workers() -> int:
+    """What Transfer picks when num_workers is None (Transfer._workers)."""
+    return min(4, max(1, (os.cpu_count() or 2) // 2))
+
+
+def plain_loop(module: torch.nn.Module, batches: list[torch.Tensor], memory_format: torch.memory_format) -> float:
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for batch in batches:
+            module(batch.contiguous(memory_format=memory_format)).float().numpy()
+    return time.perf_counter() - start
+
+
+def headstart_run(backbone: hs.backbones.Backbone, data: hs.LabelledData, workers: int) -> float:
+    start = time.perf_counter()
+    extract_features(backbone, data, use_cache=False, batch_size=BATCH, num_workers=workers)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--images", type=int, default=640, help="how many flowers5 images (default 640)")
+    p.add_argument("--workers", default="0,1,2", help="num_workers settings to sweep (default 0,1,2)")
+    args = p.parse_args()
+    quiet()
+    torch.set_num_threads(args.threads)
+
+    flowers = hs.ImageFolder(args.data / "flowers5")
+    picked = np.random.default_rng(0).permutation(len(flowers))[:args.images]
+    data = flowers.subset(np.sort(picked))
+    backbone = hs.build_backbone("efficientnet_lite0")
+    channels_last = backbone.contract.channels_last
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    module = backbone.module.eval().to(memory_format=memory_format)
+
+    transform = image_transform(backbone.contract, train=False)
+    tensors = [transform(load_image(path)) for path in data.items]
+    batches = [torch.stack(tensors[i:i + BATCH]) for i in range(0, len(tensors), BATCH)]
+    del tensors
+
+    default = default_workers()
+    plain_loop(module, batches[:1], memory_format)  # warm-up: first calls allocate and pick kernels
+    headstart_run(backbone, data.subset(range(BATCH)), default)
+    plain_s = plain_loop(module, batches, memory_format)
+    seconds = {w: headstart_run(backbone, data, w)
+               for w in sorted({default, *(int(w) for w in args.workers.split(","))})}
+
+    n, plain_rate = len(data), len(data) / plain_s
+    rows = [("plain loop (in-memory tensors)", "-", f"{plain_s:.1f}", f"{plain_rate:.1f}", "1.000", "")]
+    for workers, s in seconds.items():
+        mark = f"default, goal >= {GOAL}" if workers == default else ""
+        rows.append((f"headstart extract_features", workers, f"{s:.1f}", f"{n / s:.1f}", f"{plain_s / s:.3f}", mark))
+    ratio = plain_s / seconds[default]
+    best = min(seconds, key=seconds.get)
+    result = {"benchmark": "extraction_throughput", "machine": machine(args.threads), "images": n,
+              "batch_size": BATCH, "channels_last": channels_last, "plain_images_per_s": plain_rate,
+              "headstart_images_per_s": {w: n / s for w, s in seconds.items()}, "default_workers": default,
+              "ratio": ratio, "goal": GOAL, "passes": ratio >= GOAL, "best_workers": best}
+    emit(args.json, result,
+         f"Feature extraction, efficientnet_lite0, {n} flowers5 images, batch {BATCH}, channels_last {channels_last}",
+         ("side", "workers", "seconds", "images/s", "ratio to plain", ""), rows,
+         [f"headstart/plain with the default {default} worker(s): {ratio:.3f} (goal >= {GOAL}: "
+          f"{'pass' if ratio >= GOAL else 'FAIL'}); fastest setting here: num_workers={best}"])
+
+
+if __name__ == "__main__":
+    main()

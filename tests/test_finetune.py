@@ -1,0 +1,164 @@
+"""The fine-tuning engine on a tiny timm model and tiny generated images (seconds each)."""
+
+import numpy as np
+import pytest
+import torch
+
+import headstart as hs
+from headstart.backbones import build_backbone
+from headstart.errors import ConfigError
+from headstart.strategies import FinetuneConfig, train_network
+from headstart.training import group_of_parameters, optimizer_groups
+
+from helpers import TINY_TIMM, colour_folder, tiny_timm_weights
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def data(tmp_path):
+    return hs.ImageFolder(colour_folder(tmp_path / "imgs", per_class=10, size=32))
+
+
+@pytest.fixture
+def weights(tmp_path):
+    return tiny_timm_weights(tmp_path)
+
+
+def _train(weights, data, tmp_path, strategy="finetune", callbacks=(), **options):
+    backbone = build_backbone(f"timm:{TINY_TIMM}", weights=weights, pretrained=strategy != "scratch")
+    train, val = data.split(test=0.3, seed=0)
+    config = FinetuneConfig(**{"epochs": 2, "batch_size": 8, "patience": 0, **options})
+    torch.manual_seed(0)
+    head = torch.nn.Linear(backbone.contract.feature_dim, len(data.classes))
+    before = {k: v.clone() for k, v in backbone.module.state_dict().items()}
+    checkpoint = options.pop("checkpoint", None)
+    net, history = train_network(strategy, config, backbone, head, train, val, data.classes,
+                                 device=torch.device("cpu"), seed=0, num_workers=0,
+                                 checkpoint=tmp_path / "ckpt.pt", callbacks=list(callbacks))
+    return backbone, before, net, history
+
+
+def _changed(before, after, prefix):
+    return {k for k in before if k.startswith(prefix) and not torch.equal(before[k], after[k])}
+
+
+def test_frozen_groups_do_not_change_and_keep_batchnorm_statistics(tmp_path, data, weights):
+    backbone, before, net, _ = _train(weights, data, tmp_path, unfreeze="1")
+    after = net.backbone.state_dict()
+    groups = backbone.contract.layer_groups
+    index = group_of_parameters(net.backbone, groups)
+    top = len(groups) - 1
+    frozen_modules = {n.rsplit(".", 1)[0] for n, g in index.items() if g < top}
+    for key in before:
+        if key.rsplit(".", 1)[0] in frozen_modules:  # weights AND running mean/var of frozen layers
+            assert torch.equal(before[key], after[key]), key
+    assert any(not torch.equal(before[k], after[k]) for k in before if index.get(k, -1) == top)
+
+
+def test_layer_decay_sets_each_group_rate_from_the_group_above():
+    backbone = build_backbone(f"timm:{TINY_TIMM}", pretrained=False)
+    index = group_of_parameters(backbone.module, backbone.contract.layer_groups)
+    n = len(backbone.contract.layer_groups)
+    head = torch.nn.Linear(backbone.contract.feature_dim, 3)
+    groups = optimizer_groups(backbone.module, head, index, n, lr=1e-2, layer_decay=0.5, weight_decay=0.1)
+    rates = {g["name"].split("/")[0]: g["lr"] for g in groups}
+    assert rates["head"] == pytest.approx(1e-2)
+    for i in range(n):
+        assert rates[f"group{i}"] == pytest.approx(1e-2 * 0.5 ** (n - i))
+    for g in groups:
+        assert (g["weight_decay"] == 0.0) == g["name"].endswith("/no_decay")
+        if g["weight_decay"] == 0.0:
+            assert all(p.ndim <= 1 for p in g["params"])
+
+
+def test_l2sp_pulls_weights_towards_the_pretrained_ones(tmp_path, data, weights):
+    _, before, free, _ = _train(weights, data, tmp_path, lr=5e-2, weight_decay=0.0)
+    _, _, anchored, _ = _train(weights, data, tmp_path, lr=5e-2, weight_decay=0.0, l2sp=10.0)
+
+    def distance(net):
+        params = dict(net.backbone.named_parameters())
+        return sum(float((params[k] - before[k]).pow(2).sum()) for k in params)
+
+    assert distance(anchored) < 0.8 * distance(free)
+
+
+def test_gradual_unfreezing_adds_one_group_per_step(tmp_path, data, weights):
+    from headstart.training import Callback
+
+    seen = []
+
+    class Count(Callback):
+        def on_epoch_end(self, trainer, epoch, row):
+            seen.append(sum(p.requires_grad for p in trainer.net.backbone.parameters()))
+
+    _train(weights, data, tmp_path, epochs=3, gradual=1, callbacks=[Count()])
+    assert seen[0] < seen[1] < seen[2]
+
+
+def test_resume_continues_the_same_curve(tmp_path, data, weights):
+    from headstart.training import Callback
+
+    class Interrupt(Callback):
+        def on_epoch_end(self, trainer, epoch, row):
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+    _, _, straight, full = _train(weights, data, tmp_path / "a", epochs=3)
+    with pytest.raises(KeyboardInterrupt):
+        _train(weights, data, tmp_path / "b", epochs=3, callbacks=[Interrupt()])
+    backbone = build_backbone(f"timm:{TINY_TIMM}", weights=weights)
+    train, val = data.split(test=0.3, seed=0)
+    torch.manual_seed(0)
+    head = torch.nn.Linear(backbone.contract.feature_dim, len(data.classes))
+    net, resumed = train_network("finetune", FinetuneConfig(epochs=3, batch_size=8, patience=0), backbone, head,
+                                 train, val, data.classes, device=torch.device("cpu"), seed=0, num_workers=0,
+                                 checkpoint=tmp_path / "b" / "ckpt.pt", resume=True)
+    assert len(resumed) == 3
+    for a, b in zip(full, resumed):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
+
+
+def test_early_stopping_restores_the_best_epoch(tmp_path, data, weights):
+    _, _, net, history = _train(weights, data, tmp_path, epochs=4, patience=1, lr=0.5)
+    best = max(history, key=lambda row: row["val_f1"])
+    assert len(history) <= 4
+    train, val = data.split(test=0.3, seed=0)
+    backbone = build_backbone(f"timm:{TINY_TIMM}", weights=weights)
+    model = hs.Transfer(f"timm:{TINY_TIMM}", "finetune", weights=weights, num_workers=0)
+    from headstart.transfer import network_probabilities
+
+    probabilities = network_probabilities(net, val.with_classes(data.classes), backbone, torch.device("cpu"), 8, 0)
+    from sklearn.metrics import f1_score
+
+    f1 = f1_score(val.y, probabilities.argmax(1), average="macro", labels=sorted(set(val.y) | set(probabilities.argmax(1))))
+    assert f1 == pytest.approx(best["val_f1"], abs=1e-6)
+
+
+@pytest.mark.parametrize("strategy", ["finetune", "lp-ft", "scratch"])
+def test_each_network_strategy_fits_saves_and_reloads(tmp_path, data, weights, strategy):
+    train, test = data.split(test=0.3, seed=0)
+    model = hs.Transfer(f"timm:{TINY_TIMM}", strategy, weights=weights, num_workers=0,
+                        config={"epochs": 2, "batch_size": 8}).fit(train)
+    assert len(model.history_) >= 1 and model.fit_info_["trainable_params"] > 0
+    model.save(tmp_path / "run")
+    assert (tmp_path / "run" / "history.csv").read_text().startswith("epoch,train_loss")
+    loaded = hs.load(tmp_path / "run", device="cpu")
+    np.testing.assert_allclose(loaded.predict_proba(test), model.predict_proba(test), atol=1e-5)
+
+
+def test_a_diverging_loss_stops_with_a_clear_message(tmp_path, data, weights, monkeypatch):
+    from headstart.training import TrainingDiverged
+    from headstart.training import loop
+
+    monkeypatch.setattr(loop.nn.CrossEntropyLoss, "forward", lambda self, a, b: torch.tensor(float("nan")))
+    with pytest.raises(TrainingDiverged, match="became nan at epoch 1, step 1"):
+        _train(weights, data, tmp_path)
+
+
+def test_bad_finetune_options_are_rejected():
+    with pytest.raises(ConfigError, match="The 'lr' option of finetune must be a float > 0. Got -1"):
+        FinetuneConfig(lr=-1)
+    with pytest.raises(ConfigError, match="'unfreeze' option"):
+        FinetuneConfig(unfreeze="some")
