@@ -77,3 +77,25 @@ def quiet() -> None:
         hf_logging.set_verbosity_error()
     except ImportError:
         pass
+
+
+class PhaseClock:
+    """A Transfer ``progress`` callback that notes when each stage last reported.
+
+    Features of a stage are done at its last report, so the time after the last
+    feature stage is the head's fit.
+    """
+
+    def __init__(self) -> None:
+        import time
+
+        self._now = time.perf_counter
+        self.start = self._now()
+        self.last: dict[str, float] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        self.last[stage] = self._now()
+
+    def features_done(self) -> float:
+        """Seconds from start until the last feature stage finished (backbone build included)."""
+        return max((t for s, t in self.last.items() if "features" in s), default=self.start) - self.start

@@ -190,6 +190,16 @@ def test_constant_and_zero_feature_columns_keep_every_score_finite() -> None:
     assert scores.hscore == pytest.approx(hscore(features, y), rel=1e-6)  # copies and constants add nothing
 
 
+@pytest.mark.parametrize("d", [5, 50], ids=["N>D", "N<D"])
+def test_features_without_any_signal_give_finite_floor_scores(d: int) -> None:
+    y = np.arange(30) % 3
+    for features in (np.zeros((30, d)), np.full((30, d), 3.0)):
+        scores = all_scores(features, y)
+        assert math.isfinite(scores["logme"])
+        assert scores["hscore"] == 0.0
+        assert scores["knn_accuracy"] == pytest.approx(1 / 3)
+
+
 def test_duplicated_samples_keep_scores_finite() -> None:
     features, y = class_features(60, 8, 3, strength=1.0)
     doubled, y2 = np.concatenate([features, features]), np.concatenate([y, y])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sys
 import time
 from contextlib import contextmanager
@@ -22,7 +23,8 @@ from rich.table import Table
 
 from .backbones import list_backbones
 from .data import ImageFiles, ImageFolder, LabelledData, TextTable
-from .errors import DataError, HeadstartError
+from .comparison import DEFAULT_COMPARISON, compare_strategies
+from .errors import ConfigError, DataError, HeadstartError, did_you_mean
 from .strategies import STRATEGIES, LinearProbeConfig
 from .transfer import Transfer, load
 
@@ -91,13 +93,13 @@ def progress_bars(enabled: bool = True):
         yield None
         return
     columns = (TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TimeRemainingColumn())
+               TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[note]}"))
     tasks: dict[str, int] = {}
     with Progress(*columns, console=err, transient=False) as bars:
-        def update(stage: str, done: int, total: int) -> None:
+        def update(stage: str, done: int, total: int, note: str = "") -> None:
             if stage not in tasks:
-                tasks[stage] = bars.add_task(stage, total=total)
-            bars.update(tasks[stage], completed=done, total=total)
+                tasks[stage] = bars.add_task(stage, total=total, note="")
+            bars.update(tasks[stage], completed=done, total=total, **({"note": note} if note else {}))
         yield update
 
 
@@ -171,10 +173,24 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print JSON instea
     out.print(table)
 
 
-def _fit_and_report(data: LabelledData, model: Optional[str], out_dir: Path, *, strategy: str, config: LinearProbeConfig,
-                    candidates: Optional[list[str]] = None, test: float,
-                    val: float, seed: int, weights: Optional[Path], batch_size: int, workers: Optional[int],
-                    device: str, cache_dir: Optional[Path], no_cache: bool, as_json: bool) -> dict:
+def strategy_config(strategy: str, options: dict):
+    """The strategy's config from the options the user gave; an option that does not apply is an error."""
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"Unknown strategy '{strategy}'.{did_you_mean(strategy, STRATEGIES)} "
+                          f"Choose one of: {', '.join(STRATEGIES)}.")
+    config_class = STRATEGIES[strategy]
+    given = {k: v for k, v in options.items() if v is not None}
+    foreign = sorted(set(given) - set(config_class.__dataclass_fields__))
+    if foreign:
+        flags = ", ".join(f"--{name.replace('_', '-')}" for name in foreign)
+        raise ConfigError(f"{flags} does not apply to the {strategy} strategy.")
+    return config_class(**given)
+
+
+def _fit_and_report(data: LabelledData, model: Optional[str], out_dir: Path, *, strategy: str, config,
+                    candidates: Optional[list[str]] = None, test: float, val: float, seed: int,
+                    weights: Optional[Path], batch_size: int, workers: Optional[int], device: str,
+                    cache_dir: Optional[Path], no_cache: bool, as_json: bool, resume: bool = False) -> dict:
     report_skipped(data)
     parts = data.split(test=test, val=val, seed=seed) if val > 0 else data.split(test=test, seed=seed)
     train, val_part, test_part = (parts[0], None, parts[1]) if len(parts) == 2 else parts
@@ -184,37 +200,59 @@ def _fit_and_report(data: LabelledData, model: Optional[str], out_dir: Path, *, 
                   f"train {len(train)}, test {len(test_part)}" + (f", val {len(val_part)}" if val_part else ""),
                   highlight=False)
     started = time.perf_counter()
+    workspace = work_dir(out_dir)
     with progress_bars(not as_json) as progress:
         estimator = Transfer(model, strategy, candidates=candidates, config=config, weights=weights, cache_dir=cache_dir,
                              use_cache=not no_cache, batch_size=batch_size, num_workers=workers, device=device,
-                             seed=seed, progress=progress).fit(train, val_part)
+                             seed=seed, progress=progress)
+        estimator.fit(train, val_part, checkpoint=workspace / "checkpoint.pt", resume=resume)
         metrics = estimator.evaluate(test_part)
     metrics["fit_seconds"] = round(time.perf_counter() - started, 2)
     if estimator.ranking_ and not as_json:
         out.print(ranking_table(estimator.ranking_, f"ranking on the training split: chose {estimator.model_name_}"))
     estimator.save(out_dir, metrics={"test": metrics, "data": data.summary()})
+    shutil.rmtree(workspace, ignore_errors=True)
     if as_json:
         print(json.dumps(metrics, indent=1))
     else:
         show_metrics(metrics, f"test split of {data.source} — {estimator.model_name_}, {strategy}")
-        selected = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                             for k, v in estimator.fit_info_["selected"].items())
-        out.print(f"head: {config.head} ({selected}); took {metrics['fit_seconds']:.1f}s; run saved to [bold]{out_dir}[/]")
+        info = estimator.fit_info_
+        chosen = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.get("selected", {}).items())
+        detail = f"best epoch {info['best_epoch']} of {info['epochs_run']}" if "best_epoch" in info else f"head ({chosen})"
+        out.print(f"{strategy}: {detail}; {info['trainable_params']:,} trainable parameters; took "
+                  f"{metrics['fit_seconds']:.1f}s; run saved to [bold]{out_dir}[/]", highlight=False)
     return metrics
+
+
+def work_dir(out_dir: Path) -> Path:
+    """Where an unfinished run keeps its checkpoint and arguments (a hidden sibling of the run)."""
+    return out_dir.parent / f".{out_dir.name}.unfinished"
 
 
 @app.command()
 def fit(
-    data: Path = typer.Argument(..., help="An image folder (one sub-folder per class) or a .csv/.tsv/.jsonl table."),
+    data: Optional[Path] = typer.Argument(None, help="An image folder (one sub-folder per class) or a .csv/.tsv/.jsonl table."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help=(
         "Backbone: see `headstart models` (default: efficientnet_lite0 for images, minilm for text); "
         "`auto` ranks the candidates by LogME and fits the best.")),
     strategy: str = typer.Option("linear-probe", help=f"Transfer strategy: {', '.join(STRATEGIES)}."),
     candidates: Optional[str] = typer.Option(None, help="Comma-separated backbones `--model auto` ranks "
                                              "(default: every offline backbone of the data's modality)."),
-    out_dir: Path = typer.Option(..., "--out", "-o", help="Run directory to write."),
-    head: str = typer.Option("linear", help="linear (logistic regression) or mlp."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory to write."),
+    resume: Optional[Path] = typer.Option(None, help="Continue the interrupted run RUN where it stopped."),
+    head: Optional[str] = typer.Option(None, help="linear-probe: linear (logistic regression) or mlp."),
     class_weight: Optional[str] = typer.Option(None, help="'balanced' for imbalanced classes."),
+    epochs: Optional[int] = typer.Option(None, help="Network strategies: passes over the data (default 5)."),
+    lr: Optional[float] = typer.Option(None, help="Network strategies: peak learning rate of the head (1e-3)."),
+    weight_decay: Optional[float] = typer.Option(None, help="AdamW weight decay (0.01), none on biases/norms."),
+    unfreeze: Optional[str] = typer.Option(None, help="finetune: 'all' or how many top layer groups train."),
+    gradual: Optional[int] = typer.Option(None, help="finetune: unfreeze one more group every N epochs."),
+    layer_decay: Optional[float] = typer.Option(None, help="Each layer group's lr = the group above's x this."),
+    dropout: Optional[float] = typer.Option(None, help="Dropout before the head (mlp head: before its last layer)."),
+    label_smoothing: Optional[float] = typer.Option(None, help="Label smoothing of the loss (0.1)."),
+    l2sp: Optional[float] = typer.Option(None, help="L2-SP strength: penalty towards the pre-trained weights."),
+    patience: Optional[int] = typer.Option(None, help="Early-stopping patience in epochs (3; 0: off)."),
+    randaugment: Optional[str] = typer.Option(None, help="timm RandAugment policy for images, e.g. rand-m9-mstd0.5."),
     text_column: str = typer.Option("text", help="Text column of a table."),
     label_column: str = typer.Option("label", help="Label column of a table."),
     test: float = typer.Option(0.2, help="Share of the data held out for the test split."),
@@ -222,7 +260,7 @@ def fit(
     seed: int = typer.Option(0, help="Seed of the split and of training."),
     weights: Optional[Path] = typer.Option(None, help="Local weights file (.safetensors or .pth) for the backbone."),
     strict: bool = typer.Option(False, help="Fail on unreadable samples instead of skipping them."),
-    batch_size: int = typer.Option(64, help="Batch size of feature extraction."),
+    batch_size: int = typer.Option(64, help="Batch size of feature extraction and prediction."),
     workers: Optional[int] = typer.Option(None, help="Image-decoding worker processes (default: cores / 2)."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     cache_dir: Optional[Path] = typer.Option(None, help="Feature cache (default ~/.cache/headstart)."),
@@ -230,11 +268,78 @@ def fit(
     as_json: bool = typer.Option(False, "--json", help="Print the test metrics as JSON."),
 ) -> None:
     """Fit a transfer model on DATA, evaluate it on a held-out test split, save the run."""
-    config = LinearProbeConfig(head=head, class_weight=class_weight)
-    dataset = open_data(data, text_column, label_column, strict)
-    _fit_and_report(dataset, model, out_dir, strategy=strategy, config=config, candidates=_names(candidates), test=test, val=val, seed=seed, weights=weights,
-                    batch_size=batch_size, workers=workers, device=device, cache_dir=cache_dir,
-                    no_cache=no_cache, as_json=as_json)
+    if resume is not None:
+        saved = work_dir(resume) / "args.json"
+        if not saved.is_file():
+            raise DataError(f"{resume} has no unfinished training to resume (no {saved}).")
+        args = json.loads(saved.read_text())
+    else:
+        if data is None or out_dir is None:
+            raise ConfigError("Give DATA and `--out RUN` (or `--resume RUN` to continue an interrupted run).")
+        options = dict(head=head, class_weight=class_weight, epochs=epochs, lr=lr, weight_decay=weight_decay,
+                       unfreeze=unfreeze, gradual=gradual, layer_decay=layer_decay, dropout=dropout,
+                       label_smoothing=label_smoothing, l2sp=l2sp, patience=patience, randaugment=randaugment)
+        args = dict(data=str(data), model=model, strategy=strategy, candidates=candidates, out_dir=str(out_dir),
+                    options=options, text_column=text_column, label_column=label_column, test=test, val=val,
+                    seed=seed, weights=str(weights) if weights else None, strict=strict, batch_size=batch_size,
+                    workers=workers, device=device, cache_dir=str(cache_dir) if cache_dir else None, no_cache=no_cache)
+    config = strategy_config(args["strategy"], args["options"])
+    dataset = open_data(Path(args["data"]), args["text_column"], args["label_column"], args["strict"])
+    workspace = work_dir(Path(args["out_dir"]))
+    workspace.mkdir(parents=True, exist_ok=True)
+    (workspace / "args.json").write_text(json.dumps(args, indent=1))
+    _fit_and_report(dataset, args["model"], Path(args["out_dir"]), strategy=args["strategy"], config=config,
+                    candidates=_names(args["candidates"]), test=args["test"], val=args["val"], seed=args["seed"],
+                    weights=Path(args["weights"]) if args["weights"] else None, batch_size=args["batch_size"],
+                    workers=args["workers"], device=args["device"],
+                    cache_dir=Path(args["cache_dir"]) if args["cache_dir"] else None, no_cache=args["no_cache"],
+                    as_json=as_json, resume=resume is not None)
+
+
+@app.command()
+def compare(
+    data: Path = typer.Argument(..., help="An image folder or a text table, with labels."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Backbone (default per modality)."),
+    strategies: str = typer.Option(",".join(DEFAULT_COMPARISON), help="Comma-separated strategies to compare."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs of every network strategy (same budget)."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate of network strategies."),
+    train_per_class: Optional[int] = typer.Option(None, help="Few-shot: keep this many training samples per class."),
+    text_column: str = typer.Option("text"), label_column: str = typer.Option("label"),
+    test: float = typer.Option(0.2, help="Share held out for the test split."), seed: int = typer.Option(0),
+    workers: Optional[int] = typer.Option(None), device: str = typer.Option("auto"),
+    cache_dir: Optional[Path] = typer.Option(None), as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Train several strategies on the same split and budget: how much did transfer buy over scratch?"""
+    dataset = open_data(data, text_column, label_column, strict=False)
+    report_skipped(dataset)
+    train, test_part = dataset.split(test=test, seed=seed)
+    if train_per_class:
+        train = train.subset(few_shot_indices(train.y, train_per_class, seed))
+    finetune = strategy_config("finetune", {"epochs": epochs, "lr": lr})
+    with progress_bars(not as_json) as progress:
+        rows = compare_strategies(train, test_part, _names(strategies) or [], model=model, finetune=finetune,
+                                  num_workers=workers, device=device, cache_dir=cache_dir, seed=seed, progress=progress)
+    keys = ("strategy", "accuracy", "f1", "precision", "recall", "trainable_params", "train_seconds")
+    if as_json:
+        print(json.dumps([{k: row[k] for k in keys} for row in rows], indent=1))
+        return
+    table = Table(title=f"{dataset.source}: {len(train)} train / {len(test_part)} test samples, {rows[0]['model']}",
+                  title_justify="left")
+    for column in ("strategy", "accuracy", "macro F1", "precision", "recall", "trainable params", "train s"):
+        table.add_column(column, justify="left" if column == "strategy" else "right")
+    for row in rows:
+        table.add_row(row["strategy"], f"{row['accuracy']:.4f}", f"{row['f1']:.4f}", f"{row['precision']:.4f}",
+                      f"{row['recall']:.4f}", f"{row['trainable_params']:,}", f"{row['train_seconds']:.1f}")
+    out.print(table)
+
+
+def few_shot_indices(y, per_class: int, seed: int) -> list[int]:
+    """``per_class`` random samples of each class (all of a class that has fewer)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    keep = [rng.permutation(np.flatnonzero(y == c))[:per_class] for c in np.unique(y)]
+    return sorted(int(i) for i in np.concatenate(keep))
 
 
 @app.command()

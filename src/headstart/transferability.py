@@ -198,7 +198,8 @@ def logme(features: np.ndarray, y: np.ndarray) -> float:
     n, d = f.shape
     s2, z2 = _logme_spectrum(f, codes, classes)
     counts = np.bincount(codes, minlength=classes)
-    return float(_logme_from_spectrum(s2, z2, counts, n, d).mean())
+    with threadpool_limits(limits=1, user_api="blas"):  # small mat-vecs: threads only contend (see _eigh)
+        return float(_logme_from_spectrum(s2, z2, counts, n, d).mean())
 
 
 # --------------------------------------------------------------------------- LEEP and NCE
