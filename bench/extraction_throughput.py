@@ -45,6 +45,8 @@ def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=640, help="how many flowers5 images (default 640)")
     p.add_argument("--workers", default="0,1,2", help="num_workers settings to sweep (default 0,1,2)")
+    p.add_argument("--rounds", type=int, default=2,
+                   help="interleaved rounds of every side; the fastest round of each counts (default 2)")
     args = p.parse_args()
     quiet()
     torch.set_num_threads(args.threads)
@@ -65,9 +67,12 @@ def main() -> None:
     default = default_workers()
     plain_loop(module, batches[:1], memory_format)  # warm-up: first calls allocate and pick kernels
     headstart_run(backbone, data.subset(range(BATCH)), default)
-    plain_s = plain_loop(module, batches, memory_format)
-    seconds = {w: headstart_run(backbone, data, w)
-               for w in sorted({default, *(int(w) for w in args.workers.split(","))})}
+    settings = sorted({default, *(int(w) for w in args.workers.split(","))})
+    plain_s, seconds = float("inf"), {w: float("inf") for w in settings}
+    for _ in range(args.rounds):  # interleaved, so other load on the machine hits every side alike
+        plain_s = min(plain_s, plain_loop(module, batches, memory_format))
+        for w in settings:
+            seconds[w] = min(seconds[w], headstart_run(backbone, data, w))
 
     n, plain_rate = len(data), len(data) / plain_s
     rows = [("plain loop (in-memory tensors)", "-", f"{plain_s:.1f}", f"{plain_rate:.1f}", "1.000", "")]
@@ -77,11 +82,12 @@ def main() -> None:
     ratio = plain_s / seconds[default]
     best = min(seconds, key=seconds.get)
     result = {"benchmark": "extraction_throughput", "machine": machine(args.threads), "images": n,
-              "batch_size": BATCH, "channels_last": channels_last, "plain_images_per_s": plain_rate,
+              "batch_size": BATCH, "channels_last": channels_last, "rounds": args.rounds, "plain_images_per_s": plain_rate,
               "headstart_images_per_s": {w: n / s for w, s in seconds.items()}, "default_workers": default,
               "ratio": ratio, "goal": GOAL, "passes": ratio >= GOAL, "best_workers": best}
     emit(args.json, result,
-         f"Feature extraction, efficientnet_lite0, {n} flowers5 images, batch {BATCH}, channels_last {channels_last}",
+         f"Feature extraction, efficientnet_lite0, {n} flowers5 images, batch {BATCH}, "
+         f"channels_last {channels_last}, fastest of {args.rounds} interleaved rounds",
          ("side", "workers", "seconds", "images/s", "ratio to plain", ""), rows,
          [f"headstart/plain with the default {default} worker(s): {ratio:.3f} (goal >= {GOAL}: "
           f"{'pass' if ratio >= GOAL else 'FAIL'}); fastest setting here: num_workers={best}"])

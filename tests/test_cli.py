@@ -71,3 +71,54 @@ def test_bad_input_gives_one_clear_line_and_exit_code_2(tmp_path, monkeypatch, c
     assert code == 2
     assert message in " ".join(err.split())
     assert "Traceback" not in err
+
+
+def test_rank_json_lists_candidates_best_first(tmp_path, monkeypatch, capsys):
+    from helpers import review_table, tiny_bert_folder
+
+    monkeypatch.setenv("HEADSTART_CACHE", str(tmp_path / "cache"))
+    table = review_table(tmp_path / "reviews.csv")
+    folder = tiny_bert_folder(tmp_path / "bert")
+    code, out, err = run_cli(monkeypatch, capsys, "rank", table, "--models", f"hf:{folder}", "--layers", "--json")
+    rows = json.loads(out)
+    assert code == 0, err
+    assert set(rows[0]) == {"model", "layer", "logme", "leep", "nce", "hscore", "knn_accuracy", "seconds"}
+    assert [r["logme"] for r in rows] == sorted((r["logme"] for r in rows), reverse=True)
+    assert {r["layer"] for r in rows} == {"layer0", "layer1", "final"}
+
+
+def test_finetune_options_do_not_apply_to_the_linear_probe(tmp_path, monkeypatch, capsys):
+    folder = colour_folder(tmp_path / "imgs", per_class=3)
+    code, _, err = run_cli(monkeypatch, capsys, "fit", folder, "--epochs", "3", "--out", tmp_path / "r")
+    assert code == 2 and "--epochs does not apply to the linear-probe strategy" in " ".join(err.split())
+
+
+def test_an_interrupted_finetune_resumes_from_its_checkpoint(tmp_path, monkeypatch, capsys):
+    from headstart.training import Callback, loop
+
+    monkeypatch.setenv("HEADSTART_CACHE", str(tmp_path / "cache"))
+    folder = colour_folder(tmp_path / "imgs", per_class=8, size=32)
+    weights = tiny_timm_weights(tmp_path)
+    original_fit = loop.Trainer.fit
+
+    def interrupted_fit(self, train, val):
+        class Stop(Callback):
+            def on_epoch_end(self, trainer, epoch, row):
+                if epoch == 1:
+                    raise KeyboardInterrupt
+        self.callbacks.append(Stop())
+        return original_fit(self, train, val)
+
+    monkeypatch.setattr(loop.Trainer, "fit", interrupted_fit)
+    args = ["fit", folder, "--model", f"timm:{TINY_TIMM}", "--weights", weights, "--strategy", "finetune",
+            "--epochs", "2", "--workers", "0", "--out", tmp_path / "run", "--json"]
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 130 and "interrupted" in err, (code, err)
+    assert not (tmp_path / "run").exists()
+    assert (tmp_path / ".run.unfinished" / "checkpoint.pt").is_file()
+    monkeypatch.setattr(loop.Trainer, "fit", original_fit)
+    code, out, err = run_cli(monkeypatch, capsys, "fit", "--resume", tmp_path / "run", "--json")
+    assert code == 0, err
+    history = (tmp_path / "run" / "history.csv").read_text().strip().splitlines()
+    assert len(history) == 3  # header + epoch 1 (from before the interruption) + epoch 2
+    assert not (tmp_path / ".run.unfinished").exists()

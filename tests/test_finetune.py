@@ -32,7 +32,6 @@ def _train(weights, data, tmp_path, strategy="finetune", callbacks=(), **options
     torch.manual_seed(0)
     head = torch.nn.Linear(backbone.contract.feature_dim, len(data.classes))
     before = {k: v.clone() for k, v in backbone.module.state_dict().items()}
-    checkpoint = options.pop("checkpoint", None)
     net, history = train_network(strategy, config, backbone, head, train, val, data.classes,
                                  device=torch.device("cpu"), seed=0, num_workers=0,
                                  checkpoint=tmp_path / "ckpt.pt", callbacks=list(callbacks))
@@ -61,11 +60,13 @@ def test_layer_decay_sets_each_group_rate_from_the_group_above():
     index = group_of_parameters(backbone.module, backbone.contract.layer_groups)
     n = len(backbone.contract.layer_groups)
     head = torch.nn.Linear(backbone.contract.feature_dim, 3)
-    groups = optimizer_groups(backbone.module, head, index, n, lr=1e-2, layer_decay=0.5, weight_decay=0.1)
+    groups = optimizer_groups(backbone.module, head, index, n, lr=1e-2, layer_decay=0.5, weight_decay=0.1,
+                              head_scale=10)
     rates = {g["name"].split("/")[0]: g["lr"] for g in groups}
-    assert rates["head"] == pytest.approx(1e-2)
-    for i in range(n):
-        assert rates[f"group{i}"] == pytest.approx(1e-2 * 0.5 ** (n - i))
+    assert rates["head"] == pytest.approx(1e-1)
+    assert rates[f"group{n - 1}"] == pytest.approx(1e-2)
+    for i in range(n - 1):
+        assert rates[f"group{i}"] == pytest.approx(rates[f"group{i + 1}"] * 0.5)
     for g in groups:
         assert (g["weight_decay"] == 0.0) == g["name"].endswith("/no_decay")
         if g["weight_decay"] == 0.0:
@@ -78,7 +79,7 @@ def test_l2sp_pulls_weights_towards_the_pretrained_ones(tmp_path, data, weights)
 
     def distance(net):
         params = dict(net.backbone.named_parameters())
-        return sum(float((params[k] - before[k]).pow(2).sum()) for k in params)
+        return sum(float((params[k].detach() - before[k]).pow(2).sum()) for k in params)
 
     assert distance(anchored) < 0.8 * distance(free)
 
@@ -126,7 +127,6 @@ def test_early_stopping_restores_the_best_epoch(tmp_path, data, weights):
     assert len(history) <= 4
     train, val = data.split(test=0.3, seed=0)
     backbone = build_backbone(f"timm:{TINY_TIMM}", weights=weights)
-    model = hs.Transfer(f"timm:{TINY_TIMM}", "finetune", weights=weights, num_workers=0)
     from headstart.transfer import network_probabilities
 
     probabilities = network_probabilities(net, val.with_classes(data.classes), backbone, torch.device("cpu"), 8, 0)

@@ -47,3 +47,19 @@ def test_demo_runs_end_to_end_offline(tmp_path, monkeypatch, capsys):
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]
     assert metrics["accuracy"] >= 0.6  # 10 digits: chance is 0.1
     assert "accuracy" in capsys.readouterr().out
+
+
+@needs_shared
+@pytest.mark.timeout(900)
+def test_finetuned_efficientnet_beats_training_from_scratch(tmp_path):
+    from headstart.comparison import compare_strategies
+
+    flowers = hs.ImageFolder(SHARED / "flowers5")
+    rng = np.random.default_rng(1)
+    picked = np.concatenate([rng.choice(np.flatnonzero(flowers.y == c), 40, replace=False)
+                             for c in range(len(flowers.classes))])
+    train, test = flowers.subset(picked).split(test=0.5, seed=0)  # 20 per class to train, 20 to test
+    config = hs.FinetuneConfig(epochs=3, batch_size=16, patience=0)
+    rows = {row["strategy"]: row for row in compare_strategies(
+        train, test, ["scratch", "finetune"], model="efficientnet_lite0", finetune=config, cache_dir=tmp_path)}
+    assert rows["finetune"]["accuracy"] >= rows["scratch"]["accuracy"] + 0.2, rows

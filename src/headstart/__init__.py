@@ -8,11 +8,18 @@ from .data import ImageFiles, ImageFolder, LabelledData, TextTable  # noqa: E402
 from .errors import ConfigError, DataError, HeadstartError, WeightsUnavailableError  # noqa: E402
 from .evaluation import classification_metrics  # noqa: E402
 from .features import extract_features  # noqa: E402
+from .comparison import compare_strategies  # noqa: E402
+from .ranking import rank  # noqa: E402
+from .strategies import FinetuneConfig, LinearProbeConfig  # noqa: E402
 from .transfer import NotFittedError, Transfer, load  # noqa: E402
 
 __all__ = [
     "ConfigError",
     "DataError",
+    "FinetuneConfig",
+    "LinearProbeConfig",
+    "compare_strategies",
+    "rank",
     "HeadstartError",
     "ImageFiles",
     "ImageFolder",

@@ -6,10 +6,10 @@ exit with code 2; nothing here computes anything the API does not.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import shutil
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,14 +46,26 @@ def main() -> None:
         hf_logging.set_verbosity_error()
     except ImportError:
         pass
-    try:
-        app()
-    except HeadstartError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        err.print("[yellow]interrupted:[/] no run directory was written or changed.")
-        sys.exit(130)
+    app()
+
+
+def command(func):
+    """Register a command whose user errors print one red line (exit 2) and whose
+    interruption says what was kept (exit 130), never a traceback."""
+
+    @functools.wraps(func)
+    def guarded(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except HeadstartError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err.print("[yellow]interrupted:[/] no finished run was written or changed; a fine-tuning run "
+                      "keeps its last epoch's checkpoint: continue it with `headstart fit --resume RUN`.")
+            raise typer.Exit(130) from None
+
+    return app.command()(guarded)
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -151,7 +163,7 @@ def show_metrics(metrics: dict, title: str) -> None:
 
 
 # -- commands ------------------------------------------------------------------------------
-@app.command()
+@command
 def models(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
     """List the registered backbones, their weights' availability and input contracts."""
     rows = list_backbones()
@@ -229,7 +241,7 @@ def work_dir(out_dir: Path) -> Path:
     return out_dir.parent / f".{out_dir.name}.unfinished"
 
 
-@app.command()
+@command
 def fit(
     data: Optional[Path] = typer.Argument(None, help="An image folder (one sub-folder per class) or a .csv/.tsv/.jsonl table."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help=(
@@ -296,7 +308,7 @@ def fit(
                     as_json=as_json, resume=resume is not None)
 
 
-@app.command()
+@command
 def compare(
     data: Path = typer.Argument(..., help="An image folder or a text table, with labels."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Backbone (default per modality)."),
@@ -342,7 +354,7 @@ def few_shot_indices(y, per_class: int, seed: int) -> list[int]:
     return sorted(int(i) for i in np.concatenate(keep))
 
 
-@app.command()
+@command
 def rank(
     data: Path = typer.Argument(..., help="An image folder or a text table, with labels."),
     models: Optional[str] = typer.Option(None, help="Comma-separated candidates (default: every offline "
@@ -372,7 +384,7 @@ def rank(
               "`headstart fit DATA --model auto` fits the winner.", highlight=False)
 
 
-@app.command()
+@command
 def evaluate(
     run: Path = typer.Argument(..., help="A run directory written by `headstart fit`."),
     data: Path = typer.Argument(..., help="Labelled data: an image folder or a text table."),
@@ -392,7 +404,7 @@ def evaluate(
         show_metrics(metrics, f"{dataset.source} — run {run}")
 
 
-@app.command()
+@command
 def predict(
     run: Path = typer.Argument(..., help="A run directory written by `headstart fit`."),
     inputs: list[Path] = typer.Argument(..., help="Image files or folders, or one text table."),
@@ -420,7 +432,7 @@ def predict(
     out.print(table)
 
 
-@app.command()
+@command
 def demo(
     out_dir: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Where to save the demo run."),
     data_dir: Path = typer.Option(Path("runs/demo-digits"), help="Where to write the demo images."),

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .backbones import build_backbone, list_backbones
+from .backbones import Backbone, build_backbone, list_backbones
 from .backbones.layers import FINAL, layer_candidates, tap_layers
 from .data import LabelledData
 from .errors import ConfigError
@@ -62,11 +62,12 @@ def _source_probabilities(backbone, features: np.ndarray) -> np.ndarray | None:
     return torch.softmax(logits.double(), dim=1).numpy()
 
 
-def rank(models: Sequence[str], data: LabelledData, *, layers: bool = False, cache_dir: str | Path | None = None,
+def rank(models: Sequence[str | Backbone], data: LabelledData, *, layers: bool = False, cache_dir: str | Path | None = None,
          use_cache: bool = True, batch_size: int = 64, num_workers: int = 1, device: str = "cpu",
          progress: Progress | None = None) -> list[RankRow]:
     """Score each candidate on ``data`` and return the rows, best LogME first.
 
+    Candidates are backbone names (as ``build_backbone`` takes them) or built backbones.
     With ``layers``, each backbone contributes its last few layer groups besides its final
     features (all from one forward pass), so an earlier layer can win on a distant domain.
     """
@@ -74,8 +75,9 @@ def rank(models: Sequence[str], data: LabelledData, *, layers: bool = False, cac
         raise ConfigError("Give at least one candidate model to rank.")
     y = data.y
     rows: list[RankRow] = []
-    for name in models:
-        backbone = build_backbone(name)
+    for candidate in models:
+        backbone = candidate if isinstance(candidate, Backbone) else build_backbone(candidate)
+        name = backbone.name
         tapped, columns = (tap_layers(backbone, layer_candidates(backbone)) if layers
                            else (backbone, [(FINAL, slice(None))]))
         start = time.perf_counter()

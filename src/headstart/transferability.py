@@ -251,8 +251,9 @@ def nce(source_labels: np.ndarray, y: np.ndarray) -> float:
 def hscore(features: np.ndarray, y: np.ndarray) -> float:
     """H-score: tr(cov(f)^+ cov(E[f | y])), the class separation a linear head can exploit.
 
-    Why: it is the asymptotic error-free objective of a softmax head on the features (Bao et al.,
-    ICIP 2019). A pseudo-inverse keeps constant or duplicate features from making it infinite.
+    Why: it measures how much of the (whitened) feature variance separates the classes, which is
+    what a linear head can use (Bao et al., ICIP 2019). A pseudo-inverse keeps constant or
+    duplicate features from making it infinite.
     """
     f, codes, classes = _check(features, y)
     n, d = f.shape

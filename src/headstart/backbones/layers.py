@@ -32,7 +32,11 @@ def _module_name(patterns: tuple[str, ...]) -> str | None:
 
 def layer_candidates(backbone: Backbone, count: int = 3) -> list[str]:
     """The last ``count`` tappable layer groups before the output, plus ``final``."""
-    tappable = [g.name for g in backbone.contract.layer_groups[:-1] if _module_name(g.patterns)]
+    groups = backbone.contract.layer_groups[:-1]
+    if isinstance(backbone.module, TextEncoder):
+        tappable = [g.name for g in groups if re.fullmatch(r"layer\d+", g.name)]
+    else:
+        tappable = [g.name for g in groups if _module_name(g.patterns)]
     return tappable[-count:] + [FINAL]
 
 

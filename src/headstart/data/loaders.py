@@ -27,7 +27,8 @@ class _LabelledImages(Dataset):
 
 
 def labelled_loader(data: LabelledData, contract: InputContract, *, tokenizer: Any = None, train: bool,
-                    batch_size: int, num_workers: int = 0, randaugment: str | None = None) -> DataLoader:
+                    batch_size: int, num_workers: int = 0, randaugment: str | None = None,
+                    min_crop: float = 0.08) -> DataLoader:
     """Batches of ``(inputs, labels)``: augmented and shuffled for training, plain otherwise.
 
     Shuffling and augmentation draw from torch's global generator, so seeding it at the
@@ -35,7 +36,7 @@ def labelled_loader(data: LabelledData, contract: InputContract, *, tokenizer: A
     """
     labels = data.y.tolist()
     if contract.modality == "image":
-        dataset = _LabelledImages(data.items, labels, image_transform(contract, train, randaugment))
+        dataset = _LabelledImages(data.items, labels, image_transform(contract, train, randaugment, min_crop))
         return DataLoader(dataset, batch_size=batch_size, shuffle=train, num_workers=num_workers,
                           drop_last=train and len(dataset) > batch_size,
                           persistent_workers=False, prefetch_factor=2 if num_workers else None)

@@ -29,13 +29,14 @@ class _ToRGB:
         return "ToRGB()"
 
 
-def image_transform(contract: InputContract, train: bool = False,
-                    randaugment: str | None = None) -> Callable[[Image.Image], torch.Tensor]:
+def image_transform(contract: InputContract, train: bool = False, randaugment: str | None = None,
+                    min_crop: float = 0.08) -> Callable[[Image.Image], torch.Tensor]:
     """Build the PIL -> (3, H, W) float tensor transform a backbone's contract asks for.
 
     ``train=True`` gives timm's training transform (random resized crop, horizontal flip,
     colour jitter, and RandAugment when ``randaugment`` is a timm policy such as
-    ``rand-m9-mstd0.5``); otherwise resize, centre crop at ``crop_pct``.
+    ``rand-m9-mstd0.5``; random crops cover at least ``min_crop`` of the image); otherwise
+    resize, centre crop at ``crop_pct``.
     """
     if contract.modality != "image":
         raise ConfigError(f"image_transform needs an image contract. Got a {contract.modality} "
@@ -54,6 +55,7 @@ def image_transform(contract: InputContract, train: bool = False,
         std=tuple(contract.std),  # type: ignore[arg-type]
         crop_pct=contract.crop_pct,
         auto_augment=randaugment if train else None,
+        scale=(min_crop, 1.0),
     )
     return _Compose(transform)
 

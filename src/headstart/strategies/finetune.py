@@ -35,7 +35,8 @@ class FinetuneConfig:
     """Options of ``finetune``, ``lp-ft`` and ``scratch`` (one config: same budget, fair comparison)."""
 
     epochs: int = field(default=5, metadata=_help("passes over the training data"))
-    lr: float = field(default=1e-3, metadata=_help("peak learning rate of the head (AdamW)"))
+    lr: float = field(default=3e-4, metadata=_help("peak learning rate of the backbone's top layer group (AdamW)"))
+    head_lr_scale: float = field(default=10.0, metadata=_help("the new head's lr relative to lr: it starts from nothing"))
     weight_decay: float = field(default=0.01, metadata=_help("AdamW weight decay (none on biases and norms)"))
     batch_size: int = field(default=32, metadata=_help("training batch size"))
     unfreeze: str = field(default="all", metadata=_help("'all', or how many top layer groups train"))
@@ -47,6 +48,7 @@ class FinetuneConfig:
     patience: int = field(default=3, metadata=_help("early-stopping patience in epochs (0: off)"))
     warmup_epochs: float = field(default=0.5, metadata=_help("linear warm-up before the cosine decay"))
     clip_norm: float = field(default=1.0, metadata=_help("gradient-norm clipping (0: off)"))
+    min_crop: float = field(default=0.25, metadata=_help("smallest share of an image a random training crop keeps"))
     randaugment: str | None = field(default=None, metadata=_help("timm RandAugment policy, e.g. rand-m9-mstd0.5"))
     lpft_lr_scale: float = field(default=0.1, metadata=_help("lp-ft: fine-tuning lr relative to lr"))
     class_weight: str | None = field(default=None, metadata=_help("'balanced' for imbalanced classes"))
@@ -57,12 +59,14 @@ class FinetuneConfig:
 
         if self.epochs < 1:
             raise bad("epochs", "an int >= 1")
-        for name in ("lr", "lpft_lr_scale"):
+        for name in ("lr", "lpft_lr_scale", "head_lr_scale"):
             if not getattr(self, name) > 0:
                 raise bad(name, "a float > 0")
         for name in ("weight_decay", "l2sp", "warmup_epochs", "clip_norm"):
             if getattr(self, name) < 0:
                 raise bad(name, "a float >= 0")
+        if not 0 < self.min_crop <= 1:
+            raise bad("min_crop", "in (0, 1]")
         if not 0 < self.layer_decay <= 1:
             raise bad("layer_decay", "in (0, 1]")
         for name in ("dropout", "label_smoothing"):
@@ -98,12 +102,15 @@ def train_network(strategy: str, config: FinetuneConfig, backbone: Backbone, hea
     n_groups = max(len(groups), 1)
     start = trainable_groups(n_groups, config.unfreeze)
     lr = config.lr * (config.lpft_lr_scale if strategy == "lp-ft" else 1.0)
+    head_scale = config.head_lr_scale
+    if strategy == "scratch":  # every weight is new: all train at the new head's rate
+        lr, head_scale = lr * head_scale, 1.0
     net = TransferNet(backbone.module, head, config.dropout)
     if config.gradual:
         start = min(start, 1)
     set_trainable(net.backbone, group_index, n_groups, start)
     optimizer = torch.optim.AdamW(optimizer_groups(net.backbone, net.head, group_index, n_groups, lr,
-                                                   config.layer_decay, config.weight_decay))
+                                                   config.layer_decay, config.weight_decay, head_scale))
     settings = LoopSettings(
         epochs=config.epochs, warmup_epochs=config.warmup_epochs, clip_norm=config.clip_norm or None,
         label_smoothing=config.label_smoothing, l2sp=config.l2sp if strategy != "scratch" else 0.0,
@@ -119,7 +126,8 @@ def train_network(strategy: str, config: FinetuneConfig, backbone: Backbone, hea
     trainer = Trainer(net, optimizer, settings, classes, callbacks=every + list(callbacks))
     workers = num_workers if contract.modality == "image" else 0
     train_loader = labelled_loader(train, contract, tokenizer=backbone.tokenizer, train=True,
-                                   batch_size=config.batch_size, num_workers=workers, randaugment=config.randaugment)
+                                   batch_size=config.batch_size, num_workers=workers, randaugment=config.randaugment,
+                                   min_crop=config.min_crop)
     val_loader = labelled_loader(val, contract, tokenizer=backbone.tokenizer, train=False,
                                  batch_size=config.batch_size * 2, num_workers=workers)
     trainer.prepare(len(train_loader))

@@ -70,9 +70,10 @@ def _no_decay(name: str, param: nn.Parameter) -> bool:
 
 
 def optimizer_groups(backbone: nn.Module, head: nn.Module, group_index: dict[str, int], n_groups: int,
-                     lr: float, layer_decay: float, weight_decay: float) -> list[dict]:
-    """AdamW parameter groups: the head trains at ``lr``, each layer group below at the rate of
-    the one above times ``layer_decay``; no weight decay on biases and norm parameters.
+                     lr: float, layer_decay: float, weight_decay: float, head_scale: float = 1.0) -> list[dict]:
+    """AdamW parameter groups: the top layer group trains at ``lr``, each group below at the rate
+    of the one above times ``layer_decay``, the head at ``lr * head_scale``; no weight decay on
+    biases and norm parameters.
 
     Every group is listed, frozen ones included, so gradual unfreezing needs no new optimizer.
     """
@@ -87,7 +88,7 @@ def optimizer_groups(backbone: nn.Module, head: nn.Module, group_index: dict[str
 
     for name, param in backbone.named_parameters():
         group = group_index[name]
-        add(f"group{group}", layer_decay ** (n_groups - group), name, param)
+        add(f"group{group}", layer_decay ** (n_groups - 1 - group), name, param)
     for name, param in head.named_parameters():
-        add("head", 1.0, name, param)
+        add("head", head_scale, name, param)
     return list(buckets.values())
