@@ -162,3 +162,12 @@ def test_bad_finetune_options_are_rejected():
         FinetuneConfig(lr=-1)
     with pytest.raises(ConfigError, match="'unfreeze' option"):
         FinetuneConfig(unfreeze="some")
+
+
+def test_batchnorm_statistics_stay_pretrained_unless_train_bn(tmp_path, data, weights):
+    _, before, net, _ = _train(weights, data, tmp_path)
+    after = net.backbone.state_dict()
+    running = [k for k in before if k.endswith("running_mean")]
+    assert running and all(torch.equal(before[k], after[k]) for k in running)
+    _, before, net, _ = _train(weights, data, tmp_path, train_bn=True)
+    assert any(not torch.equal(before[k], net.backbone.state_dict()[k]) for k in running)

@@ -265,6 +265,8 @@ def fit(
     l2sp: Optional[float] = typer.Option(None, help="L2-SP strength: penalty towards the pre-trained weights."),
     patience: Optional[int] = typer.Option(None, help="Early-stopping patience in epochs (3; 0: off)."),
     randaugment: Optional[str] = typer.Option(None, help="timm RandAugment policy for images, e.g. rand-m9-mstd0.5."),
+    train_bn: Optional[bool] = typer.Option(None, "--train-bn/--keep-bn-stats", help=(
+        "Update BatchNorm statistics while fine-tuning (default: keep the pre-trained ones).")),
     text_column: str = typer.Option("text", help="Text column of a table."),
     label_column: str = typer.Option("label", help="Label column of a table."),
     test: float = typer.Option(0.2, help="Share of the data held out for the test split."),
@@ -290,7 +292,8 @@ def fit(
             raise ConfigError("Give DATA and `--out RUN` (or `--resume RUN` to continue an interrupted run).")
         options = dict(head=head, class_weight=class_weight, epochs=epochs, lr=lr, weight_decay=weight_decay,
                        unfreeze=unfreeze, gradual=gradual, layer_decay=layer_decay, dropout=dropout,
-                       label_smoothing=label_smoothing, l2sp=l2sp, patience=patience, randaugment=randaugment)
+                       label_smoothing=label_smoothing, l2sp=l2sp, patience=patience, randaugment=randaugment,
+                       train_bn=train_bn)
         args = dict(data=str(data), model=model, strategy=strategy, candidates=candidates, out_dir=str(out_dir),
                     options=options, text_column=text_column, label_column=label_column, test=test, val=val,
                     seed=seed, weights=str(weights) if weights else None, strict=strict, batch_size=batch_size,

@@ -48,6 +48,8 @@ class FinetuneConfig:
     patience: int = field(default=3, metadata=_help("early-stopping patience in epochs (0: off)"))
     warmup_epochs: float = field(default=0.5, metadata=_help("linear warm-up before the cosine decay"))
     clip_norm: float = field(default=1.0, metadata=_help("gradient-norm clipping (0: off)"))
+    train_bn: bool = field(default=False, metadata=_help(
+        "update BatchNorm statistics while fine-tuning; off keeps the pre-trained ones (better on small data)"))
     min_crop: float = field(default=0.25, metadata=_help("smallest share of an image a random training crop keeps"))
     randaugment: str | None = field(default=None, metadata=_help("timm RandAugment policy, e.g. rand-m9-mstd0.5"))
     lpft_lr_scale: float = field(default=0.1, metadata=_help("lp-ft: fine-tuning lr relative to lr"))
@@ -115,6 +117,7 @@ def train_network(strategy: str, config: FinetuneConfig, backbone: Backbone, hea
         epochs=config.epochs, warmup_epochs=config.warmup_epochs, clip_norm=config.clip_norm or None,
         label_smoothing=config.label_smoothing, l2sp=config.l2sp if strategy != "scratch" else 0.0,
         device=str(device), channels_last=contract.channels_last,
+        train_bn=config.train_bn or strategy == "scratch",  # random statistics must be learned
         class_weights=_class_weights(train.y, len(classes), config.class_weight))
     every: list[Callback] = [EpochSeeding(seed)]
     if config.gradual:

@@ -59,6 +59,7 @@ class LoopSettings:
     amp: bool = True  # used on CUDA only: bf16 where supported, else fp16 with loss scaling
     class_weights: list[float] | None = None
     monitor: str = "val_f1"
+    train_bn: bool = True  # False: every BatchNorm keeps its running statistics (eval mode)
 
 
 class Callback:
@@ -130,11 +131,14 @@ class Trainer:
         return 0.5 * self.settings.l2sp * total
 
     def set_train_mode(self) -> None:
-        """Train mode, except normalisation layers whose parameters are frozen."""
+        """Train mode, except BatchNorm layers that keep their statistics: those of frozen
+        groups always, and all of them when ``train_bn`` is off."""
         from .param_groups import frozen_norm_modules
 
         self.net.train()
-        for module in frozen_norm_modules(self.net.backbone):
+        keep = (m for m in self.net.backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)) \
+            if not self.settings.train_bn else frozen_norm_modules(self.net.backbone)
+        for module in keep:
             module.eval()
 
     # -- epochs --------------------------------------------------------------------------
