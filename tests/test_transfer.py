@@ -74,7 +74,7 @@ def test_loading_with_different_backbone_weights_fails_clearly(tmp_path, image_d
 def test_unknown_strategy_and_options_are_rejected_before_any_work(image_data):
     with pytest.raises(ConfigError, match="Unknown strategy 'linear-prob'. Did you mean 'linear-probe'"):
         hs.Transfer(strategy="linear-prob").fit(image_data)
-    with pytest.raises(ConfigError, match="Unknown option"):
+    with pytest.raises(ConfigError, match="heads does not apply to the linear-probe strategy"):
         hs.Transfer(config={"heads": "mlp"}).fit(image_data)
     with pytest.raises(ConfigError, match="'dropout' option of linear-probe"):
         hs.Transfer(config={"dropout": 1.5}).fit(image_data)

@@ -24,8 +24,8 @@ from rich.table import Table
 from .backbones import list_backbones
 from .data import ImageFiles, ImageFolder, LabelledData, TextTable
 from .comparison import DEFAULT_COMPARISON, compare_strategies
-from .errors import ConfigError, DataError, HeadstartError, did_you_mean
-from .strategies import STRATEGIES, LinearProbeConfig
+from .errors import ConfigError, DataError, HeadstartError
+from .strategies import STRATEGIES, LinearProbeConfig, make_config
 from .transfer import Transfer, load
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -186,17 +186,14 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print JSON instea
 
 
 def strategy_config(strategy: str, options: dict):
-    """The strategy's config from the options the user gave; an option that does not apply is an error."""
-    if strategy not in STRATEGIES:
-        raise ConfigError(f"Unknown strategy '{strategy}'.{did_you_mean(strategy, STRATEGIES)} "
-                          f"Choose one of: {', '.join(STRATEGIES)}.")
-    config_class = STRATEGIES[strategy]
+    """The strategy's config from the options the user gave (None: not given)."""
     given = {k: v for k, v in options.items() if v is not None}
-    foreign = sorted(set(given) - set(config_class.__dataclass_fields__))
-    if foreign:
+    fields = getattr(STRATEGIES.get(strategy), "__dataclass_fields__", None)
+    foreign = [k for k in given if fields is not None and k not in fields]
+    if foreign:  # name the flags the user typed, not the config fields
         flags = ", ".join(f"--{name.replace('_', '-')}" for name in foreign)
         raise ConfigError(f"{flags} does not apply to the {strategy} strategy.")
-    return config_class(**given)
+    return make_config(strategy, given)
 
 
 def _fit_and_report(data: LabelledData, model: Optional[str], out_dir: Path, *, strategy: str, config,

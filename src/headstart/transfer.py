@@ -21,13 +21,13 @@ from . import __version__
 from .backbones import Backbone, build_backbone
 from .contract import InputContract
 from .data import LabelledData, stratified_split
-from .errors import ConfigError, HeadstartError, did_you_mean
+from .errors import ConfigError, HeadstartError
 from .evaluation import classification_metrics
 from .features import extract_features
 from .heads import build_head
 from .ranking import default_candidates, rank
 from .runs import RunFiles, read_run, write_run
-from .strategies import NETWORK_STRATEGIES, STRATEGIES, LinearProbeConfig, fit_linear_probe_strategy, train_network
+from .strategies import NETWORK_STRATEGIES, LinearProbeConfig, make_config, fit_linear_probe_strategy, train_network
 from .training import Callback, TransferNet
 
 __all__ = ["Transfer", "load", "NotFittedError"]
@@ -133,21 +133,7 @@ class Transfer:
 
     # -- fitting -------------------------------------------------------------------------
     def _strategy_config(self):
-        if self.strategy not in STRATEGIES:
-            raise ConfigError(f"Unknown strategy '{self.strategy}'.{did_you_mean(self.strategy, STRATEGIES)} "
-                              f"Choose one of: {', '.join(STRATEGIES)}.")
-        config_class = STRATEGIES[self.strategy]
-        if self.config is None:
-            return config_class()
-        if isinstance(self.config, dict):
-            unknown = set(self.config) - set(config_class.__dataclass_fields__)
-            if unknown:
-                raise ConfigError(f"Unknown option(s) for {self.strategy}: {', '.join(sorted(unknown))}. "
-                                  f"Valid: {', '.join(config_class.__dataclass_fields__)}.")
-            return config_class(**self.config)
-        if not isinstance(self.config, config_class):
-            raise ConfigError(f"The config of {self.strategy} must be a {config_class.__name__}.")
-        return self.config
+        return make_config(self.strategy, self.config)
 
     def _workers(self) -> int:
         if self.num_workers is not None:

@@ -1,10 +1,35 @@
 """Transfer strategies: each a small typed config and the code that trains with it."""
 
+from ..errors import ConfigError, did_you_mean
 from .finetune import NETWORK_STRATEGIES, FinetuneConfig, train_network
 from .linear_probe import LinearProbeConfig, fit_linear_probe_strategy
 
 STRATEGIES = {"linear-probe": LinearProbeConfig, "finetune": FinetuneConfig, "lp-ft": FinetuneConfig,
               "scratch": FinetuneConfig}
 
-__all__ = ["NETWORK_STRATEGIES", "STRATEGIES", "FinetuneConfig", "LinearProbeConfig", "fit_linear_probe_strategy",
+
+def make_config(strategy: str, config: object | dict | None = None) -> LinearProbeConfig | FinetuneConfig:
+    """The strategy's typed config from a config object, a dict of its fields, or None (defaults).
+
+    Options that do not belong to the strategy are an error naming them, so a flag that
+    would silently do nothing (``--epochs`` for a linear probe) never passes.
+    """
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"Unknown strategy '{strategy}'.{did_you_mean(strategy, STRATEGIES)} "
+                          f"Choose one of: {', '.join(STRATEGIES)}.")
+    config_class = STRATEGIES[strategy]
+    if config is None:
+        return config_class()
+    if isinstance(config, dict):
+        fields = config_class.__dataclass_fields__
+        foreign = sorted(set(config) - set(fields))
+        if foreign:
+            raise ConfigError(f"{', '.join(foreign)} does not apply to the {strategy} strategy; "
+                              f"its options are: {', '.join(fields)}.")
+        return config_class(**config)
+    if not isinstance(config, config_class):
+        raise ConfigError(f"The config of {strategy} must be a {config_class.__name__}. Got {type(config).__name__}.")
+    return config
+
+__all__ = ["NETWORK_STRATEGIES", "STRATEGIES", "make_config", "FinetuneConfig", "LinearProbeConfig", "fit_linear_probe_strategy",
            "train_network"]
