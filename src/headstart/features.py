@@ -165,8 +165,9 @@ def extract_features(backbone: Backbone, data: LabelledData, *, cache_dir: str |
     if missing:
         fresh = embed(backbone, [data.items[i] for i in missing], batch_size=batch_size,
                       num_workers=num_workers, device=device, progress=progress)
-        out[missing] = fresh
         unique = {digests[i]: row for i, row in zip(missing, fresh)}
+        for i in missing:  # duplicate files get the one stored vector: a warm run sees the same numbers
+            out[i] = unique[digests[i]]
         cache.store(list(unique), np.stack(list(unique.values())))
     elif progress:
         progress(len(digests), len(digests))
