@@ -1,7 +1,7 @@
 """Images/s of headstart's extract_features (jpg files on disk) against a plain loop of the same
 timm module over tensors already decoded and transformed in memory. Goal: headstart/plain >= 0.9.
 
-Both sides: the same module, batch size 64, channels_last as the contract says, the same torch
+Both sides: the same module, batch size 64 (--batch), channels_last as the contract says, the same torch
 threads, torch.inference_mode. headstart also runs with num_workers 0, 1 and 2 to find the best default.
 """
 
@@ -19,7 +19,6 @@ from headstart.features import extract_features
 from _common import emit, machine, parser, quiet
 
 GOAL = 0.9
-BATCH = 64
 
 
 def default_workers() -> int:
@@ -35,15 +34,16 @@ def plain_loop(module: torch.nn.Module, batches: list[torch.Tensor], memory_form
     return time.perf_counter() - start
 
 
-def headstart_run(backbone: hs.backbones.Backbone, data: hs.LabelledData, workers: int) -> float:
+def headstart_run(backbone: hs.backbones.Backbone, data: hs.LabelledData, workers: int, batch: int) -> float:
     start = time.perf_counter()
-    extract_features(backbone, data, use_cache=False, batch_size=BATCH, num_workers=workers)
+    extract_features(backbone, data, use_cache=False, batch_size=batch, num_workers=workers)
     return time.perf_counter() - start
 
 
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=640, help="how many flowers5 images (default 640)")
+    p.add_argument("--batch", type=int, default=64, help="batch size of both sides (default 64, headstart's)")
     p.add_argument("--workers", default="0,1,2", help="num_workers settings to sweep (default 0,1,2)")
     p.add_argument("--rounds", type=int, default=2,
                    help="interleaved rounds of every side; the fastest round of each counts (default 2)")
@@ -61,18 +61,18 @@ def main() -> None:
 
     transform = image_transform(backbone.contract, train=False)
     tensors = [transform(load_image(path)) for path in data.items]
-    batches = [torch.stack(tensors[i:i + BATCH]) for i in range(0, len(tensors), BATCH)]
+    batches = [torch.stack(tensors[i:i + args.batch]) for i in range(0, len(tensors), args.batch)]
     del tensors
 
     default = default_workers()
     plain_loop(module, batches[:1], memory_format)  # warm-up: first calls allocate and pick kernels
-    headstart_run(backbone, data.subset(range(BATCH)), default)
+    headstart_run(backbone, data.subset(range(args.batch)), default, args.batch)
     settings = sorted({default, *(int(w) for w in args.workers.split(","))})
     plain_s, seconds = float("inf"), {w: float("inf") for w in settings}
     for _ in range(args.rounds):  # interleaved, so other load on the machine hits every side alike
         plain_s = min(plain_s, plain_loop(module, batches, memory_format))
         for w in settings:
-            seconds[w] = min(seconds[w], headstart_run(backbone, data, w))
+            seconds[w] = min(seconds[w], headstart_run(backbone, data, w, args.batch))
 
     n, plain_rate = len(data), len(data) / plain_s
     rows = [("plain loop (in-memory tensors)", "-", f"{plain_s:.1f}", f"{plain_rate:.1f}", "1.000", "")]
@@ -82,11 +82,11 @@ def main() -> None:
     ratio = plain_s / seconds[default]
     best = min(seconds, key=seconds.get)
     result = {"benchmark": "extraction_throughput", "machine": machine(args.threads), "images": n,
-              "batch_size": BATCH, "channels_last": channels_last, "rounds": args.rounds, "plain_images_per_s": plain_rate,
+              "batch_size": args.batch, "channels_last": channels_last, "rounds": args.rounds, "plain_images_per_s": plain_rate,
               "headstart_images_per_s": {w: n / s for w, s in seconds.items()}, "default_workers": default,
               "ratio": ratio, "goal": GOAL, "passes": ratio >= GOAL, "best_workers": best}
     emit(args.json, result,
-         f"Feature extraction, efficientnet_lite0, {n} flowers5 images, batch {BATCH}, "
+         f"Feature extraction, efficientnet_lite0, {n} flowers5 images, batch {args.batch}, "
          f"channels_last {channels_last}, fastest of {args.rounds} interleaved rounds",
          ("side", "workers", "seconds", "images/s", "ratio to plain", ""), rows,
          [f"headstart/plain with the default {default} worker(s): {ratio:.3f} (goal >= {GOAL}: "

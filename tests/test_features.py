@@ -76,3 +76,20 @@ def test_progress_is_reported_per_batch(tmp_path):
     extract_features(_backbone(tmp_path), data, use_cache=False, batch_size=4, num_workers=0,
                      progress=lambda done, total: calls.append((done, total)))
     assert calls == [(4, 9), (8, 9), (9, 9)]
+
+
+def test_files_with_equal_content_are_served_from_one_cache_entry(tmp_path, monkeypatch):
+    import shutil
+
+    folder = colour_folder(tmp_path / "imgs", per_class=3)
+    shutil.copy(folder / "red" / "0.png", folder / "blue" / "copy.png")  # the same bytes in two classes
+    data = ImageFolder(folder)
+    backbone = _backbone(tmp_path)
+    first = extract_features(backbone, data, cache_dir=tmp_path / "cache", num_workers=0)
+    embedded = []
+    original = features.embed
+    monkeypatch.setattr(features, "embed", lambda b, items, **kw: embedded.append(list(items)) or original(b, items, **kw))
+    second = extract_features(backbone, data, cache_dir=tmp_path / "cache", num_workers=0)
+    assert embedded == []
+    np.testing.assert_array_equal(first, second)
+    assert len(list((tmp_path / "cache").rglob("*.safetensors"))) == 1

@@ -84,3 +84,9 @@ def test_text_data_on_an_image_backbone_is_rejected(tmp_path, weights):
     data = hs.TextTable(review_table(tmp_path / "reviews.csv"))
     with pytest.raises(ConfigError, match="takes image data"):
         _transfer(tmp_path, weights).fit(data)
+
+
+def test_a_class_without_training_samples_is_named(tmp_path, image_data, weights):
+    train = image_data.subset([i for i, label in enumerate(image_data.labels) if label != "red"])
+    with pytest.raises(DataError, match="class 'red' has no training samples"):
+        _transfer(tmp_path, weights).fit(train, image_data)

@@ -61,7 +61,9 @@ class FeatureCache:
 
     def lookup(self, digests: list[bytes]) -> dict[int, np.ndarray]:
         """Return ``{position: features}`` for the digests already cached."""
-        wanted = {d: i for i, d in enumerate(digests)}
+        wanted: dict[bytes, list[int]] = {}
+        for position, digest in enumerate(digests):  # files with equal content share one entry
+            wanted.setdefault(digest, []).append(position)
         found: dict[int, np.ndarray] = {}
         if not self.folder.is_dir():
             return found
@@ -72,8 +74,7 @@ class FeatureCache:
                 log.warning("Ignoring unreadable feature-cache shard %s", shard)
                 continue
             for row, digest in enumerate(tensors["digests"]):
-                position = wanted.get(digest.tobytes())
-                if position is not None:
+                for position in wanted.get(digest.tobytes(), ()):
                     found[position] = tensors["features"][row]
         return found
 

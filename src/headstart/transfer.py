@@ -21,7 +21,7 @@ from . import __version__
 from .backbones import Backbone, build_backbone
 from .contract import InputContract
 from .data import LabelledData, stratified_split
-from .errors import ConfigError, HeadstartError
+from .errors import ConfigError, DataError, HeadstartError
 from .evaluation import classification_metrics
 from .features import extract_features
 from .heads import build_head
@@ -161,6 +161,11 @@ class Transfer:
             train_idx, val_idx = stratified_split(train.y, [self.val_fraction], self.seed)
             train, val = train.subset(train_idx), train.subset(val_idx)
         val = val.with_classes(train.classes)
+        empty = [name for name, count in zip(train.classes, np.bincount(train.y, minlength=len(train.classes)))
+                 if count == 0]
+        if empty:
+            raise DataError(f"class {', '.join(map(repr, empty))} has no training samples in {train.source}; "
+                            "add samples of it or remove the class.")
         self.device_ = resolve_device(self.device)
         start = time.perf_counter()
         self._choose_backbone(train)
