@@ -10,6 +10,14 @@ from headstart.features import extract_features
 from helpers import TINY_TIMM, colour_folder, tiny_timm_weights
 
 
+def _record_embeds(monkeypatch) -> list:
+    """Make every call that embeds samples (a cache miss) append its items to the returned list."""
+    embedded = []
+    original = features.embed
+    monkeypatch.setattr(features, "embed", lambda b, items, **kw: embedded.append(list(items)) or original(b, items, **kw))
+    return embedded
+
+
 def _backbone(tmp_path, seed=0):
     return build_backbone(f"timm:{TINY_TIMM}", weights=tiny_timm_weights(tmp_path, seed))
 
@@ -38,9 +46,7 @@ def test_second_run_reads_the_cache_and_a_changed_file_is_embedded_again(tmp_pat
     data = ImageFolder(colour_folder(tmp_path / "imgs", per_class=3))
     backbone = _backbone(tmp_path)
     first = extract_features(backbone, data, cache_dir=tmp_path / "cache", num_workers=0)
-    embedded = []
-    original = features.embed
-    monkeypatch.setattr(features, "embed", lambda b, items, **kw: embedded.append(list(items)) or original(b, items, **kw))
+    embedded = _record_embeds(monkeypatch)
     second = extract_features(backbone, data, cache_dir=tmp_path / "cache", num_workers=0)
     np.testing.assert_array_equal(first, second)
     assert embedded == []
@@ -86,9 +92,7 @@ def test_files_with_equal_content_are_served_from_one_cache_entry(tmp_path, monk
     data = ImageFolder(folder)
     backbone = _backbone(tmp_path)
     first = extract_features(backbone, data, cache_dir=tmp_path / "cache", num_workers=0)
-    embedded = []
-    original = features.embed
-    monkeypatch.setattr(features, "embed", lambda b, items, **kw: embedded.append(list(items)) or original(b, items, **kw))
+    embedded = _record_embeds(monkeypatch)
     second = extract_features(backbone, data, cache_dir=tmp_path / "cache", num_workers=0)
     assert embedded == []
     np.testing.assert_array_equal(first, second)
