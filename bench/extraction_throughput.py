@@ -7,7 +7,6 @@ threads, torch.inference_mode. headstart also runs with num_workers 0, 1 and 2 t
 
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np
@@ -23,7 +22,7 @@ GOAL = 0.9
 
 def default_workers() -> int:
     """What Transfer picks when num_workers is None (Transfer._workers)."""
-    return min(4, max(1, (os.cpu_count() or 2) // 2))
+    return hs.Transfer()._workers()
 
 
 def plain_loop(module: torch.nn.Module, batches: list[torch.Tensor], memory_format: torch.memory_format) -> float:

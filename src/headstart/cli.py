@@ -272,7 +272,7 @@ def fit(
     weights: Optional[Path] = typer.Option(None, help="Local weights file (.safetensors or .pth) for the backbone."),
     strict: bool = typer.Option(False, help="Fail on unreadable samples instead of skipping them."),
     batch_size: int = typer.Option(64, help="Batch size of feature extraction and prediction."),
-    workers: Optional[int] = typer.Option(None, help="Image-decoding worker processes (default: cores / 2)."),
+    workers: Optional[int] = typer.Option(None, help="Image-decoding worker processes (default: none on <= 2 cores, else cores / 2, at most 4)."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     cache_dir: Optional[Path] = typer.Option(None, help="Feature cache (default ~/.cache/headstart)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write cached features."),

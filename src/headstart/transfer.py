@@ -138,7 +138,10 @@ class Transfer:
     def _workers(self) -> int:
         if self.num_workers is not None:
             return self.num_workers
-        return min(4, max(1, (os.cpu_count() or 2) // 2))
+        cores = os.cpu_count() or 1
+        # On 2 cores a decoding worker competes with the model's threads; decoding in the main
+        # process was faster there (bench/extraction_throughput.py --workers).
+        return 0 if cores <= 2 else min(4, cores // 2)
 
     def _features(self, data: LabelledData, stage: str) -> np.ndarray:
         progress = (lambda done, total: self.progress(stage, done, total)) if self.progress else None
