@@ -355,6 +355,8 @@ def load(path: str | Path, *, device: str = "auto", cache_dir: str | Path | None
         model.head_ = build_head(model.config_.head, dim, n_classes, **options)
         model.head_.load_state_dict(head_state, strict=True)
         model.head_.eval()
+    if network and backbone.contract.channels_last:  # as trained: same kernels, same predictions
+        model.net_.to(memory_format=torch.channels_last)
     model.fit_info_ = run.config.get("fit", {})
     model.metrics_ = run.metrics
     model.ranking_ = run.extra.get("ranking")

@@ -143,8 +143,9 @@ def prepare_backbone(strategy: str, config: LoraConfig | BitFitConfig, module: n
     if strategy == "lora":
         import peft
 
+        lora = _peft_config(config, module, backbone_name)
         try:
-            return peft.get_peft_model(module, _peft_config(config, module, backbone_name))
+            return peft.get_peft_model(module, lora)
         except ValueError as exc:  # e.g. a layer type peft's LoRA does not support
             raise ConfigError(f"peft cannot add LoRA adapters to {backbone_name}: {exc} Fix `--lora-targets`.") from exc
     if strategy == "bitfit":
