@@ -1,6 +1,7 @@
 """lora (peft) and bitfit: what trains, what a run stores, reloading, merging, comparing."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from test_cli import run_cli
 
 pytestmark = pytest.mark.timeout(120)
 FAST = {"epochs": 2, "batch_size": 8, "patience": 0}
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 @pytest.fixture(scope="module")
@@ -192,3 +194,15 @@ def test_peak_memory_sees_a_large_allocation():
         del block
     assert peak.bytes >= 48 * 2**20
     assert "RSS" in peak.method
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not (SHARED / "sentiment").is_dir(), reason=f"real data sets not found at {SHARED}")
+def test_minilm_lora_learns_amazon_reviews_and_stores_under_a_tenth_of_the_model(tmp_path):
+    reviews = hs.TextTable(SHARED / "sentiment" / "amazon.txt")
+    train, test = reviews.split(test=0.2, seed=0)
+    model = hs.Transfer("minilm", "lora", config={"epochs": 1, "batch_size": 16}, device="cpu").fit(train)
+    assert model.evaluate(test)["accuracy"] >= 0.8  # 2 balanced classes: chance is 0.5
+    model.save(tmp_path / "run")
+    full = 4 * sum(p.numel() for p in model.net_.parameters())
+    assert (tmp_path / "run" / "model.safetensors").stat().st_size <= 0.1 * full
