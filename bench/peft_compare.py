@@ -51,8 +51,8 @@ def notes(result: dict) -> list[str]:
     if "finetune" not in rows or "lora" not in rows:
         return []
     lora, full = rows["lora"], rows["finetune"]
-    gap = 100 * (full["accuracy"] - lora["accuracy"])
-    return [f"{result['dataset']}: lora is {gap:+.1f} points below finetune (goal <= 1.5), trains "
+    gap = 100 * (lora["accuracy"] - full["accuracy"])
+    return [f"{result['dataset']}: lora - finetune = {gap:+.1f} accuracy points (goal >= -1.5), trains "
             f"{100 * lora['trainable_fraction']:.2f}% of the parameters (goal <= 5%), checkpoint "
             f"{100 * lora['checkpoint_vs_full']:.1f}% of the full model's (goal <= 10%)"]
 

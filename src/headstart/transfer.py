@@ -28,7 +28,8 @@ from .features import extract_features
 from .heads import build_head
 from .ranking import default_candidates, rank
 from .runs import RunFiles, read_run, write_run
-from .strategies import NETWORK_STRATEGIES, PEFT_STRATEGIES, LinearProbeConfig, make_config, fit_linear_probe_strategy, train_network
+from .strategies import (NETWORK_STRATEGIES, PEFT_STRATEGIES, LinearProbeConfig, fit_linear_probe_strategy, make_config,
+                         train_network)
 from .strategies.peft_tuning import merge_backbone, prepare_backbone, restore_backbone, trained_backbone_state
 from .training import Callback, TransferNet
 
