@@ -10,14 +10,16 @@ from .evaluation import classification_metrics  # noqa: E402
 from .features import extract_features  # noqa: E402
 from .comparison import compare_strategies  # noqa: E402
 from .ranking import rank  # noqa: E402
-from .strategies import FinetuneConfig, LinearProbeConfig  # noqa: E402
+from .strategies import BitFitConfig, FinetuneConfig, LinearProbeConfig, LoraConfig  # noqa: E402
 from .transfer import NotFittedError, Transfer, load  # noqa: E402
 
 __all__ = [
+    "BitFitConfig",
     "ConfigError",
     "DataError",
     "FinetuneConfig",
     "LinearProbeConfig",
+    "LoraConfig",
     "compare_strategies",
     "rank",
     "HeadstartError",

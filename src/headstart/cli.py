@@ -264,6 +264,13 @@ def fit(
     randaugment: Optional[str] = typer.Option(None, help="timm RandAugment policy for images, e.g. rand-m9-mstd0.5."),
     train_bn: Optional[bool] = typer.Option(None, "--train-bn/--keep-bn-stats", help=(
         "Update BatchNorm statistics while fine-tuning (default: keep the pre-trained ones).")),
+    lora_rank: Optional[int] = typer.Option(None, help="lora: rank of each low-rank update (8)."),
+    lora_alpha: Optional[float] = typer.Option(None, help="lora: scale alpha; the update is scaled by alpha / rank (16)."),
+    lora_dropout: Optional[float] = typer.Option(None, help="lora: dropout on the adapters' input (0)."),
+    lora_targets: Optional[str] = typer.Option(None, help=(
+        "lora: comma-separated layer names to adapt (default: attention query,value; ViT qkv; conv_pw,conv_pwl).")),
+    bitfit_norms: Optional[bool] = typer.Option(None, "--bitfit-norms/--bitfit-biases-only", help=(
+        "bitfit: also train normalisation scales (default: biases only).")),
     text_column: str = typer.Option("text", help="Text column of a table."),
     label_column: str = typer.Option("label", help="Label column of a table."),
     test: float = typer.Option(0.2, help="Share of the data held out for the test split."),
@@ -290,7 +297,8 @@ def fit(
         options = dict(head=head, class_weight=class_weight, epochs=epochs, lr=lr, weight_decay=weight_decay,
                        unfreeze=unfreeze, gradual=gradual, layer_decay=layer_decay, dropout=dropout,
                        label_smoothing=label_smoothing, l2sp=l2sp, patience=patience, randaugment=randaugment,
-                       train_bn=train_bn)
+                       train_bn=train_bn, lora_rank=lora_rank, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+                       lora_targets=lora_targets, bitfit_norms=bitfit_norms)
         args = dict(data=str(data), model=model, strategy=strategy, candidates=candidates, out_dir=str(out_dir),
                     options=options, text_column=text_column, label_column=label_column, test=test, val=val,
                     seed=seed, weights=str(weights) if weights else None, strict=strict, batch_size=batch_size,
@@ -314,7 +322,7 @@ def compare(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Backbone (default per modality)."),
     strategies: str = typer.Option(",".join(DEFAULT_COMPARISON), help="Comma-separated strategies to compare."),
     epochs: Optional[int] = typer.Option(None, help="Epochs of every network strategy (same budget)."),
-    lr: Optional[float] = typer.Option(None, help="Peak learning rate of network strategies."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate of finetune, lp-ft and scratch."),
     train_per_class: Optional[int] = typer.Option(None, help="Few-shot: keep this many training samples per class."),
     text_column: str = typer.Option("text"), label_column: str = typer.Option("label"),
     test: float = typer.Option(0.2, help="Share held out for the test split."), seed: int = typer.Option(0),
@@ -331,18 +339,24 @@ def compare(
     with progress_bars(not as_json) as progress:
         rows = compare_strategies(train, test_part, _names(strategies) or [], model=model, finetune=finetune,
                                   num_workers=workers, device=device, cache_dir=cache_dir, seed=seed, progress=progress)
-    keys = ("strategy", "accuracy", "f1", "precision", "recall", "trainable_params", "train_seconds")
+    keys = ("strategy", "accuracy", "f1", "precision", "recall", "trainable_params", "trainable_fraction",
+            "checkpoint_bytes", "peak_memory_bytes", "train_seconds")
     if as_json:
         print(json.dumps([{k: row[k] for k in keys} for row in rows], indent=1))
         return
     table = Table(title=f"{dataset.source}: {len(train)} train / {len(test_part)} test samples, {rows[0]['model']}",
                   title_justify="left")
-    for column in ("strategy", "accuracy", "macro F1", "precision", "recall", "trainable params", "train s"):
+    for column in ("strategy", "accuracy", "macro F1", "precision", "recall", "trainable params", "trainable %",
+                   "checkpoint MB", "peak mem MB", "train s"):
         table.add_column(column, justify="left" if column == "strategy" else "right")
     for row in rows:
         table.add_row(row["strategy"], f"{row['accuracy']:.4f}", f"{row['f1']:.4f}", f"{row['precision']:.4f}",
-                      f"{row['recall']:.4f}", f"{row['trainable_params']:,}", f"{row['train_seconds']:.1f}")
+                      f"{row['recall']:.4f}", f"{row['trainable_params']:,}", f"{100 * row['trainable_fraction']:.2f}",
+                      f"{row['checkpoint_bytes'] / 1e6:.2f}", f"{row['peak_memory_bytes'] / 1e6:.0f}",
+                      f"{row['train_seconds']:.1f}")
     out.print(table)
+    out.print(f"peak mem: {rows[0]['memory_method']}; checkpoint: bytes of model.safetensors as `fit` saves it; "
+              "lora and bitfit use the network budget (--epochs) at their own default lr.", highlight=False)
 
 
 def few_shot_indices(y, per_class: int, seed: int) -> list[int]:
@@ -455,3 +469,5 @@ def demo(
 
 if __name__ == "__main__":
     main()
+
+from . import cli_peft  # noqa: E402,F401 - registers commands

@@ -3,37 +3,73 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import fields
 
 from .data import LabelledData
 from .errors import ConfigError, did_you_mean
-from .strategies import STRATEGIES, FinetuneConfig, LinearProbeConfig
-from .transfer import Transfer
+from .peak_memory import PeakMemory
+from .runs import weights_bytes
+from .strategies import PEFT_STRATEGIES, STRATEGIES, BitFitConfig, FinetuneConfig, LinearProbeConfig, LoraConfig
+from .transfer import Transfer, resolve_device
 
 __all__ = ["compare_strategies", "DEFAULT_COMPARISON"]
 
 DEFAULT_COMPARISON = ("scratch", "linear-probe", "finetune", "lp-ft")
+# What lora and bitfit take from the finetune config: the budget, not the learning rate
+# (each has its own default, higher than full fine-tuning's).
+_BUDGET = ("epochs", "batch_size", "patience", "warmup_epochs", "clip_norm", "dropout", "label_smoothing",
+           "weight_decay", "head_lr_scale", "min_crop", "randaugment", "class_weight")
+
+
+def _config(strategy: str, finetune: FinetuneConfig | None, probe: LinearProbeConfig | None,
+            own: dict[str, LoraConfig | BitFitConfig | None]):
+    if strategy == "linear-probe":
+        return probe
+    if strategy not in PEFT_STRATEGIES:
+        return finetune
+    if own.get(strategy) is not None or finetune is None:
+        return own.get(strategy)
+    config_class = STRATEGIES[strategy]
+    names = {f.name for f in fields(config_class)}
+    return config_class(**{k: getattr(finetune, k) for k in _BUDGET if k in names})
+
+
+def _sizes(fitted: Transfer) -> dict:
+    """Trainable and total parameters, and the bytes ``save`` would write for the weights."""
+    modules = [fitted.net_] if hasattr(fitted, "net_") else [fitted.backbone_.module, fitted.head_]
+    total = sum(p.numel() for module in modules for p in module.parameters())
+    trainable = fitted.fit_info_["trainable_params"]
+    return {"trainable_params": trainable, "total_params": total, "trainable_fraction": trainable / total,
+            "checkpoint_bytes": weights_bytes(fitted.checkpoint_tensors())}
 
 
 def compare_strategies(train: LabelledData, test: LabelledData, strategies: Sequence[str] = DEFAULT_COMPARISON, *,
                        model: str | None = None, finetune: FinetuneConfig | None = None,
-                       probe: LinearProbeConfig | None = None, **transfer_options) -> list[dict]:
+                       probe: LinearProbeConfig | None = None, lora: LoraConfig | None = None,
+                       bitfit: BitFitConfig | None = None, **transfer_options) -> list[dict]:
     """Fit each strategy on ``train`` and evaluate on ``test``; one row of metrics per strategy.
 
-    Network strategies (scratch, finetune, lp-ft) share one :class:`FinetuneConfig`, so they
-    get the same epochs and batch size: a fair "before vs after transfer" comparison.
+    Network strategies share the budget of one :class:`FinetuneConfig` (epochs, batch size,
+    schedule): a fair "before vs after transfer" comparison. lora and bitfit take that budget
+    with their own learning rate, unless given their own configs. Each row also holds the
+    trainable parameters, the checkpoint size and the peak memory of the fit (see
+    :class:`~headstart.peak_memory.PeakMemory` for how it is measured).
     """
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown:
         raise ConfigError(f"Unknown strategy '{unknown[0]}'.{did_you_mean(unknown[0], STRATEGIES)} "
                           f"Choose from: {', '.join(STRATEGIES)}.")
+    device = resolve_device(transfer_options.get("device", "auto"))
     rows = []
     for strategy in strategies:
-        config = probe if strategy == "linear-probe" else finetune
-        fitted = Transfer(model, strategy, config=config, **transfer_options).fit(train)
+        config = _config(strategy, finetune, probe, {"lora": lora, "bitfit": bitfit})
+        with PeakMemory(device) as peak:
+            fitted = Transfer(model, strategy, config=config, **transfer_options).fit(train)
         metrics = fitted.evaluate(test)
         rows.append({"strategy": strategy, "model": fitted.model_name_, "accuracy": metrics["accuracy"],
                      "f1": metrics["f1"], "precision": metrics["precision"], "recall": metrics["recall"],
-                     "trainable_params": fitted.fit_info_["trainable_params"],
+                     **_sizes(fitted), "peak_memory_bytes": peak.bytes, "memory_method": peak.method,
                      "train_seconds": fitted.fit_info_["train_seconds"], "metrics": metrics,
                      "history": fitted.history_})
+        del fitted
     return rows

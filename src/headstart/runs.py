@@ -17,11 +17,11 @@ from pathlib import Path
 
 import torch
 import yaml
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save, save_file
 
 from .errors import DataError
 
-__all__ = ["RunFiles", "write_run", "read_run", "REQUIRED_FILES"]
+__all__ = ["RunFiles", "write_run", "read_run", "weights_bytes", "REQUIRED_FILES"]
 
 REQUIRED_FILES = ("config.yaml", "labels.json", "contract.json", "metrics.json", "model.safetensors")
 
@@ -52,8 +52,7 @@ def write_run(path: str | Path, run: RunFiles) -> Path:
             (temp / f"{name}.json").write_text(json.dumps(content, indent=1))
             if name == "history" and content:  # per-epoch metrics, also as a table for spreadsheets
                 _write_csv(temp / "history.csv", content)
-        tensors = {k: v.detach().cpu().contiguous() for k, v in run.tensors.items()}
-        save_file(tensors, str(temp / "model.safetensors"), metadata={"format": "pt"})
+        save_file(_plain(run.tensors), str(temp / "model.safetensors"), metadata=_METADATA)
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
             os.replace(path, old / "run")
@@ -65,6 +64,18 @@ def write_run(path: str | Path, run: RunFiles) -> Path:
         shutil.rmtree(temp, ignore_errors=True)
         raise
     return path
+
+
+_METADATA = {"format": "pt"}
+
+
+def _plain(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+
+
+def weights_bytes(tensors: dict[str, torch.Tensor]) -> int:
+    """The size ``model.safetensors`` has when ``write_run`` stores ``tensors``."""
+    return len(save(_plain(tensors), metadata=_METADATA))
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:

@@ -6,6 +6,7 @@ work and returns ``self``, and what was learned ends in an underscore.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -27,7 +28,9 @@ from .features import extract_features
 from .heads import build_head
 from .ranking import default_candidates, rank
 from .runs import RunFiles, read_run, write_run
-from .strategies import NETWORK_STRATEGIES, LinearProbeConfig, make_config, fit_linear_probe_strategy, train_network
+from .strategies import (NETWORK_STRATEGIES, PEFT_STRATEGIES, LinearProbeConfig, fit_linear_probe_strategy, make_config,
+                         train_network)
+from .strategies.peft_tuning import merge_backbone, prepare_backbone, restore_backbone, trained_backbone_state
 from .training import Callback, TransferNet
 
 __all__ = ["Transfer", "load", "NotFittedError"]
@@ -190,10 +193,13 @@ class Transfer:
             torch.manual_seed(self.seed)
             head = self.head_ if self.strategy == "lp-ft" else nn.Linear(self.contract_.feature_dim, len(self.classes_))
             callbacks = [EpochProgress(self.progress, config.epochs)] if self.progress else []
+            prepare = (functools.partial(prepare_backbone, self.strategy, config, backbone_name=self.model_name_)
+                       if self.strategy in PEFT_STRATEGIES else None)
+            self.merged_ = False
             self.net_, self.history_ = train_network(
                 self.strategy, config, self.backbone_, head, train, val, self.classes_, device=self.device_,
                 seed=self.seed, num_workers=self._workers(), checkpoint=Path(checkpoint) if checkpoint else None,
-                resume=resume, callbacks=callbacks)
+                resume=resume, callbacks=callbacks, prepare=prepare)
             self.head_ = self.net_.head
             best = max(self.history_, key=lambda row: row["val_f1"])
             self.fit_info_.update(best_epoch=best["epoch"], epochs_run=len(self.history_),
@@ -219,6 +225,8 @@ class Transfer:
         if not hasattr(self, "net_"):
             return sum(p.numel() for p in self.head_.parameters())
         config = self.config_
+        if self._adapter():
+            return sum(p.numel() for p in self.net_.parameters() if p.requires_grad)
         if config.unfreeze == "all":
             return sum(p.numel() for p in self.net_.parameters())
         from .training import group_of_parameters, trainable_groups
@@ -256,6 +264,33 @@ class Transfer:
         return classification_metrics(data.y, predicted, self.classes_)
 
     # -- persistence ---------------------------------------------------------------------
+    def _adapter(self) -> bool:
+        """Whether the network is a frozen base plus trained parts (lora, bitfit, not merged)."""
+        return hasattr(self, "net_") and self.strategy in PEFT_STRATEGIES and not getattr(self, "merged_", False)
+
+    def checkpoint_tensors(self) -> dict[str, torch.Tensor]:
+        """The tensors ``save`` writes: the whole network, or for lora / bitfit only what trained
+        (adapter or biases) and the head, since the frozen base is rebuilt from its weights."""
+        self._check_fitted()
+        if self._adapter():
+            trained = trained_backbone_state(self.strategy, self.net_.backbone)
+            return {**{f"backbone.{k}": v for k, v in trained.items()},
+                    **{f"head.{k}": v for k, v in self.net_.head.state_dict().items()}}
+        module = self.net_ if hasattr(self, "net_") else self.head_
+        prefix = "" if hasattr(self, "net_") else "head."
+        return {f"{prefix}{k}": v for k, v in module.state_dict().items()}
+
+    def merge(self) -> Transfer:
+        """Fold a lora adapter (or bitfit's biases) into a plain backbone, for deployment: the
+        model then predicts the same and saves every weight, like a fine-tuned run."""
+        self._check_fitted()
+        if not self._adapter():
+            raise ConfigError(f"Only lora and bitfit runs have an adapter to merge; this is a {self.strategy} "
+                              "run" + (" that is merged already." if getattr(self, "merged_", False) else "."))
+        self.net_.backbone = merge_backbone(self.strategy, self.net_.backbone)
+        self.merged_ = True
+        return self
+
     def save(self, path: str | Path, metrics: dict | None = None) -> Path:
         """Write a run directory (config, labels, contract, metrics, safetensors weights)."""
         self._check_fitted()
@@ -272,9 +307,9 @@ class Transfer:
         }
         if self.ranking_:
             config["backbone"]["chosen_by"] = "LogME ranking of " + ", ".join(r["model"] for r in self.ranking_)
-        module = self.net_ if hasattr(self, "net_") else self.head_
-        prefix = "" if hasattr(self, "net_") else "head."
-        tensors = {f"{prefix}{k}": v for k, v in module.state_dict().items()}
+        if self.strategy in PEFT_STRATEGIES:
+            config["checkpoint"] = "adapter" if self._adapter() else "merged"
+        tensors = self.checkpoint_tensors()
         extra = {"ranking": self.ranking_} if self.ranking_ else {}
         if self.history_:
             extra["history"] = self.history_
@@ -296,15 +331,26 @@ def load(path: str | Path, *, device: str = "auto", cache_dir: str | Path | None
     model.device_ = resolve_device(device)
     model.classes_ = list(run.labels)
     network = model.strategy in NETWORK_STRATEGIES
-    backbone: Backbone = build_backbone(model.model, weights=model.weights, pretrained=not network)
-    if not network and backbone.weights_digest != backbone_cfg["weights_digest"]:
+    adapter = run.config.get("checkpoint") == "adapter"  # the run holds only what trained, on a pre-trained base
+    backbone: Backbone = build_backbone(model.model, weights=model.weights, pretrained=adapter or not network)
+    if (adapter or not network) and backbone.weights_digest != backbone_cfg["weights_digest"]:
         raise ConfigError(
             f"The weights of backbone '{model.model}' on this machine (digest {backbone.weights_digest}) "
-            f"are not the ones {path} was trained with (digest {backbone_cfg['weights_digest']}).")
+            f"are not the ones {path} was trained with (digest {backbone_cfg['weights_digest']}). "
+            "Give the same weights (`--weights` when fitting) or fit the run again on these.")
     model.backbone_, model.contract_ = backbone, backbone.contract
     n_classes, dim = len(model.classes_), backbone.contract.feature_dim
-    if network:  # the run holds every weight of the network
+    if adapter:
+        trained = {k.removeprefix("backbone."): v for k, v in run.tensors.items() if k.startswith("backbone.")}
+        module = restore_backbone(model.strategy, model.config_, backbone.module, trained, model.model)
+        model.net_ = TransferNet(module, nn.Linear(dim, n_classes), model.config_.dropout)
+        model.net_.head.load_state_dict({k.removeprefix("head."): v for k, v in run.tensors.items()
+                                         if k.startswith("head.")}, strict=True)
+        model.net_.eval()
+        model.head_, model.merged_ = model.net_.head, False
+    elif network:  # the run holds every weight of the network
         model.net_ = TransferNet(backbone.module, nn.Linear(dim, n_classes), model.config_.dropout)
+        model.merged_ = model.strategy in PEFT_STRATEGIES
         model.net_.load_state_dict(run.tensors, strict=True)
         model.head_ = model.net_.head
     else:
@@ -313,6 +359,8 @@ def load(path: str | Path, *, device: str = "auto", cache_dir: str | Path | None
         model.head_ = build_head(model.config_.head, dim, n_classes, **options)
         model.head_.load_state_dict(head_state, strict=True)
         model.head_.eval()
+    if network and backbone.contract.channels_last:  # as trained: same kernels, same predictions
+        model.net_.to(memory_format=torch.channels_last)
     model.fit_info_ = run.config.get("fit", {})
     model.metrics_ = run.metrics
     model.ranking_ = run.extra.get("ranking")

@@ -6,6 +6,7 @@ All three train a :class:`TransferNet` (backbone + dropout + new head) with the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,21 +97,28 @@ def _class_weights(y: np.ndarray, n_classes: int, mode: str | None) -> list[floa
 def train_network(strategy: str, config: FinetuneConfig, backbone: Backbone, head: nn.Module,
                   train: LabelledData, val: LabelledData, classes: list[str], *, device: torch.device,
                   seed: int, num_workers: int, checkpoint: Path | None = None, resume: bool = False,
-                  callbacks: list[Callback] = ()) -> tuple[TransferNet, list[dict]]:
-    """Train backbone + head; return the network (best epoch restored) and its history."""
+                  callbacks: list[Callback] = (), prepare: Callable[[nn.Module], nn.Module] | None = None,
+                  ) -> tuple[TransferNet, list[dict]]:
+    """Train backbone + head; return the network (best epoch restored) and its history.
+
+    ``prepare`` (lora, bitfit) freezes or wraps the backbone before the optimizer is built;
+    it decides what trains, so layer groups then only serve as one group at ``lr``.
+    """
     contract = backbone.contract
-    groups = contract.layer_groups
-    group_index = group_of_parameters(backbone.module, groups)
+    module = prepare(backbone.module) if prepare else backbone.module
+    groups = contract.layer_groups if prepare is None else ()
+    group_index = group_of_parameters(module, groups)
     n_groups = max(len(groups), 1)
     start = trainable_groups(n_groups, config.unfreeze)
     lr = config.lr * (config.lpft_lr_scale if strategy == "lp-ft" else 1.0)
     head_scale = config.head_lr_scale
     if strategy == "scratch":  # every weight is new: all train at the new head's rate
         lr, head_scale = lr * head_scale, 1.0
-    net = TransferNet(backbone.module, head, config.dropout)
+    net = TransferNet(module, head, config.dropout)
     if config.gradual:
         start = min(start, 1)
-    set_trainable(net.backbone, group_index, n_groups, start)
+    if prepare is None:
+        set_trainable(net.backbone, group_index, n_groups, start)
     optimizer = torch.optim.AdamW(optimizer_groups(net.backbone, net.head, group_index, n_groups, lr,
                                                    config.layer_decay, config.weight_decay, head_scale))
     settings = LoopSettings(
