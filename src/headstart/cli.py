@@ -455,3 +455,4 @@ def demo(
 
 if __name__ == "__main__":
     main()
+from . import cli_adapt  # noqa: E402,F401 - registers commands
