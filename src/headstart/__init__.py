@@ -12,8 +12,10 @@ from .comparison import compare_strategies  # noqa: E402
 from .ranking import rank  # noqa: E402
 from .strategies import FinetuneConfig, LinearProbeConfig  # noqa: E402
 from .transfer import NotFittedError, Transfer, load  # noqa: E402
+from . import adaptation  # noqa: E402 - hs.adaptation: domain adaptation methods and the shift score
 
 __all__ = [
+    "adaptation",
     "ConfigError",
     "DataError",
     "FinetuneConfig",

@@ -339,7 +339,8 @@ def load(path: str | Path, *, device: str = "auto", cache_dir: str | Path | None
     model.backbone_, model.contract_ = backbone, backbone.contract
     n_classes, dim = len(model.classes_), backbone.contract.feature_dim
     if network:  # the run holds every weight of the network
-        head = nn.Linear(dim, n_classes) if model.strategy in NETWORK_STRATEGIES else _probe_head(model.config_, dim, n_classes)
+        fine_tuned = model.strategy in NETWORK_STRATEGIES  # else adabn: a probe head on target statistics
+        head = nn.Linear(dim, n_classes) if fine_tuned else _probe_head(model.config_, dim, n_classes)
         model.net_ = TransferNet(backbone.module, head, getattr(model.config_, "dropout", 0.0))
         model.net_.load_state_dict(run.tensors, strict=True)
         model.head_ = model.net_.head

@@ -21,10 +21,10 @@ from .shift import DomainShift, domain_shift, measure_shift
 from .target_batches import ganin_schedule
 
 __all__ = [
-    "ADAPT_METHODS", "AdaBNConfig", "CoralAlignment", "CoralConfig", "DannConfig", "DomainAdversarialLoss",
-    "DomainShift", "GradientReversal", "MmdConfig", "MmdLoss", "adapt_config_dict", "batchnorm_layers",
-    "check_target", "domain_shift", "ganin_schedule", "make_adapt_config", "measure_shift", "multi_kernel_mmd", "reestimate_batchnorm", "require_batchnorm",
-    "reverse_gradient", "target_loss", "with_batchnorm_statistics",
+    "AdaBNConfig", "adapt_config_dict", "ADAPT_METHODS", "batchnorm_layers", "check_target", "CoralAlignment",
+    "CoralConfig", "DannConfig", "domain_shift", "DomainAdversarialLoss", "DomainShift", "ganin_schedule",
+    "GradientReversal", "make_adapt_config", "measure_shift", "MmdConfig", "MmdLoss", "multi_kernel_mmd",
+    "reestimate_batchnorm", "require_batchnorm", "reverse_gradient", "target_loss", "with_batchnorm_statistics",
 ]
 
 ADAPT_METHODS = {"coral": CoralConfig, "adabn": AdaBNConfig, "dann": DannConfig, "mmd": MmdConfig}
