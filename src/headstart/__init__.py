@@ -12,9 +12,11 @@ from .comparison import compare_strategies  # noqa: E402
 from .ranking import rank  # noqa: E402
 from .strategies import BitFitConfig, FinetuneConfig, LinearProbeConfig, LoraConfig  # noqa: E402
 from .transfer import NotFittedError, Transfer, load  # noqa: E402
+from . import adaptation  # noqa: E402 - hs.adaptation: domain adaptation methods and the shift score
 
 __all__ = [
     "BitFitConfig",
+    "adaptation",
     "ConfigError",
     "DataError",
     "FinetuneConfig",

@@ -470,4 +470,4 @@ def demo(
 if __name__ == "__main__":
     main()
 
-from . import cli_peft  # noqa: E402,F401 - registers commands
+from . import cli_adapt, cli_peft  # noqa: E402,F401 - registers commands

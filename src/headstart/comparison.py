@@ -12,7 +12,7 @@ from .runs import weights_bytes
 from .strategies import PEFT_STRATEGIES, STRATEGIES, BitFitConfig, FinetuneConfig, LinearProbeConfig, LoraConfig
 from .transfer import Transfer, resolve_device
 
-__all__ = ["compare_strategies", "DEFAULT_COMPARISON"]
+__all__ = ["compare_strategies", "compare_adaptation", "DEFAULT_COMPARISON"]
 
 DEFAULT_COMPARISON = ("scratch", "linear-probe", "finetune", "lp-ft")
 # What lora and bitfit take from the finetune config: the budget, not the learning rate
@@ -73,3 +73,34 @@ def compare_strategies(train: LabelledData, test: LabelledData, strategies: Sequ
                      "history": fitted.history_})
         del fitted
     return rows
+
+
+def compare_adaptation(train: LabelledData, target: LabelledData, methods: Sequence[str], *,
+                       evaluate_on: LabelledData, model: str | None = None, finetune: FinetuneConfig | None = None,
+                       probe: LinearProbeConfig | None = None, adapt_options: dict[str, dict] | None = None,
+                       **transfer_options) -> list[dict]:
+    """Each domain-adaptation method beside the source-only model of its strategy, evaluated on ``evaluate_on``.
+
+    coral and adabn adapt a linear probe, dann and mmd fine-tuning with ``finetune``; the
+    source-only row of each strategy is fitted once, with the same split and budget. Rows
+    hold ``method``, ``strategy``, the metrics and the fitted ``transfer``.
+    """
+    from .adaptation import STRATEGIES_OF, make_adapt_config
+
+    configs = [make_adapt_config({"method": m, **(adapt_options or {}).get(m, {})}) for m in methods]
+    rows, baselines = [], {}
+    for adapt in configs:
+        strategy = STRATEGIES_OF[adapt.method][0]
+        config = probe if strategy == "linear-probe" else finetune
+        adapted = Transfer(model, strategy, config=config, adapt=adapt, **transfer_options).fit(train, target=target)
+        if strategy not in baselines:
+            baselines[strategy] = Transfer(model, strategy, config=config, **transfer_options).fit(train)
+            rows.append(_adaptation_row("source-only", strategy, baselines[strategy], evaluate_on))
+        rows.append(_adaptation_row(adapt.method, strategy, adapted, evaluate_on))
+    return rows
+
+
+def _adaptation_row(method: str, strategy: str, fitted: Transfer, data: LabelledData) -> dict:
+    metrics = fitted.evaluate(data)
+    return {"method": method, "strategy": strategy, "accuracy": metrics["accuracy"], "f1": metrics["f1"],
+            "train_seconds": fitted.fit_info_["train_seconds"], "metrics": metrics, "transfer": fitted}

@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from . import __version__
+from . import adaptation
 from .backbones import Backbone, build_backbone
 from .contract import InputContract
 from .data import LabelledData, stratified_split
@@ -113,13 +114,16 @@ class Transfer:
     batch_size, num_workers, device: how feature extraction runs.
     seed: every random choice (splits, initialisation) follows from it.
     progress: called as ``progress(stage, done, total)`` during long steps.
+    adapt: domain adaptation to unlabelled target data given to ``fit(train, target=...)``:
+        ``coral``, ``adabn``, ``dann`` or ``mmd``, or that method's config (``hs.adaptation``).
     """
 
     def __init__(self, model: str | None = None, strategy: str = "linear-probe", *,
                  candidates: list[str] | None = None, config: object | dict | None = None, weights: str | Path | None = None,
                  val_fraction: float = 0.15, cache_dir: str | Path | None = None, use_cache: bool = True,
                  batch_size: int = 64, num_workers: int | None = None, device: str = "auto",
-                 seed: int = 0, progress: Progress | None = None) -> None:
+                 seed: int = 0, progress: Progress | None = None,
+                 adapt: str | dict | object | None = None) -> None:
         self.model = model
         self.strategy = strategy
         self.candidates = candidates
@@ -133,6 +137,7 @@ class Transfer:
         self.device = device
         self.seed = seed
         self.progress = progress
+        self.adapt = adapt
 
     # -- fitting -------------------------------------------------------------------------
     def _strategy_config(self):
@@ -146,20 +151,25 @@ class Transfer:
         # process was faster there (bench/extraction_throughput.py --workers).
         return 0 if cores <= 2 else min(4, cores // 2)
 
-    def _features(self, data: LabelledData, stage: str) -> np.ndarray:
+    def _features(self, data: LabelledData, stage: str, backbone: Backbone | None = None) -> np.ndarray:
+        """Features by the fitted backbone (cached), or by a modified copy of it (never cached)."""
         progress = (lambda done, total: self.progress(stage, done, total)) if self.progress else None
-        return extract_features(self.backbone_, data, cache_dir=self.cache_dir, use_cache=self.use_cache,
+        return extract_features(backbone or self.backbone_, data, cache_dir=self.cache_dir,
+                                use_cache=self.use_cache and backbone is None,
                                 batch_size=self.batch_size, num_workers=self._workers(),
                                 device=self.device_, progress=progress)
 
-    def fit(self, train: LabelledData, val: LabelledData | None = None, *,
+    def fit(self, train: LabelledData, val: LabelledData | None = None, *, target: LabelledData | None = None,
             checkpoint: str | Path | None = None, resume: bool = False) -> Transfer:
         """Fit on ``train``; hyperparameters are chosen on ``val`` (or a stratified share of train).
 
+        ``target`` is unlabelled data of the domain the model must work in, used by ``adapt``.
         Network strategies write ``checkpoint`` after every epoch; with ``resume`` they
         continue from it exactly where the interrupted run stopped.
         """
         config = self._strategy_config()
+        self.adapt_ = adapt = adaptation.make_adapt_config(self.adapt)
+        adaptation.check_target(adapt, self.strategy, train, target)
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"The 'val_fraction' option must be in (0, 1). Got {self.val_fraction} instead.")
         train.y  # noqa: B018 - raises a DataError on unlabelled data, before any model work
@@ -182,9 +192,22 @@ class Transfer:
         self.backbone_ = build_backbone(self.model_name_, weights=self.weights, pretrained=self.strategy != "scratch")
         self.contract_: InputContract = self.backbone_.contract
         self.fit_info_ = {"train_samples": len(train), "val_samples": len(val)}
+        method = adapt.method if adapt else None
+        if method == "adabn":
+            adaptation.require_batchnorm(self.backbone_)
+        if target is not None:
+            self.fit_info_["target_samples"] = len(target)
         if not network or self.strategy == "lp-ft":
             probe_config = config if not network else LinearProbeConfig(class_weight=config.class_weight)
-            x_train, x_val = self._features(train, "train features"), self._features(val, "validation features")
+            source_backbone = None
+            if method == "adabn" and not network and adapt.source_statistics:
+                source_backbone = replace(self.backbone_, module=self._batchnorm_on(train, self.backbone_.module))
+            x_train = self._features(train, "train features", source_backbone)
+            x_val = self._features(val, "validation features", source_backbone)
+            if method == "coral":
+                alignment = adaptation.CoralAlignment(adapt.regularisation, adapt.align_mean)
+                alignment.fit(x_train, self._features(target, "target features"))
+                x_train, x_val = alignment.transform(x_train), alignment.transform(x_val)
             fitted = fit_linear_probe_strategy(probe_config, x_train, train.y, x_val, val.y, len(self.classes_), self.seed)
             self.head_ = fitted.head.eval()
             self.fit_info_.update(selected=fitted.params, val_accuracy=fitted.val_accuracy,
@@ -196,17 +219,29 @@ class Transfer:
             prepare = (functools.partial(prepare_backbone, self.strategy, config, backbone_name=self.model_name_)
                        if self.strategy in PEFT_STRATEGIES else None)
             self.merged_ = False
+            auxiliary = adaptation.target_loss(
+                adapt, self.backbone_, target, batch_size=config.batch_size, num_workers=self._workers(),
+                min_crop=config.min_crop, randaugment=config.randaugment) if method in ("dann", "mmd") else None
             self.net_, self.history_ = train_network(
                 self.strategy, config, self.backbone_, head, train, val, self.classes_, device=self.device_,
                 seed=self.seed, num_workers=self._workers(), checkpoint=Path(checkpoint) if checkpoint else None,
-                resume=resume, callbacks=callbacks, prepare=prepare)
+                resume=resume, callbacks=callbacks, prepare=prepare, auxiliary=auxiliary)
             self.head_ = self.net_.head
             best = max(self.history_, key=lambda row: row["val_f1"])
             self.fit_info_.update(best_epoch=best["epoch"], epochs_run=len(self.history_),
                                   val_accuracy=best["val_accuracy"])
+        if method == "adabn":  # the network the run holds normalises with the target's statistics
+            network_of = self.net_ if network else TransferNet(self.backbone_.module, self.head_)
+            network_of.backbone = self._batchnorm_on(target, network_of.backbone)
+            self.net_ = network_of.eval()
         self.fit_info_["train_seconds"] = round(time.perf_counter() - start, 3)
         self.fit_info_["trainable_params"] = self.trainable_parameters()
         return self
+
+    def _batchnorm_on(self, data: LabelledData, module: nn.Module) -> nn.Module:
+        """A copy of ``module`` with BatchNorm statistics re-estimated on ``data`` (AdaBN)."""
+        return adaptation.with_batchnorm_statistics(self.backbone_, data, batch_size=self.batch_size,
+                                                    num_workers=self._workers(), device=self.device_, module=module)
 
     def _choose_backbone(self, train: LabelledData) -> None:
         """The backbone name to use: given, the modality's default, or the winner of a ranking."""
@@ -222,7 +257,7 @@ class Transfer:
     def trainable_parameters(self) -> int:
         """How many weights the strategy trains (the head alone for a linear probe)."""
         self._check_fitted()
-        if not hasattr(self, "net_"):
+        if not hasattr(self, "net_") or self.strategy not in NETWORK_STRATEGIES:  # adabn: statistics, not weights
             return sum(p.numel() for p in self.head_.parameters())
         config = self.config_
         if self._adapter():
@@ -305,6 +340,8 @@ class Transfer:
             "batch_size": self.batch_size,
             "fit": {k: v for k, v in self.fit_info_.items() if k != "search"},
         }
+        if getattr(self, "adapt_", None):
+            config["adapt"] = adaptation.adapt_config_dict(self.adapt_)
         if self.ranking_:
             config["backbone"]["chosen_by"] = "LogME ranking of " + ", ".join(r["model"] for r in self.ranking_)
         if self.strategy in PEFT_STRATEGIES:
@@ -325,12 +362,13 @@ def load(path: str | Path, *, device: str = "auto", cache_dir: str | Path | None
     model = Transfer(backbone_cfg["name"], run.config["strategy"], config=run.config["strategy_config"],
                      weights=backbone_cfg.get("weights"), seed=run.config.get("seed", 0),
                      batch_size=run.config.get("batch_size", 64), cache_dir=cache_dir, device=device,
-                     progress=progress)
+                     progress=progress, adapt=run.config.get("adapt"))
     model.config_ = model._strategy_config()
     model.model_name_ = model.model
     model.device_ = resolve_device(device)
     model.classes_ = list(run.labels)
-    network = model.strategy in NETWORK_STRATEGIES
+    model.adapt_ = adaptation.make_adapt_config(model.adapt)
+    network = model.strategy in NETWORK_STRATEGIES or (model.adapt or {}).get("method") == "adabn"
     adapter = run.config.get("checkpoint") == "adapter"  # the run holds only what trained, on a pre-trained base
     backbone: Backbone = build_backbone(model.model, weights=model.weights, pretrained=adapter or not network)
     if (adapter or not network) and backbone.weights_digest != backbone_cfg["weights_digest"]:
@@ -349,14 +387,15 @@ def load(path: str | Path, *, device: str = "auto", cache_dir: str | Path | None
         model.net_.eval()
         model.head_, model.merged_ = model.net_.head, False
     elif network:  # the run holds every weight of the network
-        model.net_ = TransferNet(backbone.module, nn.Linear(dim, n_classes), model.config_.dropout)
+        fine_tuned = model.strategy in NETWORK_STRATEGIES  # else adabn: a probe head on target statistics
+        head = nn.Linear(dim, n_classes) if fine_tuned else _probe_head(model.config_, dim, n_classes)
+        model.net_ = TransferNet(backbone.module, head, getattr(model.config_, "dropout", 0.0))
         model.merged_ = model.strategy in PEFT_STRATEGIES
         model.net_.load_state_dict(run.tensors, strict=True)
         model.head_ = model.net_.head
     else:
         head_state = {k.removeprefix("head."): v for k, v in run.tensors.items() if k.startswith("head.")}
-        options = {"hidden": model.config_.hidden, "dropout": model.config_.dropout} if model.config_.head == "mlp" else {}
-        model.head_ = build_head(model.config_.head, dim, n_classes, **options)
+        model.head_ = _probe_head(model.config_, dim, n_classes)
         model.head_.load_state_dict(head_state, strict=True)
         model.head_.eval()
     if network and backbone.contract.channels_last:  # as trained: same kernels, same predictions
@@ -366,3 +405,9 @@ def load(path: str | Path, *, device: str = "auto", cache_dir: str | Path | None
     model.ranking_ = run.extra.get("ranking")
     model.history_ = run.extra.get("history", [])
     return model
+
+
+def _probe_head(config: LinearProbeConfig, dim: int, n_classes: int) -> nn.Module:
+    """An untrained head shaped like the one a linear-probe config fits."""
+    options = {"hidden": config.hidden, "dropout": config.dropout} if config.head == "mlp" else {}
+    return build_head(config.head, dim, n_classes, **options)

@@ -31,10 +31,12 @@ def labelled_loader(data: LabelledData, contract: InputContract, *, tokenizer: A
                     min_crop: float = 0.08) -> DataLoader:
     """Batches of ``(inputs, labels)``: augmented and shuffled for training, plain otherwise.
 
+    Unlabelled data (a domain-adaptation target) gives label -1 for every sample.
+
     Shuffling and augmentation draw from torch's global generator, so seeding it at the
     start of an epoch fixes that epoch's batches (resume relies on this).
     """
-    labels = data.y.tolist()
+    labels = data.y.tolist() if data.labels is not None else [-1] * len(data)
     if contract.modality == "image":
         dataset = _LabelledImages(data.items, labels, image_transform(contract, train, randaugment, min_crop))
         return DataLoader(dataset, batch_size=batch_size, shuffle=train, num_workers=num_workers,

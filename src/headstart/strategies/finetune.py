@@ -18,7 +18,7 @@ from torch import nn
 from ..backbones import Backbone
 from ..data import LabelledData, labelled_loader
 from ..errors import ConfigError
-from ..training import (Callback, Checkpointing, EarlyStopping, EpochSeeding, GradualUnfreezing, LoopSettings,
+from ..training import (AuxiliaryLoss, Callback, Checkpointing, EarlyStopping, EpochSeeding, GradualUnfreezing, LoopSettings,
                         Trainer, TransferNet, group_of_parameters, load_checkpoint, optimizer_groups, set_trainable,
                         trainable_groups)
 
@@ -98,11 +98,13 @@ def train_network(strategy: str, config: FinetuneConfig, backbone: Backbone, hea
                   train: LabelledData, val: LabelledData, classes: list[str], *, device: torch.device,
                   seed: int, num_workers: int, checkpoint: Path | None = None, resume: bool = False,
                   callbacks: list[Callback] = (), prepare: Callable[[nn.Module], nn.Module] | None = None,
-                  ) -> tuple[TransferNet, list[dict]]:
+                  auxiliary: AuxiliaryLoss | None = None) -> tuple[TransferNet, list[dict]]:
     """Train backbone + head; return the network (best epoch restored) and its history.
 
     ``prepare`` (lora, bitfit) freezes or wraps the backbone before the optimizer is built;
     it decides what trains, so layer groups then only serve as one group at ``lr``.
+    ``auxiliary`` adds a loss on each batch's features (domain adaptation); its parameters
+    train at the head's rate.
     """
     contract = backbone.contract
     module = prepare(backbone.module) if prepare else backbone.module
@@ -119,8 +121,12 @@ def train_network(strategy: str, config: FinetuneConfig, backbone: Backbone, hea
         start = min(start, 1)
     if prepare is None:
         set_trainable(net.backbone, group_index, n_groups, start)
-    optimizer = torch.optim.AdamW(optimizer_groups(net.backbone, net.head, group_index, n_groups, lr,
-                                                   config.layer_decay, config.weight_decay, head_scale))
+    param_groups = optimizer_groups(net.backbone, net.head, group_index, n_groups, lr, config.layer_decay,
+                                    config.weight_decay, head_scale)
+    if auxiliary is not None and auxiliary.parameters():
+        param_groups.append({"params": auxiliary.parameters(), "lr": lr * head_scale, "lr_scale": head_scale,
+                             "weight_decay": config.weight_decay, "name": "auxiliary"})
+    optimizer = torch.optim.AdamW(param_groups)
     settings = LoopSettings(
         epochs=config.epochs, warmup_epochs=config.warmup_epochs, clip_norm=config.clip_norm or None,
         label_smoothing=config.label_smoothing, l2sp=config.l2sp if strategy != "scratch" else 0.0,
@@ -132,9 +138,11 @@ def train_network(strategy: str, config: FinetuneConfig, backbone: Backbone, hea
         ceiling = trainable_groups(n_groups, config.unfreeze)
         every.append(GradualUnfreezing(group_index, n_groups, start, config.gradual, ceiling))
     every.append(EarlyStopping("val_f1", config.patience or None))
+    if auxiliary is not None:
+        every.append(auxiliary)
     if checkpoint is not None:
         every.append(Checkpointing(checkpoint))
-    trainer = Trainer(net, optimizer, settings, classes, callbacks=every + list(callbacks))
+    trainer = Trainer(net, optimizer, settings, classes, callbacks=every + list(callbacks), auxiliary=auxiliary)
     workers = num_workers if contract.modality == "image" else 0
     train_loader = labelled_loader(train, contract, tokenizer=backbone.tokenizer, train=True,
                                    batch_size=config.batch_size, num_workers=workers, randaugment=config.randaugment,

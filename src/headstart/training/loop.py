@@ -17,7 +17,7 @@ from torch import nn
 from ..errors import HeadstartError
 from ..evaluation import classification_metrics
 
-__all__ = ["TransferNet", "LoopSettings", "Trainer", "Callback", "TrainingDiverged", "seed_everything"]
+__all__ = ["TransferNet", "LoopSettings", "Trainer", "Callback", "AuxiliaryLoss", "TrainingDiverged", "seed_everything"]
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +40,12 @@ class TransferNet(nn.Module):
         super().__init__()
         self.backbone, self.dropout, self.head = backbone, nn.Dropout(dropout), head
 
+    def features(self, inputs) -> torch.Tensor:
+        """The backbone's feature vectors of a batch (what the head sees, before dropout)."""
+        return self.backbone(**inputs) if isinstance(inputs, dict) else self.backbone(inputs)
+
     def forward(self, inputs) -> torch.Tensor:
-        features = self.backbone(**inputs) if isinstance(inputs, dict) else self.backbone(inputs)
-        return self.head(self.dropout(features))
+        return self.head(self.dropout(self.features(inputs)))
 
 
 @dataclass
@@ -75,6 +78,21 @@ class Callback:
     def load_state_dict(self, state: dict) -> None: ...
 
 
+class AuxiliaryLoss(Callback):
+    """An extra loss term computed from each training batch's features (domain adaptation uses it).
+
+    The trainer calls it inside the step with the batch's backbone features and the share of
+    training done so far (0 to 1); its ``parameters()`` join the optimizer. Being a callback, it
+    can also keep state across epochs and into checkpoints.
+    """
+
+    def parameters(self) -> list[nn.Parameter]:
+        return []
+
+    def __call__(self, trainer: Trainer, features: torch.Tensor, progress: float) -> torch.Tensor:
+        raise NotImplementedError
+
+
 def warmup_cosine(total_steps: int, warmup_steps: int):
     """Linear warm-up to the base rate, then cosine decay to zero."""
     def factor(step: int) -> float:
@@ -94,6 +112,7 @@ class Trainer:
     settings: LoopSettings
     classes: list[str]
     callbacks: list[Callback] = field(default_factory=list)
+    auxiliary: AuxiliaryLoss | None = None
     history: list[dict] = field(default_factory=list)
     epoch: int = 0
     should_stop: bool = False
@@ -113,7 +132,8 @@ class Trainer:
         self.scheduler = None
 
     # -- pieces --------------------------------------------------------------------------
-    def _to_device(self, inputs):
+    def to_device(self, inputs):
+        """Move a batch (tensor or tokenizer dict) to the training device, in the memory format used."""
         if isinstance(inputs, dict):
             return {k: v.to(self.device, non_blocking=True) for k, v in inputs.items()}
         memory = torch.channels_last if self.settings.channels_last else torch.contiguous_format
@@ -144,14 +164,20 @@ class Trainer:
     # -- epochs --------------------------------------------------------------------------
     def train_epoch(self, loader: Iterable) -> dict:
         self.set_train_mode()
-        steps, total_loss, correct, seen = len(loader), 0.0, 0, 0
+        steps, total_loss, total_auxiliary, correct, seen = len(loader), 0.0, 0.0, 0, 0
         for step, (inputs, labels) in enumerate(loader, 1):
-            inputs, labels = self._to_device(inputs), labels.to(self.device)
+            inputs, labels = self.to_device(inputs), labels.to(self.device)
             with self._autocast():
-                logits = self.net(inputs)
+                features = self.net.features(inputs)
+                logits = self.net.head(self.net.dropout(features))
                 loss = self.loss_fn(logits.float(), labels)
                 if self.settings.l2sp:
                     loss = loss + self.l2sp_penalty()
+                if self.auxiliary is not None:
+                    progress = (self.epoch * steps + step - 1) / (self.settings.epochs * steps)
+                    auxiliary = self.auxiliary(self, features, progress)
+                    total_auxiliary += auxiliary.item() * len(labels)
+                    loss = loss + auxiliary
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
                     f"The training loss became {loss.item()} at epoch {self.epoch + 1}, step {step}. "
@@ -170,7 +196,10 @@ class Trainer:
             seen += len(labels)
             for callback in self.callbacks:
                 callback.on_batch_end(self, step, steps)
-        return {"train_loss": total_loss / max(seen, 1), "train_accuracy": correct / max(seen, 1)}
+        row = {"train_loss": total_loss / max(seen, 1), "train_accuracy": correct / max(seen, 1)}
+        if self.auxiliary is not None:
+            row["train_auxiliary_loss"] = total_auxiliary / max(seen, 1)
+        return row
 
     @torch.inference_mode()
     def predict_logits(self, loader: Iterable) -> tuple[torch.Tensor, torch.Tensor]:
@@ -178,7 +207,7 @@ class Trainer:
         logits, labels = [], []
         for inputs, target in loader:
             with self._autocast():
-                logits.append(self.net(self._to_device(inputs)).float().cpu())
+                logits.append(self.net(self.to_device(inputs)).float().cpu())
             labels.append(target)
         return torch.cat(logits), torch.cat(labels)
 

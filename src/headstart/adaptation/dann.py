@@ -1,0 +1,91 @@
+"""DANN: fine-tuning with a domain classifier behind a gradient-reversal layer.
+
+Ganin et al., "Domain-Adversarial Training of Neural Networks" (JMLR 2016). A small network
+learns to tell source features from target features; the gradient it sends back into the
+backbone is reversed (and scaled by a coefficient that ramps from 0 to 1), so the backbone
+learns features the domain classifier cannot separate while the head keeps them useful.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ..errors import ConfigError
+from .target_batches import TargetFeatureLoss, ganin_schedule
+
+__all__ = ["DannConfig", "GradientReversal", "reverse_gradient", "DomainAdversarialLoss"]
+
+
+@dataclass
+class DannConfig:
+    """Options of ``dann``."""
+
+    method: ClassVar[str] = "dann"
+    weight: float = field(default=1.0, metadata={"help": "weight of the domain-classification loss"})
+    hidden: int = field(default=256, metadata={"help": "hidden units of the domain classifier's two layers"})
+    gamma: float = field(default=10.0, metadata={"help": "steepness of the reversal coefficient's ramp 2/(1+exp(-gamma p))-1"})
+
+    def __post_init__(self) -> None:
+        for name, rule in (("weight", self.weight > 0), ("gamma", self.gamma > 0), ("hidden", self.hidden >= 1)):
+            if not rule:
+                kind = "an int >= 1" if name == "hidden" else "a float > 0"
+                raise ConfigError(f"The '{name}' option of dann must be {kind}. Got {getattr(self, name)!r} instead.")
+
+
+class GradientReversal(torch.autograd.Function):
+    """Identity on the way forward; multiplies the gradient by ``-coefficient`` on the way back."""
+
+    @staticmethod
+    def forward(ctx, features: torch.Tensor, coefficient: float) -> torch.Tensor:
+        ctx.coefficient = coefficient
+        return features.view_as(features)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return -ctx.coefficient * grad, None
+
+
+def reverse_gradient(features: torch.Tensor, coefficient: float = 1.0) -> torch.Tensor:
+    """Apply :class:`GradientReversal`."""
+    return GradientReversal.apply(features, coefficient)
+
+
+def domain_classifier(in_dim: int, hidden: int) -> nn.Module:
+    """Ganin's domain classifier: two hidden ReLU layers with dropout, one logit (target = 1)."""
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(0.5),
+                         nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(0.5), nn.Linear(hidden, 1))
+
+
+class DomainAdversarialLoss(TargetFeatureLoss):
+    """Binary cross-entropy of the domain classifier on reversed source and target features."""
+
+    def __init__(self, config: DannConfig, feature_dim: int, target_loader: DataLoader) -> None:
+        super().__init__(target_loader)
+        self.config = config
+        self.classifier = domain_classifier(feature_dim, config.hidden)
+        self.coefficient = 0.0
+
+    def parameters(self) -> list[nn.Parameter]:
+        return list(self.classifier.parameters())
+
+    def on_fit_start(self, trainer) -> None:
+        self.classifier.to(trainer.device).train()
+
+    def __call__(self, trainer, features: torch.Tensor, progress: float) -> torch.Tensor:
+        target = self.target_features(trainer)
+        self.coefficient = ganin_schedule(progress, self.config.gamma)
+        both = reverse_gradient(torch.cat([features, target]), self.coefficient)
+        logits = self.classifier(both).squeeze(1).float()
+        domains = torch.cat([torch.zeros(len(features)), torch.ones(len(target))]).to(logits.device)
+        return self.config.weight * nn.functional.binary_cross_entropy_with_logits(logits, domains)
+
+    def state_dict(self) -> dict:
+        return {"classifier": self.classifier.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.classifier.load_state_dict(state["classifier"])
