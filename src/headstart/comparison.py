@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 from .data import LabelledData
 from .errors import ConfigError, did_you_mean
 from .strategies import STRATEGIES, FinetuneConfig, LinearProbeConfig
+from .runs import write_text_atomic
 from .transfer import Transfer
 
-__all__ = ["compare_strategies", "DEFAULT_COMPARISON"]
+__all__ = ["compare_strategies", "write_comparison", "DEFAULT_COMPARISON"]
 
 DEFAULT_COMPARISON = ("scratch", "linear-probe", "finetune", "lp-ft")
 
@@ -37,3 +40,13 @@ def compare_strategies(train: LabelledData, test: LabelledData, strategies: Sequ
                      "train_seconds": fitted.fit_info_["train_seconds"], "metrics": metrics,
                      "history": fitted.history_})
     return rows
+
+
+def write_comparison(path: str | Path, rows: list[dict], train: LabelledData, test: LabelledData,
+                     data_summary: dict) -> Path:
+    """Save a comparison's rows (metrics and histories included) as ``path/comparison.json``,
+    atomically, so ``headstart report`` can draw it later."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    content = {"data": data_summary, "train": len(train), "test": len(test), "rows": rows}
+    return write_text_atomic(path / "comparison.json", json.dumps(content, indent=1))

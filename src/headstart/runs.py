@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from .errors import DataError
 
-__all__ = ["RunFiles", "write_run", "read_run", "REQUIRED_FILES"]
+__all__ = ["RunFiles", "write_run", "read_run", "write_text_atomic", "REQUIRED_FILES"]
 
 REQUIRED_FILES = ("config.yaml", "labels.json", "contract.json", "metrics.json", "model.safetensors")
 
@@ -63,6 +63,21 @@ def write_run(path: str | Path, run: RunFiles) -> Path:
             os.replace(temp, path)
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
+        raise
+    return path
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write one file through a temporary sibling and a rename: readers never see half of it."""
+    path = Path(path)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.chmod(temp, 0o644)  # mkstemp makes it private; a report or config is for sharing
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
         raise
     return path
 

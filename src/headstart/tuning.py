@@ -31,7 +31,7 @@ from .training import Callback, TrainingDiverged
 from .transfer import DEFAULT_BACKBONES, Progress, Transfer
 
 __all__ = ["Param", "DEFAULT_SPACE", "search_space", "TuneSettings", "TuneResult", "TrialPruning", "tune",
-           "cross_validate", "read_space", "CV_METRICS"]
+           "cross_validate", "read_space", "read_yaml_mapping", "CV_METRICS"]
 
 log = logging.getLogger(__name__)
 MONITOR = "val_f1"
@@ -146,18 +146,23 @@ def search_space(strategy: str, overrides: dict | None = None) -> tuple[dict[str
     return space, fixed
 
 
-def read_space(path: str | Path) -> dict:
-    """Read a search-space YAML file: a mapping of config field names to ranges or values."""
+def read_yaml_mapping(path: str | Path, what: str, hint: str) -> dict:
+    """A YAML file's top-level mapping, with a :class:`ConfigError` saying what is wrong with it."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"The search-space file {path} does not exist.")
+        raise ConfigError(f"The {what} {path} does not exist.")
     try:
         content = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
     if not isinstance(content, dict):
-        raise ConfigError(f"{path} must hold a mapping of option names to ranges, e.g. `lr: {{low: 1.0e-4, high: 1.0e-2}}`.")
+        raise ConfigError(f"{path} must hold a mapping: {hint}.")
     return content
+
+
+def read_space(path: str | Path) -> dict:
+    """Read a search-space YAML file: a mapping of config field names to ranges or values."""
+    return read_yaml_mapping(path, "search-space file", "option names to ranges, e.g. `lr: {low: 1.0e-4, high: 1.0e-2}`")
 
 
 class TrialPruning(Callback):
@@ -267,14 +272,30 @@ def _storage(url: str | None) -> optuna.storages.BaseStorage | None:
         return None
     if url.startswith("sqlite:///"):  # several processes on one file: wait for the lock instead of failing
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+        return _first_open(url, {"connect_args": {"timeout": 60}})
     try:
-        return optuna.storages.RDBStorage(url)
+        return _first_open(url, None)
     except (ImportError, ModuleNotFoundError) as exc:
         raise ConfigError(f"The storage {_redacted(url)} needs a database driver that is not installed ({exc}); "
                           "install it, e.g. `pip install psycopg2-binary` for PostgreSQL or `pip install pymysql` for MySQL.") from None
     except Exception as exc:  # noqa: BLE001 - sqlalchemy raises many kinds for a bad URL
         raise ConfigError(f"Optuna cannot open the storage {_redacted(url)}: {exc}") from None
+
+
+def _first_open(url: str, engine_kwargs: dict | None, attempts: int = 5) -> optuna.storages.RDBStorage:
+    """Open an RDB storage; processes starting together race to create its tables, and the
+    losers find them made when they try again."""
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        except (OperationalError, IntegrityError):
+            if attempt == attempts - 1:
+                raise
+            log.info("Storage %s is being set up by another process; trying again", _redacted(url))
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _pruner(settings: TuneSettings, max_steps: int) -> optuna.pruners.BasePruner:
@@ -398,6 +419,7 @@ def _importances(study: optuna.Study, seed: int) -> dict[str, float]:
 def tune(train: LabelledData, strategy: str = "finetune", *, model: str | None = None,
          settings: TuneSettings | None = None, space: dict | None = None, transfer_options: dict | None = None,
          trial_callbacks: Callable[[optuna.Trial, object], list[Callback]] | None = None,
+         after_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
          progress: Progress | None = None) -> TuneResult:
     """Search the strategy's options on ``train`` with Optuna (TPE sampler, per-epoch pruning).
 
@@ -406,7 +428,8 @@ def tune(train: LabelledData, strategy: str = "finetune", *, model: str | None =
     config=result.best_config, seed=settings.seed).fit(train)`` reproduces the best score.
     ``space`` narrows or overrides the default search space (see :func:`search_space`);
     ``transfer_options`` go to every :class:`Transfer` (weights, cache_dir, device...);
-    ``trial_callbacks(trial, config)`` adds training callbacks (experiment tracking).
+    ``trial_callbacks(trial, config)`` adds training callbacks (experiment tracking) and
+    ``after_trial(study, trial)`` runs when a trial ends, whatever its state.
     """
     settings = settings or TuneSettings()
     transfer_options = dict(transfer_options or {})
@@ -422,7 +445,7 @@ def tune(train: LabelledData, strategy: str = "finetune", *, model: str | None =
         sampler=optuna.samplers.TPESampler(seed=sampler_seed),
         pruner=_pruner(settings, objective.epochs_per_fold * len(objective.folds)))
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    callbacks = [optuna.study.MaxTrialsCallback(settings.trials, states=finished)]
+    callbacks = [optuna.study.MaxTrialsCallback(settings.trials, states=finished)] + ([after_trial] if after_trial else [])
     if progress:
         def report(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
             done = len(study.get_trials(deepcopy=False, states=finished))
