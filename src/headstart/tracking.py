@@ -123,7 +123,8 @@ class TensorBoardTracker(Tracker):
     def close(self) -> None:
         hparams = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in self.params.items()}
         if hparams and self.last:
-            self.writer.add_hparams(hparams, self.last, run_name=".")
+            # add_hparams also writes its metrics as scalars: its own names keep the curves clean
+            self.writer.add_hparams(hparams, {f"hparams/{k}": v for k, v in self.last.items()}, run_name=".")
         self.writer.close()
 
 
