@@ -162,3 +162,15 @@ def test_two_processes_on_one_sqlite_study_never_run_a_trial_twice(tiny, tmp_pat
     owners = {t.user_attrs["worker"] for t in trials}
     assert len(owners) == 2, "both processes ran trials of the one study"
     assert all(t.state != optuna.trial.TrialState.RUNNING for t in trials)
+
+
+def test_fit_config_file_errors_are_one_clear_line(tmp_path, monkeypatch, capsys):
+    folder = colour_folder(tmp_path / "imgs", per_class=3)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"strategy": "finetune", "strategy_config": {"epochs": 2}, "seed": 3}))
+    code, _, err = run_cli(monkeypatch, capsys, "fit", folder, "--config", config, "--strategy", "linear-probe",
+                           "--out", tmp_path / "r")
+    assert code == 2 and "`--strategy linear-probe` contradicts" in " ".join(err.split())
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    code, _, err = run_cli(monkeypatch, capsys, "fit", folder, "--config", tmp_path / "list.yaml", "--out", tmp_path / "r")
+    assert code == 2 and "must hold a mapping" in " ".join(err.split())
