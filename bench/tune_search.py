@@ -48,7 +48,10 @@ def main() -> None:
     p.add_argument("--storage", default=None, help="Optuna storage URL, to watch the trials from another shell")
     args = p.parse_args()
     quiet()
+    import optuna
     import torch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     torch.set_num_threads(args.threads)
     data = hs.ImageFolder(args.data / "flowers5")
