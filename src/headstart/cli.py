@@ -12,6 +12,7 @@ import logging
 import shutil
 import time
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
@@ -199,7 +200,12 @@ def strategy_config(strategy: str, options: dict):
 def _fit_and_report(data: LabelledData, model: Optional[str], out_dir: Path, *, strategy: str, config,
                     candidates: Optional[list[str]] = None, test: float, val: float, seed: int,
                     weights: Optional[Path], batch_size: int, workers: Optional[int], device: str,
-                    cache_dir: Optional[Path], no_cache: bool, as_json: bool, resume: bool = False) -> dict:
+                    cache_dir: Optional[Path], no_cache: bool, as_json: bool, resume: bool = False,
+                    cv: Optional[int] = None, track: Optional[str] = None, track_uri: Optional[str] = None) -> dict:
+    from .report import write_report
+    from .tracking import open_tracker
+    from .tuning import cross_validate
+
     report_skipped(data)
     parts = data.split(test=test, val=val, seed=seed) if val > 0 else data.split(test=test, seed=seed)
     train, val_part, test_part = (parts[0], None, parts[1]) if len(parts) == 2 else parts
@@ -210,17 +216,31 @@ def _fit_and_report(data: LabelledData, model: Optional[str], out_dir: Path, *, 
                   highlight=False)
     started = time.perf_counter()
     workspace = work_dir(out_dir)
+    tracker = open_tracker(track, out_dir.name, uri=track_uri)
     with progress_bars(not as_json) as progress:
-        estimator = Transfer(model, strategy, candidates=candidates, config=config, weights=weights, cache_dir=cache_dir,
-                             use_cache=not no_cache, batch_size=batch_size, num_workers=workers, device=device,
-                             seed=seed, progress=progress)
-        estimator.fit(train, val_part, checkpoint=workspace / "checkpoint.pt", resume=resume)
-        metrics = estimator.evaluate(test_part)
+        def make() -> Transfer:
+            return Transfer(model, strategy, candidates=candidates, config=config, weights=weights, cache_dir=cache_dir,
+                            use_cache=not no_cache, batch_size=batch_size, num_workers=workers, device=device,
+                            seed=seed, progress=progress)
+        cv_result = cross_validate(make, train, cv, seed, progress) if cv else None
+        estimator = make().fit(train, val_part, checkpoint=workspace / "checkpoint.pt", resume=resume,
+                               callbacks=[tracker] if tracker else [])
+        metrics, predictions = estimator.evaluate_with_predictions(test_part)
     metrics["fit_seconds"] = round(time.perf_counter() - started, 2)
     if estimator.ranking_ and not as_json:
         out.print(ranking_table(estimator.ranking_, f"ranking on the training split: chose {estimator.model_name_}"))
-    estimator.save(out_dir, metrics={"test": metrics, "data": data.summary()})
+    documents = {"test": metrics, "data": data.summary(), **({"cv": cv_result} if cv_result else {})}
+    estimator.save(out_dir, metrics=documents, extra={"predictions": predictions})
+    write_report(out_dir)
     shutil.rmtree(workspace, ignore_errors=True)
+    if tracker:
+        tracker.log_params({"model": estimator.model_name_, "strategy": strategy, "seed": seed,
+                            **asdict(estimator.config_)})
+        tracker.log_metrics({"test": metrics, **({"cv": cv_result["mean"]} if cv_result else {})})
+        tracker.log_artifacts(out_dir)
+        tracker.close()
+    if cv_result and not as_json:
+        out.print(cv_table(cv_result))
     if as_json:
         print(json.dumps(metrics, indent=1))
     else:
@@ -231,6 +251,14 @@ def _fit_and_report(data: LabelledData, model: Optional[str], out_dir: Path, *, 
         out.print(f"{strategy}: {detail}; {info['trainable_params']:,} trainable parameters; took "
                   f"{metrics['fit_seconds']:.1f}s; run saved to [bold]{out_dir}[/]", highlight=False)
     return metrics
+
+
+def cv_table(cv: dict) -> Table:
+    table = Table(title=f"{cv['k']}-fold cross-validation on the training split (mean ± std)", title_justify="left")
+    for metric in cv["mean"]:
+        table.add_column(metric.replace("_", " "), justify="right")
+    table.add_row(*(f"{cv['mean'][m]:.4f} ± {cv['std'][m]:.4f}" for m in cv["mean"]))
+    return table
 
 
 def work_dir(out_dir: Path) -> Path:
@@ -244,7 +272,15 @@ def fit(
     model: Optional[str] = typer.Option(None, "--model", "-m", help=(
         "Backbone: see `headstart models` (default: efficientnet_lite0 for images, minilm for text); "
         "`auto` ranks the candidates by LogME and fits the best.")),
-    strategy: str = typer.Option("linear-probe", help=f"Transfer strategy: {', '.join(STRATEGIES)}."),
+    strategy: Optional[str] = typer.Option(None, help=f"Transfer strategy: {', '.join(STRATEGIES)} (default linear-probe)."),
+    config_file: Optional[Path] = typer.Option(None, "--config", help=(
+        "A run's or `headstart tune`'s config.yaml: its backbone, strategy, options and seed; options given "
+        "on the command line win.")),
+    cv: Optional[int] = typer.Option(None, help="Also estimate the metrics by stratified K-fold cross-validation "
+                                     "on the training split (mean and std)."),
+    track: Optional[str] = typer.Option(None, help="Log parameters, per-epoch metrics and the run to mlflow or tensorboard."),
+    track_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI or folder (./mlruns), or TensorBoard "
+                                            "folder (./tensorboard)."),
     candidates: Optional[str] = typer.Option(None, help="Comma-separated backbones `--model auto` ranks "
                                              "(default: every offline backbone of the data's modality)."),
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory to write."),
@@ -275,7 +311,7 @@ def fit(
     label_column: str = typer.Option("label", help="Label column of a table."),
     test: float = typer.Option(0.2, help="Share of the data held out for the test split."),
     val: float = typer.Option(0.0, help="Share held out for validation (default: taken from train)."),
-    seed: int = typer.Option(0, help="Seed of the split and of training."),
+    seed: Optional[int] = typer.Option(None, help="Seed of the split and of training (default 0)."),
     weights: Optional[Path] = typer.Option(None, help="Local weights file (.safetensors or .pth) for the backbone."),
     strict: bool = typer.Option(False, help="Fail on unreadable samples instead of skipping them."),
     batch_size: int = typer.Option(64, help="Batch size of feature extraction and prediction."),
@@ -299,10 +335,14 @@ def fit(
                        label_smoothing=label_smoothing, l2sp=l2sp, patience=patience, randaugment=randaugment,
                        train_bn=train_bn, lora_rank=lora_rank, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
                        lora_targets=lora_targets, bitfit_norms=bitfit_norms)
+        from .cli_tune import apply_config_file
+
+        model, strategy, options, seed, weights = apply_config_file(config_file, model, strategy, options, seed, weights)
         args = dict(data=str(data), model=model, strategy=strategy, candidates=candidates, out_dir=str(out_dir),
                     options=options, text_column=text_column, label_column=label_column, test=test, val=val,
                     seed=seed, weights=str(weights) if weights else None, strict=strict, batch_size=batch_size,
-                    workers=workers, device=device, cache_dir=str(cache_dir) if cache_dir else None, no_cache=no_cache)
+                    workers=workers, device=device, cache_dir=str(cache_dir) if cache_dir else None, no_cache=no_cache,
+                    cv=cv, track=track, track_uri=track_uri)
     config = strategy_config(args["strategy"], args["options"])
     dataset = open_data(Path(args["data"]), args["text_column"], args["label_column"], args["strict"])
     workspace = work_dir(Path(args["out_dir"]))
@@ -313,7 +353,8 @@ def fit(
                     weights=Path(args["weights"]) if args["weights"] else None, batch_size=args["batch_size"],
                     workers=args["workers"], device=args["device"],
                     cache_dir=Path(args["cache_dir"]) if args["cache_dir"] else None, no_cache=args["no_cache"],
-                    as_json=as_json, resume=resume is not None)
+                    as_json=as_json, resume=resume is not None, cv=args.get("cv"), track=args.get("track"),
+                    track_uri=args.get("track_uri"))
 
 
 @command
@@ -328,6 +369,8 @@ def compare(
     test: float = typer.Option(0.2, help="Share held out for the test split."), seed: int = typer.Option(0),
     workers: Optional[int] = typer.Option(None), device: str = typer.Option("auto"),
     cache_dir: Optional[Path] = typer.Option(None), as_json: bool = typer.Option(False, "--json"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Save the rows (comparison.json) and report.html here."),
+    weights: Optional[Path] = typer.Option(None, help="Local weights file (.safetensors or .pth) for the backbone."),
 ) -> None:
     """Train several strategies on the same split and budget: how much did transfer buy over scratch?"""
     dataset = open_data(data, text_column, label_column, strict=False)
@@ -338,7 +381,14 @@ def compare(
     finetune = strategy_config("finetune", {"epochs": epochs, "lr": lr})
     with progress_bars(not as_json) as progress:
         rows = compare_strategies(train, test_part, _names(strategies) or [], model=model, finetune=finetune,
-                                  num_workers=workers, device=device, cache_dir=cache_dir, seed=seed, progress=progress)
+                                  num_workers=workers, device=device, cache_dir=cache_dir, seed=seed, progress=progress,
+                                  weights=weights)
+    if out_dir is not None:
+        from .comparison import write_comparison
+        from .report import write_report
+
+        write_comparison(out_dir, rows, train, test_part, dataset.summary())
+        write_report(out_dir)
     keys = ("strategy", "accuracy", "f1", "precision", "recall", "trainable_params", "trainable_fraction",
             "checkpoint_bytes", "peak_memory_bytes", "train_seconds")
     if as_json:
@@ -470,4 +520,4 @@ def demo(
 if __name__ == "__main__":
     main()
 
-from . import cli_adapt, cli_peft  # noqa: E402,F401 - registers commands
+from . import cli_adapt, cli_peft, cli_tune  # noqa: E402,F401 - registers commands

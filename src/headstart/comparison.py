@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import fields
+from pathlib import Path
 
 from .data import LabelledData
 from .errors import ConfigError, did_you_mean
 from .peak_memory import PeakMemory
-from .runs import weights_bytes
+from .runs import weights_bytes, write_text_atomic
 from .strategies import PEFT_STRATEGIES, STRATEGIES, BitFitConfig, FinetuneConfig, LinearProbeConfig, LoraConfig
 from .transfer import Transfer, resolve_device
 
-__all__ = ["compare_strategies", "compare_adaptation", "DEFAULT_COMPARISON"]
+__all__ = ["compare_strategies", "compare_adaptation", "write_comparison", "DEFAULT_COMPARISON"]
 
 DEFAULT_COMPARISON = ("scratch", "linear-probe", "finetune", "lp-ft")
 # What lora and bitfit take from the finetune config: the budget, not the learning rate
@@ -104,3 +106,13 @@ def _adaptation_row(method: str, strategy: str, fitted: Transfer, data: Labelled
     metrics = fitted.evaluate(data)
     return {"method": method, "strategy": strategy, "accuracy": metrics["accuracy"], "f1": metrics["f1"],
             "train_seconds": fitted.fit_info_["train_seconds"], "metrics": metrics, "transfer": fitted}
+
+
+def write_comparison(path: str | Path, rows: list[dict], train: LabelledData, test: LabelledData,
+                     data_summary: dict) -> Path:
+    """Save a comparison's rows (metrics and histories included) as ``path/comparison.json``,
+    atomically, so ``headstart report`` can draw it later."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    content = {"data": data_summary, "train": len(train), "test": len(test), "rows": rows}
+    return write_text_atomic(path / "comparison.json", json.dumps(content, indent=1))

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save, save_file
 
 from .errors import DataError
 
-__all__ = ["RunFiles", "write_run", "read_run", "weights_bytes", "REQUIRED_FILES"]
+__all__ = ["RunFiles", "write_run", "read_run", "weights_bytes", "write_text_atomic", "REQUIRED_FILES"]
 
 REQUIRED_FILES = ("config.yaml", "labels.json", "contract.json", "metrics.json", "model.safetensors")
 
@@ -76,6 +76,21 @@ def _plain(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def weights_bytes(tensors: dict[str, torch.Tensor]) -> int:
     """The size ``model.safetensors`` has when ``write_run`` stores ``tensors``."""
     return len(save(_plain(tensors), metadata=_METADATA))
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write one file through a temporary sibling and a rename: readers never see half of it."""
+    path = Path(path)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.chmod(temp, 0o644)  # mkstemp makes it private; a report or config is for sharing
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:

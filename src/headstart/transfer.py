@@ -10,7 +10,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -160,14 +160,16 @@ class Transfer:
                                 device=self.device_, progress=progress)
 
     def fit(self, train: LabelledData, val: LabelledData | None = None, *, target: LabelledData | None = None,
-            checkpoint: str | Path | None = None, resume: bool = False) -> Transfer:
+            checkpoint: str | Path | None = None, resume: bool = False,
+            callbacks: Sequence[Callback] = ()) -> Transfer:
         """Fit on ``train``; hyperparameters are chosen on ``val`` (or a stratified share of train).
 
         ``target`` is unlabelled data of the domain the model must work in, used by ``adapt``.
         Network strategies write ``checkpoint`` after every epoch; with ``resume`` they
-        continue from it exactly where the interrupted run stopped.
+        continue from it exactly where the interrupted run stopped. ``callbacks`` join the
+        training loop of network strategies (pruning a search, experiment tracking).
         """
-        config = self._strategy_config()
+        config, extra_callbacks = self._strategy_config(), callbacks
         self.adapt_ = adapt = adaptation.make_adapt_config(self.adapt)
         adaptation.check_target(adapt, self.strategy, train, target)
         if not 0.0 < self.val_fraction < 1.0:
@@ -222,6 +224,7 @@ class Transfer:
             auxiliary = adaptation.target_loss(
                 adapt, self.backbone_, target, batch_size=config.batch_size, num_workers=self._workers(),
                 min_crop=config.min_crop, randaugment=config.randaugment) if method in ("dann", "mmd") else None
+            callbacks += list(extra_callbacks)
             self.net_, self.history_ = train_network(
                 self.strategy, config, self.backbone_, head, train, val, self.classes_, device=self.device_,
                 seed=self.seed, num_workers=self._workers(), checkpoint=Path(checkpoint) if checkpoint else None,
@@ -294,9 +297,19 @@ class Transfer:
 
     def evaluate(self, data: LabelledData) -> dict:
         """Accuracy, balanced accuracy, macro and per-class precision/recall/F1, confusion matrix."""
+        return self.evaluate_with_predictions(data)[0]
+
+    def evaluate_with_predictions(self, data: LabelledData) -> tuple[dict, list[dict]]:
+        """The metrics of :meth:`evaluate`, and one row per sample (location, true and predicted
+        class, confidence; the text for text data), so a report can show the mistakes without
+        running the model again."""
         data = data.with_classes(self.classes_)
-        predicted = self.predict_proba(data).argmax(1)
-        return classification_metrics(data.y, predicted, self.classes_)
+        probabilities = self.predict_proba(data)
+        predicted = probabilities.argmax(1)
+        rows = [{"location": location, "true": self.classes_[t], "predicted": self.classes_[p],
+                 "confidence": round(float(row[p]), 4), **({"text": item} if data.modality == "text" else {})}
+                for location, item, t, p, row in zip(data.locations, data.items, data.y, predicted, probabilities)]
+        return classification_metrics(data.y, predicted, self.classes_), rows
 
     # -- persistence ---------------------------------------------------------------------
     def _adapter(self) -> bool:
@@ -326,8 +339,9 @@ class Transfer:
         self.merged_ = True
         return self
 
-    def save(self, path: str | Path, metrics: dict | None = None) -> Path:
-        """Write a run directory (config, labels, contract, metrics, safetensors weights)."""
+    def save(self, path: str | Path, metrics: dict | None = None, extra: dict | None = None) -> Path:
+        """Write a run directory (config, labels, contract, metrics, safetensors weights);
+        ``extra`` adds JSON files by name, e.g. ``{"predictions": rows}``."""
         self._check_fitted()
         config = {
             "headstart_version": __version__,
@@ -347,7 +361,7 @@ class Transfer:
         if self.strategy in PEFT_STRATEGIES:
             config["checkpoint"] = "adapter" if self._adapter() else "merged"
         tensors = self.checkpoint_tensors()
-        extra = {"ranking": self.ranking_} if self.ranking_ else {}
+        extra = {**({"ranking": self.ranking_} if self.ranking_ else {}), **(extra or {})}
         if self.history_:
             extra["history"] = self.history_
         run = RunFiles(config, self.classes_, self.contract_.to_dict(), metrics or {}, tensors, extra)

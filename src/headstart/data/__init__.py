@@ -3,7 +3,7 @@
 from headstart.data.loaders import labelled_loader
 from headstart.data.images import IMAGE_EXTENSIONS, ImageFiles, ImageFolder, load_image
 from headstart.data.samples import DataIssue, LabelledData
-from headstart.data.splits import stratified_split
+from headstart.data.splits import stratified_kfold, stratified_split
 from headstart.data.text import TextTable
 from headstart.data.transforms import TextCollate, image_transform
 
@@ -18,5 +18,6 @@ __all__ = [
     "image_transform",
     "labelled_loader",
     "load_image",
+    "stratified_kfold",
     "stratified_split",
 ]

@@ -10,11 +10,11 @@ import logging
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from headstart.errors import ConfigError, DataError
 
-__all__ = ["stratified_split"]
+__all__ = ["stratified_split", "stratified_kfold"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,3 +83,31 @@ def stratified_split(
         held_out.insert(0, np.sort(part))
         remaining = keep
     return [np.sort(remaining), *held_out]
+
+
+def stratified_kfold(
+    y: np.ndarray,
+    k: int,
+    seed: int,
+    *,
+    class_names: Sequence[str] | None = None,
+    noun: str = "samples",
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Split sample indices into ``k`` (train, held-out) pairs for cross-validation.
+
+    The held-out parts are disjoint, cover every index once and keep each class's share;
+    every class needs at least ``k`` samples, so each held-out part holds every class.
+    """
+    y = np.asarray(y)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
+        raise ConfigError(f"The 'cv' option must be an int >= 2 (the number of folds). Got {k!r} instead.")
+    classes, counts = np.unique(y, return_counts=True)
+    for cls, count in zip(classes, counts):
+        if count < k:
+            name = class_names[int(cls)] if class_names is not None else str(cls)
+            raise DataError(
+                f"class '{name}' has {count} sample{'s' if count != 1 else ''} in the training split: "
+                f"too few for {k}-fold cross-validation; add {noun} or lower --cv to at most {count}"
+            )
+    folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y)
+    return [(np.sort(train), np.sort(held_out)) for train, held_out in folds]

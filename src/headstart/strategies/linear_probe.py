@@ -23,6 +23,8 @@ class LinearProbeConfig:
         "help": "'balanced' weighs classes inversely to their frequency (for imbalanced data)"})
     hidden: int = field(default=512, metadata={"help": "hidden units of the mlp head"})
     dropout: float = field(default=0.2, metadata={"help": "dropout before the last layer of the mlp head"})
+    C: float | None = field(default=None, metadata={
+        "help": "inverse regularisation of the linear head; None chooses it on the validation split"})
 
     def __post_init__(self) -> None:
         if self.head not in ("linear", "mlp"):
@@ -34,12 +36,21 @@ class LinearProbeConfig:
             raise ConfigError(f"The 'hidden' option of linear-probe must be an int >= 1. Got {self.hidden} instead.")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"The 'dropout' option of linear-probe must be in [0, 1). Got {self.dropout} instead.")
+        if self.C is not None and not self.C > 0:
+            raise ConfigError(f"The 'C' option of linear-probe must be a float > 0 or None. Got {self.C} instead.")
 
 
 def fit_linear_probe_strategy(config: LinearProbeConfig, x_train: np.ndarray, y_train: np.ndarray,
-                              x_val: np.ndarray, y_val: np.ndarray, n_classes: int, seed: int) -> HeadFit:
-    """Fit the head the config asks for on frozen features."""
+                              x_val: np.ndarray, y_val: np.ndarray, n_classes: int, seed: int,
+                              refit_on_all: bool = True) -> HeadFit:
+    """Fit the head the config asks for on frozen features.
+
+    ``refit_on_all=False`` keeps the linear head fitted on ``x_train`` alone, so a search can
+    score it on ``x_val`` honestly.
+    """
     if config.head == "linear":
-        return fit_linear_probe(x_train, y_train, x_val, y_val, n_classes, class_weight=config.class_weight)
+        grid = {"c_grid": (float(config.C),)} if config.C is not None else {}
+        return fit_linear_probe(x_train, y_train, x_val, y_val, n_classes, class_weight=config.class_weight,
+                                refit_on_all=refit_on_all, **grid)
     return fit_mlp_head(x_train, y_train, x_val, y_val, n_classes, class_weight=config.class_weight,
                         hidden=config.hidden, dropout=config.dropout, seed=seed)

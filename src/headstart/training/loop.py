@@ -164,7 +164,7 @@ class Trainer:
     # -- epochs --------------------------------------------------------------------------
     def train_epoch(self, loader: Iterable) -> dict:
         self.set_train_mode()
-        steps, total_loss, total_auxiliary, correct, seen = len(loader), 0.0, 0.0, 0, 0
+        steps, total_loss, total_auxiliary, predicted, truth = len(loader), 0.0, 0.0, [], []
         for step, (inputs, labels) in enumerate(loader, 1):
             inputs, labels = self.to_device(inputs), labels.to(self.device)
             with self._autocast():
@@ -192,13 +192,16 @@ class Trainer:
             if self.scheduler is not None:
                 self.scheduler.step()
             total_loss += loss.item() * len(labels)
-            correct += int((logits.argmax(1) == labels).sum())
-            seen += len(labels)
+            predicted.append(logits.detach().argmax(1).cpu())
+            truth.append(labels.cpu())
             for callback in self.callbacks:
                 callback.on_batch_end(self, step, steps)
-        row = {"train_loss": total_loss / max(seen, 1), "train_accuracy": correct / max(seen, 1)}
+        if not truth:
+            return {"train_loss": 0.0, "train_accuracy": 0.0, "train_f1": 0.0}
+        seen = classification_metrics(torch.cat(truth).numpy(), torch.cat(predicted).numpy(), self.classes)
+        row = {"train_loss": total_loss / seen["samples"], "train_accuracy": seen["accuracy"], "train_f1": seen["f1"]}
         if self.auxiliary is not None:
-            row["train_auxiliary_loss"] = total_auxiliary / max(seen, 1)
+            row["train_auxiliary_loss"] = total_auxiliary / seen["samples"]
         return row
 
     @torch.inference_mode()

@@ -1,0 +1,260 @@
+"""A self-contained ``report.html`` of a run, a comparison or a search.
+
+Everything comes from the files the directory already holds (config, labels, contract,
+metrics with the data summary, history, predictions, ranking, comparison, tuning): the
+report never runs a model. Plots are PNGs embedded as base64 and the style is inline, so
+the page opens offline, attached to a mail or from a CI artefact.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import DataError
+from ..runs import write_text_atomic
+from . import plots
+
+__all__ = ["read_documents", "build_report", "write_report", "SECTIONS", "MAX_EXAMPLES"]
+
+DOCUMENTS = ("config.yaml", "labels.json", "contract.json", "metrics.json", "history.json", "predictions.json",
+             "ranking.json", "comparison.json", "tuning.json")
+# Section ids in page order, with their headings.
+SECTIONS = {"data": "Data", "backbone": "Backbone and input contract", "curves": "Learning curves",
+            "confusion": "Confusion matrix", "per-class": "Per-class precision, recall and F1",
+            "misclassified": "Misclassified examples", "cv": "Cross-validation", "ranking": "Backbone ranking",
+            "comparison": "Before and after transfer", "tuning": "Hyperparameter search"}
+MAX_EXAMPLES = 24
+STYLE = """
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#222;background:#f6f7f9}
+main{max-width:1180px;margin:0 auto;padding:16px 24px 48px}
+h1{font-size:1.6em;margin:12px 0 4px}h2{font-size:1.25em;margin:0 0 10px}
+section{background:#fff;border:1px solid #dde1e6;border-radius:8px;padding:14px 18px;margin:14px 0}
+table{border-collapse:collapse;font-size:.9em;margin:6px 0}th,td{padding:3px 10px;border-bottom:1px solid #e4e7eb;text-align:right}
+th:first-child,td:first-child{text-align:left}th{background:#f0f2f5}
+img.plot{max-width:100%;display:block;margin:8px 0}.muted{color:#666}.bad{color:#b00020}
+.examples{display:flex;flex-wrap:wrap;gap:10px}.example{width:150px;font-size:.8em;border:1px solid #e4e7eb;padding:6px;border-radius:6px}
+.example img{width:136px;height:136px;object-fit:contain;background:#eee;display:block}
+.example.text{width:340px}code{background:#f0f2f5;padding:1px 4px;border-radius:3px}
+"""
+
+
+def read_documents(path: str | Path) -> dict[str, Any]:
+    """The JSON and YAML files of a run, comparison or search folder, by name without suffix."""
+    path = Path(path)
+    if not path.is_dir():
+        raise DataError(f"{path} is not a folder. Give a run, a `compare --out` or a `tune --out` folder.")
+    documents = {}
+    for name in DOCUMENTS:
+        file = path / name
+        if file.is_file():
+            text = file.read_text()
+            documents[file.stem] = yaml.safe_load(text) if file.suffix == ".yaml" else json.loads(text)
+    if not {"metrics", "comparison", "tuning"} & set(documents):
+        raise DataError(f"{path} holds no metrics.json, comparison.json or tuning.json: it is not a run, a "
+                        "comparison or a search. Write one with `headstart fit`, `compare --out` or `tune`.")
+    return documents
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<img class="plot" alt="{escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.3g}" if 0 < abs(value) < 0.01 else f"{value:.4f}"
+        return escape(str(value))
+
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _section(key: str, body: str) -> str:
+    return f'<section id="{key}"><h2>{SECTIONS[key]}</h2>{body}</section>'
+
+
+def _data(summary: dict) -> str:
+    counts = summary.get("classes", {})
+    skipped = summary.get("skipped", [])
+    body = (f"<p><b>{escape(str(summary.get('source', '')))}</b>: {summary.get('samples', 0)} "
+            f"{escape(str(summary.get('modality', '')))} samples in {len(counts)} classes.</p>")
+    body += _table(["class", "samples"], [[name, count] for name, count in counts.items()])
+    if skipped:
+        items = "".join(f"<li>{escape(str(s))}</li>" for s in skipped[:50])
+        more = f"<li>... and {len(skipped) - 50} more</li>" if len(skipped) > 50 else ""
+        body += f'<p class="bad">{len(skipped)} rejected sample(s):</p><ul>{items}{more}</ul>'
+    else:
+        body += '<p class="muted">No sample was rejected.</p>'
+    return _section("data", body)
+
+
+def _backbone(config: dict, contract: dict | None) -> str:
+    backbone = config.get("backbone", {})
+    rows = [["backbone", backbone.get("name")], ["weights", backbone.get("weights") or "packaged / default"],
+            ["weights digest", backbone.get("weights_digest", "—")], ["strategy", config.get("strategy")],
+            ["seed", config.get("seed")]]
+    if backbone.get("chosen_by"):
+        rows.append(["chosen by", backbone["chosen_by"]])
+    fit = config.get("fit", {})
+    for key in ("trainable_params", "train_samples", "val_samples", "best_epoch", "epochs_run", "train_seconds"):
+        if key in fit:
+            rows.append([key.replace("_", " "), fit[key]])
+    body = _table(["", ""], rows)
+    options = config.get("strategy_config", {})
+    body += "<h3>Strategy options</h3>" + _table(["option", "value"], [[k, v] for k, v in options.items()])
+    if contract:
+        keys = ("modality", "input_size", "crop_pct", "interpolation", "mean", "std", "tokenizer", "max_length",
+                "feature_dim")
+        rows = [[k, contract[k]] for k in keys if contract.get(k) is not None]
+        rows.append(["layer groups", ", ".join(g["name"] for g in contract.get("layer_groups", []))])
+        body += "<h3>Input contract</h3>" + _table(["field", "value"], rows)
+    return _section("backbone", body)
+
+
+def _thumbnail(location: str) -> str:
+    from PIL import Image
+
+    try:
+        with Image.open(location) as image:
+            image = image.convert("RGB")
+            image.thumbnail((136, 136))
+            buffer = io.BytesIO()
+            image.save(buffer, format="JPEG", quality=80)
+    except OSError:
+        return f'<p class="muted">(no longer at {escape(location)})</p>'
+    return f'<img alt="{escape(Path(location).name)}" src="data:image/jpeg;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
+
+
+def _misclassified(predictions: list[dict]) -> str:
+    wrong = sorted((p for p in predictions if p["true"] != p["predicted"]), key=lambda p: -p["confidence"])
+    if not wrong:
+        return _section("misclassified", f"<p>None: all {len(predictions)} test samples are classified right.</p>")
+    shown = wrong[:MAX_EXAMPLES]
+    body = (f"<p>{len(wrong)} of {len(predictions)} test samples are misclassified"
+            + (f"; the {len(shown)} most confident mistakes:" if len(wrong) > len(shown) else ":") + "</p>")
+    cards = []
+    for p in shown:
+        label = (f"true <b>{escape(p['true'])}</b>, predicted <b class='bad'>{escape(p['predicted'])}</b> "
+                 f"({p['confidence']:.2f})")
+        if "text" in p:
+            cards.append(f'<div class="example text">{label}<p>{escape(p["text"][:400])}</p>'
+                         f'<span class="muted">{escape(p["location"])}</span></div>')
+        else:
+            cards.append(f'<div class="example">{_thumbnail(p["location"])}{label}<br>'
+                         f'<span class="muted">{escape(Path(p["location"]).name)}</span></div>')
+    return _section("misclassified", body + f'<div class="examples">{"".join(cards)}</div>')
+
+
+def _test_metrics(metrics: dict, predictions: list[dict] | None) -> list[str]:
+    per_class = metrics["per_class"]
+    rows = [[name, r["precision"], r["recall"], r["f1"], r["support"]] for name, r in per_class.items()]
+    rows.append(["macro average", metrics["precision"], metrics["recall"], metrics["f1"], metrics["samples"]])
+    summary = (f"<p>Test split: accuracy <b>{metrics['accuracy']:.4f}</b>, balanced accuracy "
+               f"{metrics['balanced_accuracy']:.4f}, macro F1 <b>{metrics['f1']:.4f}</b> ({metrics['samples']} samples).</p>")
+    parts = [_section("confusion", summary + _img(plots.confusion_heatmap(metrics["classes"], metrics["confusion_matrix"]),
+                                                  "confusion matrix")),
+             _section("per-class", _table(["class", "precision", "recall", "F1", "support"], rows)
+                      + _img(plots.per_class_bars(per_class), "per-class precision, recall and F1"))]
+    if predictions is not None:
+        parts.append(_misclassified(predictions))
+    return parts
+
+
+def _cv(cv: dict) -> str:
+    metrics = list(cv["mean"])
+    rows = [[f"fold {row['fold']}", *(row[m] for m in metrics)] for row in cv["folds"]]
+    rows.append(["mean", *(cv["mean"][m] for m in metrics)])
+    rows.append(["std", *(cv["std"][m] for m in metrics)])
+    note = (f"<p>Stratified {cv['k']}-fold cross-validation on the training split (seed {cv['seed']}): each fold fits "
+            "on the others and is scored on itself; std is the sample standard deviation over folds.</p>")
+    return _section("cv", note + _table(["", *metrics], rows))
+
+
+def _ranking(ranking: list[dict]) -> str:
+    keys = ("model", "layer", "logme", "leep", "nce", "hscore", "knn_accuracy")
+    rows = [[place, *(row.get(k) if row.get(k) is not None else "—" for k in keys)] for place, row in enumerate(ranking, 1)]
+    return _section("ranking", "<p>Transferability scores on the training split, best first.</p>"
+                    + _table(["#", *keys], rows))
+
+
+def _comparison(comparison: dict) -> str:
+    rows = comparison["rows"]
+    keys = ("accuracy", "f1", "precision", "recall", "trainable_params", "train_seconds")
+    body = (f"<p>{comparison.get('train', '?')} training and {comparison.get('test', '?')} test samples, backbone "
+            f"{escape(str(rows[0].get('model')))}, every network strategy with the same budget.</p>")
+    body += _table(["strategy", *keys], [[row["strategy"], *(row.get(k) for k in keys)] for row in rows])
+    body += _img(plots.comparison_bars(rows), "test accuracy and F1 per strategy")
+    for row in rows:
+        if row.get("history"):
+            body += f"<h3>{escape(row['strategy'])}</h3>" + _img(plots.learning_curves(row["history"]),
+                                                                  f"learning curves of {row['strategy']}")
+    return _section("comparison", body)
+
+
+def _tuning(tuning: dict) -> str:
+    states = [t["state"] for t in tuning["trials"]]
+    epochs = tuning.get("epochs", {})
+    best = tuning["best"]
+    body = (f"<p>Study <code>{escape(str(tuning['study']))}</code>: {len(states)} trials ({states.count('COMPLETE')} "
+            f"complete, {states.count('PRUNED')} pruned, {states.count('FAIL')} failed) of {escape(tuning['strategy'])} "
+            f"on {escape(tuning['model'])}, {tuning['pruner']} pruner, objective validation macro F1"
+            + (f" (mean of {tuning['cv']} folds)" if tuning.get("cv") else "") + ". "
+            f"Best: trial #{best['trial']} with {best['value']:.4f}. The trials ran {epochs.get('run', 0)} of the "
+            f"{epochs.get('unpruned', 0)} epochs they were configured for (pruning and early stopping).</p>")
+    body += "<h3>Optimisation history</h3>" + _img(plots.optimisation_history(tuning["trials"]), "optimisation history")
+    if tuning.get("importances"):
+        body += "<h3>Parameter importances</h3>" + _img(plots.param_importances(tuning["importances"]),
+                                                         "parameter importances")
+    else:
+        body += '<p class="muted">Parameter importances need at least two complete trials that differ.</p>'
+    params = [k for k in tuning.get("space", {})]
+    rows = [[t["number"], t["state"].lower(), t["value"] if t["value"] is not None else "—",
+             *(t["params"].get(p, "—") for p in params)] for t in tuning["trials"]]
+    body += "<h3>Trials</h3>" + _table(["#", "state", "value", *params], rows)
+    return _section("tuning", body)
+
+
+def build_report(documents: dict[str, Any], title: str = "headstart report") -> str:
+    """The report's HTML, with a section for each thing the documents hold."""
+    config, metrics = documents.get("config", {}), documents.get("metrics", {})
+    comparison, tuning = documents.get("comparison"), documents.get("tuning")
+    data = metrics.get("data") or (comparison or {}).get("data") or (tuning or {}).get("data")
+    parts = [_data(data)] if data else []
+    if config.get("strategy_config") is not None and "backbone" in config:
+        parts.append(_backbone(config, documents.get("contract")))
+    if documents.get("history"):
+        note = "<p>Per epoch; the best validation epoch's weights are kept.</p>"
+        parts.append(_section("curves", note + _img(plots.learning_curves(documents["history"]), "learning curves")))
+    elif "test" in metrics:
+        parts.append(_section("curves", '<p class="muted">No per-epoch curves: a linear probe fits its head in one '
+                                        "step on frozen features.</p>"))
+    if "test" in metrics:
+        parts.extend(_test_metrics(metrics["test"], documents.get("predictions")))
+    if metrics.get("cv"):
+        parts.append(_cv(metrics["cv"]))
+    if documents.get("ranking"):
+        parts.append(_ranking(documents["ranking"]))
+    if comparison:
+        parts.append(_comparison(comparison))
+    if tuning:
+        parts.append(_tuning(tuning))
+    subtitle = " · ".join(str(x) for x in ((config.get("backbone") or {}).get("name"), config.get("strategy"),
+                                          (data or {}).get("source")) if x)
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
+            f"<style>{STYLE}</style></head><body><main><h1>{escape(title)}</h1>"
+            f'<p class="muted">{escape(subtitle)}</p>{"".join(parts)}</main></body></html>')
+
+
+def write_report(path: str | Path, title: str | None = None) -> Path:
+    """Write ``path/report.html`` from what the folder holds (atomically) and return its path."""
+    path = Path(path)
+    page = build_report(read_documents(path), title or f"headstart report: {path.name}")
+    return write_text_atomic(path / "report.html", page)
