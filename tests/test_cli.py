@@ -122,3 +122,28 @@ def test_an_interrupted_finetune_resumes_from_its_checkpoint(tmp_path, monkeypat
     history = (tmp_path / "run" / "history.csv").read_text().strip().splitlines()
     assert len(history) == 3  # header + epoch 1 (from before the interruption) + epoch 2
     assert not (tmp_path / ".run.unfinished").exists()
+
+
+def test_a_terminated_finetune_exits_like_an_interrupt_and_keeps_its_checkpoint(tmp_path):
+    """SIGTERM (kill, a scheduler's stop) must leave a resumable run, as Ctrl-C does."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    folder = colour_folder(tmp_path / "imgs", per_class=8, size=32)
+    weights = tiny_timm_weights(tmp_path)
+    checkpoint = tmp_path / ".run.unfinished" / "checkpoint.pt"
+    command = [sys.executable, "-c", "from headstart.cli import main; main()", "fit", str(folder), "--model",
+               f"timm:{TINY_TIMM}", "--weights", str(weights), "--strategy", "finetune", "--epochs", "500",
+               "--patience", "0", "--workers", "0", "--out", str(tmp_path / "run"), "--json"]
+    env = {**os.environ, "HEADSTART_CACHE": str(tmp_path / "cache")}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    while not checkpoint.is_file() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130 and "interrupted" in err, (process.returncode, err)
+    assert checkpoint.is_file() and not (tmp_path / "run").exists()

@@ -10,6 +10,7 @@ import functools
 import json
 import logging
 import shutil
+import signal
 import time
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -47,7 +48,12 @@ def main() -> None:
         hf_logging.set_verbosity_error()
     except ImportError:
         pass
+    signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop (kill, SLURM) ends a run like Ctrl-C
     app()
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def command(func):
