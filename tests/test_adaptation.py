@@ -250,6 +250,8 @@ def test_cli_adapt_reports_source_only_and_adapted_metrics(tiny, tmp_path, monke
     assert {"accuracy", "balanced_accuracy", "f1", "per_class", "confusion_matrix"} <= set(report["adapted"])
     code, out, err = run_cli(monkeypatch, capsys, "evaluate", tmp_path / "run", target, "--json")
     assert code == 0 and json.loads(out)["accuracy"] == report["adapted"]["accuracy"]
+    page = (tmp_path / "run" / "report.html").read_text()  # an adapted run is a normal run, with its report
+    assert '<section id="adaptation">' in page and "<b>mmd</b>" in page and "source-only" in page
 
 
 def test_cli_adapt_rejects_training_options_of_a_head_only_method(tiny, tmp_path, monkeypatch, capsys):

@@ -13,6 +13,7 @@ from .adaptation import ADAPT_METHODS, STRATEGIES_OF, make_adapt_config, measure
 from .cli import command, err, open_data, open_inputs, out, progress_bars, report_skipped, strategy_config
 from .comparison import compare_adaptation
 from .errors import ConfigError
+from .report import write_report
 from .transfer import DEFAULT_BACKBONES, resolve_device
 
 
@@ -66,6 +67,7 @@ def adapt(
     fitted.save(out_dir, metrics={"test": source_metrics, "target": adapted["metrics"] if evaluation else None,
                                   "source_only": baseline["metrics"], "data": source_data.summary(),
                                   "target_data": target_data.summary()})
+    write_report(out_dir)
     if as_json:
         print(json.dumps({"method": method, "source_only": baseline["metrics"], "adapted": adapted["metrics"]}, indent=1))
         return

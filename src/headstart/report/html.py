@@ -29,7 +29,8 @@ DOCUMENTS = ("config.yaml", "labels.json", "contract.json", "metrics.json", "his
 SECTIONS = {"data": "Data", "backbone": "Backbone and input contract", "curves": "Learning curves",
             "confusion": "Confusion matrix", "per-class": "Per-class precision, recall and F1",
             "misclassified": "Misclassified examples", "cv": "Cross-validation", "ranking": "Backbone ranking",
-            "comparison": "Before and after transfer", "tuning": "Hyperparameter search"}
+            "comparison": "Before and after transfer", "adaptation": "Domain adaptation",
+            "tuning": "Hyperparameter search"}
 MAX_EXAMPLES = 24
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#222;background:#f6f7f9}
@@ -199,6 +200,23 @@ def _comparison(comparison: dict) -> str:
     return _section("comparison", body)
 
 
+def _adaptation(adapt: dict, metrics: dict) -> str:
+    """The method and what it bought over the source-only model, where `headstart adapt` measured it."""
+    options = ", ".join(f"{k}={v}" for k, v in adapt.items() if k != "method")
+    target = metrics.get("target_data") or {}
+    body = (f"<p>Method <b>{escape(str(adapt.get('method')))}</b>" + (f" ({escape(options)})" if options else "")
+            + (f"; unlabelled target {escape(str(target.get('source')))} ({target.get('samples')} samples)" if target else "")
+            + ".</p>")
+    adapted = metrics.get("target") or metrics.get("test")
+    if metrics.get("source_only") and adapted:
+        where = "the labelled target data" if metrics.get("target") else "the source's test split (no labelled target given)"
+        keys = ("accuracy", "balanced_accuracy", "f1", "precision", "recall")
+        body += f"<p>Measured on {where}:</p>" + _table(
+            ["model", *keys], [["source-only", *(metrics["source_only"][k] for k in keys)],
+                               [adapt.get("method"), *(adapted[k] for k in keys)]])
+    return _section("adaptation", body)
+
+
 def _tuning(tuning: dict) -> str:
     states = [t["state"] for t in tuning["trials"]]
     epochs = tuning.get("epochs", {})
@@ -244,6 +262,8 @@ def build_report(documents: dict[str, Any], title: str = "headstart report") -> 
         parts.append(_ranking(documents["ranking"]))
     if comparison:
         parts.append(_comparison(comparison))
+    if config.get("adapt"):
+        parts.append(_adaptation(config["adapt"], metrics))
     if tuning:
         parts.append(_tuning(tuning))
     subtitle = " · ".join(str(x) for x in ((config.get("backbone") or {}).get("name"), config.get("strategy"),
