@@ -130,6 +130,19 @@ def test_saved_adapter_is_small_and_reloads_to_identical_predictions(strategy, t
     assert loaded.trainable_parameters() == model.trainable_parameters()
 
 
+def test_lora_with_biases_trains_and_stores_them_and_reloads_identically(tmp_path, images, weights):
+    model = _fit(f"timm:{TINY_TIMM}", "lora", images, weights, lora_bias="all")
+    trained = {name for name, p in model.net_.backbone.named_parameters() if p.requires_grad}
+    assert any("lora_" in name for name in trained) and any(name.endswith(".bias") for name in trained)
+    assert all("lora_" in name or name.endswith(".bias") for name in trained)
+    stored = {name for name in model.checkpoint_tensors() if name.startswith("backbone.")}
+    assert any(name.endswith(".bias") and "lora_" not in name for name in stored)
+    model.save(tmp_path / "run")
+    loaded = hs.load(tmp_path / "run", device="cpu")
+    loaded.num_workers = 0
+    np.testing.assert_array_equal(loaded.predict_proba(images), model.predict_proba(images))
+
+
 def test_text_lora_reloads_to_identical_predictions(tmp_path, bert, reviews):
     model = _fit(f"hf:{bert}", "lora", reviews, lora_rank=2, lora_targets=["query", "key", "value"])
     model.save(tmp_path / "run")

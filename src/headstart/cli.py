@@ -311,6 +311,7 @@ def fit(
     lora_dropout: Optional[float] = typer.Option(None, help="lora: dropout on the adapters' input (0)."),
     lora_targets: Optional[str] = typer.Option(None, help=(
         "lora: comma-separated layer names to adapt (default: attention query,value; ViT qkv; conv_pw,conv_pwl).")),
+    lora_bias: Optional[str] = typer.Option(None, help="lora: 'all' also trains the backbone's biases (default none)."),
     bitfit_norms: Optional[bool] = typer.Option(None, "--bitfit-norms/--bitfit-biases-only", help=(
         "bitfit: also train normalisation scales (default: biases only).")),
     text_column: str = typer.Option("text", help="Text column of a table."),
@@ -340,7 +341,7 @@ def fit(
                        unfreeze=unfreeze, gradual=gradual, layer_decay=layer_decay, dropout=dropout,
                        label_smoothing=label_smoothing, l2sp=l2sp, patience=patience, randaugment=randaugment,
                        train_bn=train_bn, lora_rank=lora_rank, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-                       lora_targets=lora_targets, bitfit_norms=bitfit_norms)
+                       lora_targets=lora_targets, lora_bias=lora_bias, bitfit_norms=bitfit_norms)
         from .cli_tune import apply_config_file
 
         model, strategy, options, seed, weights = apply_config_file(config_file, model, strategy, options, seed, weights)

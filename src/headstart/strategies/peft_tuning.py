@@ -62,10 +62,14 @@ class LoraConfig(FinetuneConfig):
     lora_targets: list[str] | None = field(default=None, metadata=_help(
         "names of the layers that get adapters (comma-separated in the CLI); default by architecture: "
         "attention query/value, ViT qkv, or pointwise convolutions"))
+    lora_bias: str = field(default="none", metadata=_help(
+        "'all': the backbone's biases train beside the adapters (peft's bias='all'); 'none': adapters only"))
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _reject_finetune_only(self, "lora")
+        if self.lora_bias not in ("none", "all"):
+            raise ConfigError(f"The 'lora_bias' option of lora must be 'none' or 'all'. Got {self.lora_bias!r} instead.")
         if isinstance(self.lora_targets, str):
             self.lora_targets = [name.strip() for name in self.lora_targets.split(",") if name.strip()]
         if self.lora_targets is not None:
@@ -132,7 +136,7 @@ def _peft_config(config: LoraConfig, module: nn.Module, backbone_name: str):
     targets = config.lora_targets or default_lora_targets(module, backbone_name)
     _check_targets(module, targets, backbone_name)
     return peft.LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                           target_modules=targets, bias="none")
+                           target_modules=targets, bias=config.lora_bias)
 
 
 def _is_bitfit_parameter(name: str, module: nn.Module, norms: bool) -> bool:
