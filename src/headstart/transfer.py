@@ -169,7 +169,7 @@ class Transfer:
         continue from it exactly where the interrupted run stopped. ``callbacks`` join the
         training loop of network strategies (pruning a search, experiment tracking).
         """
-        config, extra_callbacks = self._strategy_config(), callbacks
+        config = self._strategy_config()
         self.adapt_ = adapt = adaptation.make_adapt_config(self.adapt)
         adaptation.check_target(adapt, self.strategy, train, target)
         if not 0.0 < self.val_fraction < 1.0:
@@ -217,18 +217,17 @@ class Transfer:
         if network:
             torch.manual_seed(self.seed)
             head = self.head_ if self.strategy == "lp-ft" else nn.Linear(self.contract_.feature_dim, len(self.classes_))
-            callbacks = [EpochProgress(self.progress, config.epochs)] if self.progress else []
+            progress = [EpochProgress(self.progress, config.epochs)] if self.progress else []
             prepare = (functools.partial(prepare_backbone, self.strategy, config, backbone_name=self.model_name_)
                        if self.strategy in PEFT_STRATEGIES else None)
             self.merged_ = False
             auxiliary = adaptation.target_loss(
                 adapt, self.backbone_, target, batch_size=config.batch_size, num_workers=self._workers(),
                 min_crop=config.min_crop, randaugment=config.randaugment) if method in ("dann", "mmd") else None
-            callbacks += list(extra_callbacks)
             self.net_, self.history_ = train_network(
                 self.strategy, config, self.backbone_, head, train, val, self.classes_, device=self.device_,
                 seed=self.seed, num_workers=self._workers(), checkpoint=Path(checkpoint) if checkpoint else None,
-                resume=resume, callbacks=callbacks, prepare=prepare, auxiliary=auxiliary)
+                resume=resume, callbacks=[*progress, *callbacks], prepare=prepare, auxiliary=auxiliary)
             self.head_ = self.net_.head
             best = max(self.history_, key=lambda row: row["val_f1"])
             self.fit_info_.update(best_epoch=best["epoch"], epochs_run=len(self.history_),
