@@ -171,3 +171,29 @@ def test_batchnorm_statistics_stay_pretrained_unless_train_bn(tmp_path, data, we
     assert running and all(torch.equal(before[k], after[k]) for k in running)
     _, before, net, _ = _train(weights, data, tmp_path, train_bn=True)
     assert any(not torch.equal(before[k], net.backbone.state_dict()[k]) for k in running)
+
+
+def test_lp_ft_starts_from_a_probe_that_never_saw_the_validation_split(tmp_path, data, weights, monkeypatch):
+    """lp-ft early-stops on val, so its starting head must be fit on train alone."""
+    from headstart import transfer
+    from headstart.features import extract_features
+    from headstart.heads import fit_linear_probe
+
+    started_from = {}
+    real_train_network = transfer.train_network
+
+    def spy(strategy, config, backbone, head, *args, **kwargs):
+        started_from["weight"] = head.weight.detach().clone()
+        return real_train_network(strategy, config, backbone, head, *args, **kwargs)
+
+    monkeypatch.setattr(transfer, "train_network", spy)
+    train, val = data.split(test=0.3, seed=0)
+    hs.Transfer(f"timm:{TINY_TIMM}", "lp-ft", weights=weights, num_workers=0, cache_dir=tmp_path / "cache",
+                config={"epochs": 1, "batch_size": 8}).fit(train, val)
+    backbone = build_backbone(f"timm:{TINY_TIMM}", weights=weights)
+    x_train, x_val = (extract_features(backbone, part, cache_dir=tmp_path / "cache", num_workers=0) for part in (train, val))
+    val = val.with_classes(train.classes)
+    on_train = fit_linear_probe(x_train, train.y, x_val, val.y, len(train.classes), refit_on_all=False).head
+    on_both = fit_linear_probe(x_train, train.y, x_val, val.y, len(train.classes), refit_on_all=True).head
+    assert not torch.allclose(on_train.weight, on_both.weight, atol=1e-4)  # the test can tell them apart
+    torch.testing.assert_close(started_from["weight"], on_train.weight, atol=1e-5, rtol=1e-4)

@@ -210,7 +210,9 @@ class Transfer:
                 alignment = adaptation.CoralAlignment(adapt.regularisation, adapt.align_mean)
                 alignment.fit(x_train, self._features(target, "target features"))
                 x_train, x_val = alignment.transform(x_train), alignment.transform(x_val)
-            fitted = fit_linear_probe_strategy(probe_config, x_train, train.y, x_val, val.y, len(self.classes_), self.seed)
+            # lp-ft's fine-tuning stage early-stops on val: its starting head must not have seen val
+            fitted = fit_linear_probe_strategy(probe_config, x_train, train.y, x_val, val.y, len(self.classes_), self.seed,
+                                               refit_on_all=not network)
             self.head_ = fitted.head.eval()
             self.fit_info_.update(selected=fitted.params, val_accuracy=fitted.val_accuracy,
                                   probe_seconds=round(time.perf_counter() - start, 3))
