@@ -124,6 +124,19 @@ def test_an_interrupted_finetune_resumes_from_its_checkpoint(tmp_path, monkeypat
     assert not (tmp_path / ".run.unfinished").exists()
 
 
+def test_progress_written_to_a_log_file_gives_one_line_per_epoch(tmp_path, monkeypatch, capsys):
+    """stderr is no terminal here (as under nohup or a batch job): a live display would stay empty."""
+    monkeypatch.setenv("HEADSTART_CACHE", str(tmp_path / "cache"))
+    folder = colour_folder(tmp_path / "imgs", per_class=8, size=32)
+    code, _, err = run_cli(monkeypatch, capsys, "fit", folder, "--model", f"timm:{TINY_TIMM}", "--weights",
+                           tiny_timm_weights(tmp_path), "--strategy", "finetune", "--epochs", "2", "--workers", "0",
+                           "--out", tmp_path / "run")
+    assert code == 0, err
+    epoch_lines = [line for line in err.splitlines() if line.startswith("epoch ")]
+    assert [line.split(":")[0] for line in epoch_lines if "val acc" in line] == ["epoch 1/2", "epoch 2/2"]
+    assert any(line.startswith("epoch 1/2: ") and line.endswith(" s") for line in epoch_lines)  # batches done, timed
+
+
 def test_a_terminated_finetune_exits_like_an_interrupt_and_keeps_its_checkpoint(tmp_path):
     """SIGTERM (kill, a scheduler's stop) must leave a resumable run, as Ctrl-C does."""
     import os

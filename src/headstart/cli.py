@@ -107,9 +107,16 @@ def report_skipped(data: LabelledData) -> None:
 
 @contextmanager
 def progress_bars(enabled: bool = True):
-    """A rich progress display; yields a ``progress(stage, done, total)`` callback."""
+    """A rich progress display; yields a ``progress(stage, done, total)`` callback.
+
+    Where stderr is no terminal (a log file, nohup, a batch job) a live display would show
+    nothing until the end, so each finished stage prints one plain line instead.
+    """
     if not enabled:
         yield None
+        return
+    if not err.is_terminal:
+        yield _log_lines()
         return
     columns = (TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[note]}"))
@@ -120,6 +127,22 @@ def progress_bars(enabled: bool = True):
                 tasks[stage] = bars.add_task(stage, total=total, note="")
             bars.update(tasks[stage], completed=done, total=total, **({"note": note} if note else {}))
         yield update
+
+
+def _log_lines():
+    """A ``progress`` callback printing one line per finished stage, and one per note (epoch scores)."""
+    started: dict[str, float] = {}
+    printed: set[tuple[str, str]] = set()
+
+    def update(stage: str, done: int, total: int, note: str = "") -> None:
+        started.setdefault(stage, time.perf_counter())
+        if done < total or (stage, note) in printed:
+            return
+        printed.add((stage, note))
+        seconds = time.perf_counter() - started[stage]
+        err.print(f"{stage}: {note}" if note else f"{stage}: {done}/{total} in {seconds:.0f} s",
+                  highlight=False, markup=False)
+    return update
 
 
 def metrics_table(metrics: dict, title: str) -> Table:
