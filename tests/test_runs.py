@@ -50,3 +50,13 @@ def test_reading_an_incomplete_run_names_the_missing_files(tmp_path):
         read_run(tmp_path / "run")
     with pytest.raises(DataError, match="does not exist"):
         read_run(tmp_path / "nothing")
+
+
+def test_a_history_whose_epochs_have_different_columns_is_written_whole(tmp_path):
+    """A run resumed from an older checkpoint mixes epochs without and with newer columns."""
+    history = [{"epoch": 1, "train_loss": 0.9}, {"epoch": 2, "train_loss": 0.7, "train_f1": 0.8}]
+    run = _run()
+    run.extra["history"] = history
+    write_run(tmp_path / "run", run)
+    assert (tmp_path / "run" / "history.csv").read_text().splitlines() == [
+        "epoch,train_loss,train_f1", "1,0.9,", "2,0.7,0.8"]

@@ -94,8 +94,11 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
+    """Columns are every key of any row, in order of appearance: a run resumed from an older
+    checkpoint has epochs that lack newer columns, and those cells stay empty."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
     with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
 
