@@ -142,6 +142,7 @@ def test_each_network_strategy_fits_saves_and_reloads(tmp_path, data, weights, s
     model = hs.Transfer(f"timm:{TINY_TIMM}", strategy, weights=weights, num_workers=0,
                         config={"epochs": 2, "batch_size": 8}).fit(train)
     assert len(model.history_) >= 1 and model.fit_info_["trainable_params"] > 0
+    assert all(row["seconds"] > 0 for row in model.history_)  # each epoch's wall time, for history.csv
     model.save(tmp_path / "run")
     assert (tmp_path / "run" / "history.csv").read_text().startswith("epoch,train_loss")
     loaded = hs.load(tmp_path / "run", device="cpu")

@@ -278,7 +278,7 @@ def _fit_and_report(data: LabelledData, model: Optional[str], out_dir: Path, *, 
         chosen = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.get("selected", {}).items())
         detail = f"best epoch {info['best_epoch']} of {info['epochs_run']}" if "best_epoch" in info else f"head ({chosen})"
         out.print(f"{strategy}: {detail}; {info['trainable_params']:,} trainable parameters; took "
-                  f"{metrics['fit_seconds']:.1f}s; run saved to [bold]{out_dir}[/]", highlight=False)
+                  f"{metrics['fit_seconds']:.1f}s{' since the resume' if resume else ''}; run saved to [bold]{out_dir}[/]", highlight=False)
     return metrics
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import time
 from collections.abc import Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -235,8 +236,10 @@ class Trainer:
         while self.epoch < self.settings.epochs and not self.should_stop:
             for callback in self.callbacks:
                 callback.on_epoch_start(self, self.epoch)
+            started = time.perf_counter()
             row = {"epoch": self.epoch + 1, **self.train_epoch(train_loader), **self.validate(val_loader),
                    "lr": max(g["lr"] for g in self.optimizer.param_groups)}
+            row["seconds"] = round(time.perf_counter() - started, 3)
             self.history.append(row)
             self.epoch += 1
             for callback in self.callbacks:
