@@ -163,6 +163,11 @@ def test_bad_finetune_options_are_rejected():
         FinetuneConfig(lr=-1)
     with pytest.raises(ConfigError, match="'unfreeze' option"):
         FinetuneConfig(unfreeze="some")
+    with pytest.raises(ConfigError, match="'randaugment' option of finetune must be a timm RandAugment policy"):
+        FinetuneConfig(randaugment="bogus")
+    with pytest.raises(ConfigError, match="'randaugment' option"):
+        FinetuneConfig(randaugment="randx")
+    assert FinetuneConfig(randaugment="rand-m9-mstd0.5").randaugment == "rand-m9-mstd0.5"
 
 
 def test_batchnorm_statistics_stay_pretrained_unless_train_bn(tmp_path, data, weights):

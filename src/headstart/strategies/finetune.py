@@ -83,6 +83,21 @@ class FinetuneConfig:
             raise bad("gradual" if self.gradual < 0 else "patience", "an int >= 0")
         if self.class_weight not in (None, "balanced"):
             raise bad("class_weight", "'balanced' or None")
+        if self.randaugment is not None and not _is_randaugment_policy(self.randaugment):
+            raise bad("randaugment", "a timm RandAugment policy such as 'rand-m9-mstd0.5'")
+
+
+def _is_randaugment_policy(policy: str) -> bool:
+    """Whether timm parses ``policy`` as RandAugment (it asserts deep inside the data pipeline otherwise)."""
+    from timm.data.auto_augment import rand_augment_transform
+
+    if not policy.startswith("rand"):
+        return False
+    try:
+        rand_augment_transform(policy, {})
+    except (AssertionError, ValueError):
+        return False
+    return True
 
 
 def _class_weights(y: np.ndarray, n_classes: int, mode: str | None) -> list[float] | None:
