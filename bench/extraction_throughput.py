@@ -21,8 +21,10 @@ GOAL = 0.9
 
 
 def default_workers() -> int:
-    """What Transfer picks when num_workers is None (Transfer._workers)."""
-    return hs.Transfer()._workers()
+    """What Transfer picks when num_workers is None."""
+    from headstart.devices import default_workers as chosen
+
+    return chosen(None)
 
 
 def plain_loop(module: torch.nn.Module, batches: list[torch.Tensor], memory_format: torch.memory_format) -> float:

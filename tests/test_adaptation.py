@@ -59,7 +59,7 @@ def train_mlp(xs, ys, xt, auxiliary_of=None, epochs=20, seed=0):
     auxiliary = auxiliary_of(target) if auxiliary_of else None
     optimizer = torch.optim.AdamW(list(net.parameters()) + (auxiliary.parameters() if auxiliary else []), lr=3e-3)
     trainer = Trainer(net, optimizer, LoopSettings(epochs=epochs, warmup_epochs=0.0), ["a", "b", "c"],
-                      callbacks=[auxiliary] if auxiliary else [], auxiliary=auxiliary)
+                      callbacks=[auxiliary] if auxiliary else [])
     trainer.fit(source, val)
     return net, trainer.history
 

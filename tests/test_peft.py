@@ -15,7 +15,7 @@ from headstart.comparison import compare_strategies
 from headstart.errors import ConfigError
 from headstart.peak_memory import PeakMemory
 from headstart.strategies import make_config
-from headstart.strategies.peft_tuning import default_lora_targets, prepare_backbone
+from headstart.strategies.peft_tuning import default_lora_targets
 
 from helpers import TINY_TIMM, colour_folder, review_table, tiny_bert_folder, tiny_timm_weights
 from test_cli import run_cli
@@ -59,7 +59,7 @@ def _gradient_names(module, inputs):
 
 def test_lora_gives_gradients_only_to_the_adapters_of_the_default_targets(bert):
     backbone = build_backbone(f"hf:{bert}")
-    module = prepare_backbone("lora", hs.LoraConfig(), backbone.module)
+    module = hs.get_strategy("lora")(hs.LoraConfig()).prepare(backbone.module, "bert")
     inputs = dict(backbone.tokenizer(["a good product", "bad"], padding=True, return_tensors="pt"))
     names = _gradient_names(module, inputs)
     assert names and all(".lora_A." in n or ".lora_B." in n for n in names)
@@ -70,11 +70,11 @@ def test_lora_gives_gradients_only_to_the_adapters_of_the_default_targets(bert):
 
 def test_bitfit_gives_gradients_only_to_biases_and_optionally_norms(weights):
     image = torch.randn(2, 3, 32, 32)
-    biases = _gradient_names(prepare_backbone("bitfit", hs.BitFitConfig(),
-                                              build_backbone(f"timm:{TINY_TIMM}", weights=weights).module), image)
+    biases = _gradient_names(hs.get_strategy("bitfit")(hs.BitFitConfig()).prepare(
+        build_backbone(f"timm:{TINY_TIMM}", weights=weights).module, "tiny"), image)
     assert biases and all(n.endswith(".bias") for n in biases)
-    with_norms = _gradient_names(prepare_backbone("bitfit", hs.BitFitConfig(bitfit_norms=True),
-                                                  build_backbone(f"timm:{TINY_TIMM}", weights=weights).module), image)
+    with_norms = _gradient_names(hs.get_strategy("bitfit")(hs.BitFitConfig(bitfit_norms=True)).prepare(
+        build_backbone(f"timm:{TINY_TIMM}", weights=weights).module, "tiny"), image)
     assert biases < with_norms
     assert any(n.startswith("bn1.") and n.endswith(".weight") for n in with_norms)
 
@@ -106,9 +106,9 @@ def test_lora_target_that_matches_nothing_is_an_error_listing_real_layers(bert, 
 
 def test_options_that_choose_what_trains_are_rejected_for_lora_and_bitfit():
     with pytest.raises(ConfigError, match="unfreeze does not apply to the lora strategy"):
-        hs.LoraConfig(unfreeze="2")
+        make_config("lora", {"unfreeze": "2"})
     with pytest.raises(ConfigError, match="train_bn does not apply to the bitfit strategy"):
-        hs.BitFitConfig(train_bn=True)
+        make_config("bitfit", {"train_bn": True})
     with pytest.raises(ConfigError, match="'lora_rank' option of lora must be an int >= 1. Got 0"):
         hs.LoraConfig(lora_rank=0)
     with pytest.raises(ConfigError, match="must be a LoraConfig"):

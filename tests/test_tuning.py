@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,6 @@ import yaml
 import headstart as hs
 from headstart.data import stratified_kfold
 from headstart.errors import ConfigError, DataError
-from headstart.strategies import STRATEGIES
 from headstart.tuning import TuneSettings, cross_validate, read_space, search_space, tune
 
 from helpers import TINY_TIMM, colour_folder, tiny_timm_weights
@@ -32,15 +30,10 @@ def test_default_space_follows_each_strategy_config():
     assert "unfreeze" not in scratch and "lr" in scratch
 
 
-def test_rank_is_searched_for_any_strategy_whose_config_has_it(monkeypatch):
-    @dataclass
-    class LoraLikeConfig:
-        rank: int = 8
-        lr: float = field(default=1e-3)
-
-    monkeypatch.setitem(STRATEGIES, "lora", LoraLikeConfig)
+def test_a_default_range_is_searched_for_any_strategy_whose_config_has_the_field():
     space, _ = search_space("lora")
-    assert set(space) == {"rank", "lr"} and space["rank"].choices == (4, 8, 16, 32)
+    assert {"lora_rank", "lr", "epochs"} <= set(space) and space["lora_rank"].choices == (4, 8, 16, 32)
+    assert "unfreeze" not in space  # lora's config has no such field
 
 
 def test_space_file_narrows_pins_drops_and_extends(tmp_path):
@@ -88,8 +81,8 @@ def tiny(tmp_path_factory):
 def test_cross_validate_reports_each_fold_and_mean_and_std(tiny, tmp_path):
     folder, weights = tiny
     data = hs.ImageFolder(folder)
-    result = cross_validate(lambda: hs.Transfer(f"timm:{TINY_TIMM}", weights=weights, num_workers=0,
-                                                cache_dir=tmp_path), data, k=3, seed=0)
+    result = cross_validate(hs.Transfer(f"timm:{TINY_TIMM}", weights=weights, num_workers=0, cache_dir=tmp_path),
+                            data, k=3, seed=0)
     assert [row["fold"] for row in result["folds"]] == [1, 2, 3]
     assert sum(row["samples"] for row in result["folds"]) == len(data)
     f1 = [row["f1"] for row in result["folds"]]

@@ -1,20 +1,21 @@
 """headstart: transfer learning from a pre-trained model to your small labelled data set."""
 
-__version__ = "0.1.0"
-
-from .backbones import build_backbone, list_backbones, register_backbone  # noqa: E402
-from .contract import InputContract  # noqa: E402
-from .data import ImageFiles, ImageFolder, LabelledData, TextTable  # noqa: E402
-from .errors import ConfigError, DataError, HeadstartError, WeightsUnavailableError  # noqa: E402
-from .evaluation import classification_metrics  # noqa: E402
-from .features import extract_features  # noqa: E402
-from .comparison import compare_strategies  # noqa: E402
-from .ranking import rank  # noqa: E402
-from .strategies import BitFitConfig, FinetuneConfig, LinearProbeConfig, LoraConfig  # noqa: E402
-from .transfer import NotFittedError, Transfer, load  # noqa: E402
-from . import adaptation  # noqa: E402 - hs.adaptation: domain adaptation methods and the shift score
+from ._version import __version__
+from .backbones import build_backbone, list_backbones, register_backbone
+from .contract import InputContract
+from .data import ImageFiles, ImageFolder, LabelledData, TextTable
+from .errors import ConfigError, DataError, HeadstartError, WeightsUnavailableError
+from .evaluation import classification_metrics
+from .features import extract_features
+from .strategies import (BitFitConfig, FinetuneConfig, LinearProbeConfig, LoraConfig, Strategy, TrainingConfig,
+                         get_strategy, register_strategy, strategy_names)
+from .transfer import NotFittedError, Transfer, clone, load
+from .comparison import compare_strategies
+from .ranking import rank
+from . import adaptation  # hs.adaptation: domain adaptation methods and the shift score
 
 __all__ = [
+    "__version__",
     "BitFitConfig",
     "adaptation",
     "ConfigError",
@@ -22,8 +23,14 @@ __all__ = [
     "FinetuneConfig",
     "LinearProbeConfig",
     "LoraConfig",
+    "Strategy",
+    "TrainingConfig",
+    "clone",
     "compare_strategies",
+    "get_strategy",
     "rank",
+    "register_strategy",
+    "strategy_names",
     "HeadstartError",
     "ImageFiles",
     "ImageFolder",

@@ -18,13 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
-from torch.utils.data import DataLoader, Dataset
 
 from .backbones import Backbone
 from .errors import ConfigError
-from .data import LabelledData, TextCollate, image_transform, load_image
+from .data import LabelledData, call_module, inference_loader, to_device
 
-__all__ = ["extract_features", "default_cache_dir", "content_digests", "FeatureCache"]
+__all__ = ["embed", "extract_features", "default_cache_dir", "content_digests", "FeatureCache"]
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
@@ -91,50 +90,27 @@ class FeatureCache:
         os.replace(temp, final)
 
 
-class _Images(Dataset):
-    def __init__(self, paths: list[str], transform) -> None:
-        self.paths, self.transform = paths, transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return self.transform(load_image(self.paths[index]))
-
-
-def _batches(backbone: Backbone, items: list[str], batch_size: int, num_workers: int) -> DataLoader:
-    contract = backbone.contract
-    if contract.modality == "image":
-        dataset = _Images(items, image_transform(contract, train=False))
-        return DataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
-                          persistent_workers=False, prefetch_factor=4 if num_workers else None)
-    collate = TextCollate(backbone.tokenizer, contract.max_length or 512)
-    return DataLoader(items, batch_size=batch_size, collate_fn=collate)
-
-
 def embed(backbone: Backbone, items: list[str], *, batch_size: int = 64, num_workers: int = 1,
           device: str | torch.device = "cpu", progress: Progress | None = None) -> np.ndarray:
-    """Run the frozen backbone over items (paths or texts) and return float32 features."""
-    device = torch.device(device)
+    """Run the frozen backbone over items (paths or texts) and return float32 features.
+
+    Batches come from :func:`~headstart.data.inference_loader`, as for prediction and AdaBN.
+    Texts go in length order, so each batch pads little; rows come back in the caller's order.
+    """
+    device, contract = torch.device(device), backbone.contract
     module = backbone.module.eval().to(device)
-    channels_last = backbone.contract.channels_last
-    if channels_last:
+    if contract.channels_last:
         module = module.to(memory_format=torch.channels_last)
     order = list(range(len(items)))
-    if backbone.contract.modality == "text":  # similar lengths together: less padding
+    if contract.modality == "text":
         order.sort(key=lambda i: len(items[i]))
-    out = np.empty((len(items), backbone.contract.feature_dim), dtype=np.float32)
+    out = np.empty((len(items), contract.feature_dim), dtype=np.float32)
     done = 0
-    loader = _batches(backbone, [items[i] for i in order], batch_size, num_workers)
+    loader = inference_loader(backbone, [items[i] for i in order], batch_size=batch_size, num_workers=num_workers)
     with torch.inference_mode():
         for batch in loader:
-            if isinstance(batch, torch.Tensor):
-                batch = batch.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-                features = module(batch)
-            else:
-                features = module(**{k: v.to(device) for k, v in batch.items()})
-            rows = order[done:done + len(features)]
-            out[rows] = features.float().cpu().numpy()
+            features = call_module(module, to_device(batch, device, channels_last=contract.channels_last))
+            out[order[done:done + len(features)]] = features.float().cpu().numpy()
             done += len(features)
             if progress:
                 progress(done, len(items))

@@ -19,7 +19,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
 
-__all__ = ["HeadFit", "MLPHead", "fit_linear_probe", "fit_mlp_head", "build_head"]
+__all__ = ["balanced_class_weights", "HeadFit", "MLPHead", "fit_linear_probe", "fit_mlp_head", "build_head"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,14 @@ class MLPHead(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.net((features - self.mean) / self.scale)
+
+
+def balanced_class_weights(y: np.ndarray, n_classes: int) -> list[float]:
+    """scikit-learn's 'balanced' class weights; classes absent from ``y`` get weight 1."""
+    weights = np.ones(n_classes)
+    present = np.unique(y)
+    weights[present] = compute_class_weight("balanced", classes=present, y=y)
+    return weights.tolist()
 
 
 def build_head(kind: str, in_dim: int, n_classes: int, **options) -> nn.Module:
@@ -121,39 +129,36 @@ def fit_mlp_head(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_
                  dropout: float = 0.2, lr: float = 1e-3, weight_decay: float = 1e-4,
                  max_epochs: int = 200, patience: int = 20, batch_size: int = 256, seed: int = 0) -> HeadFit:
     """Train an MLP head with AdamW and early stopping on validation loss; keep the best epoch."""
-    generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    head = MLPHead(x_train.shape[1], n_classes, hidden, dropout)
-    mean, scale = _standardiser(x_train)
-    head.mean.copy_(torch.as_tensor(mean)), head.scale.copy_(torch.as_tensor(scale))
-    weights = None
-    if class_weight == "balanced":
-        present = np.unique(y_train)
-        weights = np.ones(n_classes, dtype=np.float32)
-        weights[present] = compute_class_weight("balanced", classes=present, y=y_train)
-        weights = torch.as_tensor(weights)
-    loss_fn = nn.CrossEntropyLoss(weight=weights)
-    optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
-    xt, yt = torch.as_tensor(x_train), torch.as_tensor(y_train)
-    xv, yv = torch.as_tensor(x_val), torch.as_tensor(y_val)
-    best_loss, best_state, best_epoch, search = float("inf"), None, 0, []
-    for epoch in range(max_epochs):
-        head.train()
-        for idx in torch.randperm(len(xt), generator=generator).split(batch_size):
-            optimizer.zero_grad()
-            loss_fn(head(xt[idx]), yt[idx]).backward()
-            optimizer.step()
-        head.eval()
-        with torch.no_grad():
-            logits = head(xv)
-            val_loss = float(loss_fn(logits, yv))
-            accuracy = float((logits.argmax(1) == yv).float().mean())
-        search.append({"epoch": epoch + 1, "val_loss": val_loss, "val_accuracy": accuracy})
-        if val_loss < best_loss:
-            best_loss, best_epoch = val_loss, epoch + 1
-            best_state = {k: v.clone() for k, v in head.state_dict().items()}
-        elif epoch + 1 - best_epoch >= patience:
-            break
+    generator = torch.Generator().manual_seed(seed)  # shuffling
+    with torch.random.fork_rng(devices=[]):  # init and dropout from the seed; the caller's state untouched
+        torch.manual_seed(seed)
+        head = MLPHead(x_train.shape[1], n_classes, hidden, dropout)
+        mean, scale = _standardiser(x_train)
+        head.mean.copy_(torch.as_tensor(mean)), head.scale.copy_(torch.as_tensor(scale))
+        weights = (torch.tensor(balanced_class_weights(y_train, n_classes), dtype=torch.float32)
+                   if class_weight == "balanced" else None)
+        loss_fn = nn.CrossEntropyLoss(weight=weights)
+        optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+        xt, yt = torch.as_tensor(x_train), torch.as_tensor(y_train)
+        xv, yv = torch.as_tensor(x_val), torch.as_tensor(y_val)
+        best_loss, best_state, best_epoch, search = float("inf"), None, 0, []
+        for epoch in range(max_epochs):
+            head.train()
+            for idx in torch.randperm(len(xt), generator=generator).split(batch_size):
+                optimizer.zero_grad()
+                loss_fn(head(xt[idx]), yt[idx]).backward()
+                optimizer.step()
+            head.eval()
+            with torch.no_grad():
+                logits = head(xv)
+                val_loss = float(loss_fn(logits, yv))
+                accuracy = float((logits.argmax(1) == yv).float().mean())
+            search.append({"epoch": epoch + 1, "val_loss": val_loss, "val_accuracy": accuracy})
+            if val_loss < best_loss:
+                best_loss, best_epoch = val_loss, epoch + 1
+                best_state = {k: v.clone() for k, v in head.state_dict().items()}
+            elif epoch + 1 - best_epoch >= patience:
+                break
     head.load_state_dict(best_state)
     best = search[best_epoch - 1]
     return HeadFit(head.eval(), {"epochs": best_epoch, "hidden": hidden, "dropout": dropout},

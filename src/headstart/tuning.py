@@ -22,13 +22,14 @@ import optuna
 import torch
 import yaml
 
-from . import __version__
+from ._version import __version__
 from .data import LabelledData, stratified_kfold, stratified_split
 from .errors import ConfigError, HeadstartError, did_you_mean
 from .evaluation import classification_metrics
-from .strategies import STRATEGIES, fit_linear_probe_strategy, make_config
+from .backbones import default_backbone
+from .strategies import fit_linear_probe_strategy, get_strategy, make_config
 from .training import Callback, TrainingDiverged
-from .transfer import DEFAULT_BACKBONES, Progress, Transfer
+from .transfer import Progress, Transfer, clone
 
 __all__ = ["Param", "DEFAULT_SPACE", "search_space", "TuneSettings", "TuneResult", "TrialPruning", "tune",
            "cross_validate", "read_space", "read_yaml_mapping", "CV_METRICS"]
@@ -82,17 +83,8 @@ DEFAULT_SPACE: dict[str, Param] = {
     "label_smoothing": Param("float", 0.0, 0.2),
     "epochs": Param("int", 2, 10),
     "C": Param("float", 1e-3, 1e2, log=True),
-    "rank": Param("categorical", choices=(4, 8, 16, 32)),
+    "lora_rank": Param("categorical", choices=(4, 8, 16, 32)),
 }
-
-
-def _applies(strategy: str, name: str, fixed: dict) -> bool:
-    """Whether a default range is worth searching for this strategy (an unused field is not)."""
-    if strategy == "linear-probe":
-        return name != ("dropout" if fixed.get("head", "linear") == "linear" else "C")
-    if strategy == "scratch":  # random weights: nothing to keep frozen or to decay towards
-        return name not in ("unfreeze", "layer_decay")
-    return True
 
 
 def _number(name: str, key: str, value: Any) -> float:
@@ -128,10 +120,8 @@ def search_space(strategy: str, overrides: dict | None = None) -> tuple[dict[str
     default), a full range for a field without a default, a fixed value (pinned, not
     searched), or ``null`` (not searched: the config default applies).
     """
-    if strategy not in STRATEGIES:
-        raise ConfigError(f"Unknown strategy '{strategy}'.{did_you_mean(strategy, STRATEGIES)} "
-                          f"Choose one of: {', '.join(STRATEGIES)}.")
-    fields = STRATEGIES[strategy].__dataclass_fields__
+    strategy_class = get_strategy(strategy)
+    fields = strategy_class.config_class.__dataclass_fields__
     overrides = dict(overrides or {})
     for name in overrides:
         if name not in fields:
@@ -139,7 +129,7 @@ def search_space(strategy: str, overrides: dict | None = None) -> tuple[dict[str
                               f"{did_you_mean(name, fields)} Its options are: {', '.join(fields)}.")
     fixed = {k: v for k, v in overrides.items() if v is not None and not isinstance(v, dict)}
     space = {name: param for name, param in DEFAULT_SPACE.items()
-             if name in fields and name not in overrides and _applies(strategy, name, fixed)}
+             if name in fields and name not in overrides and strategy_class.worth_searching(name, fixed)}
     for name, value in overrides.items():
         if isinstance(value, dict):
             space[name] = _param_from_yaml(name, value, DEFAULT_SPACE.get(name))
@@ -325,6 +315,7 @@ class _Objective:
                  trial_callbacks: Callable[[optuna.Trial, object], list[Callback]] | None) -> None:
         self.strategy, self.model, self.space, self.fixed = strategy, model, space, fixed
         self.settings, self.options, self.trial_callbacks = settings, transfer_options, trial_callbacks
+        self.estimator = Transfer(model, strategy, seed=settings.seed, **transfer_options)
         self.folds = _folds(train, settings)
         self.train = train
         epochs = space.get("epochs")
@@ -341,7 +332,8 @@ class _Objective:
         config = self.config(trial)
         folds = len(self.folds)
         trial.set_user_attr("epochs_budget", getattr(config, "epochs", 0) * folds)
-        scores = self._probe(trial, config) if self.strategy == "linear-probe" else self._network(trial, config)
+        network = get_strategy(self.strategy).trains_backbone  # else a head on cached features: no backbone pass
+        scores = self._network(trial, config) if network else self._probe(trial, config)
         trial.set_user_attr("fold_scores", scores)
         return float(np.mean(scores))
 
@@ -351,7 +343,7 @@ class _Objective:
         for fold, (fit_part, val_part) in enumerate(self.folds):
             pruning.fold = fold
             extra = self.trial_callbacks(trial, config) if self.trial_callbacks else []
-            model = Transfer(self.model, self.strategy, config=config, seed=self.settings.seed, **self.options)
+            model = clone(self.estimator, config=config)
             model.fit(fit_part, val_part, callbacks=[pruning, *extra])
             best = max(model.history_, key=lambda row: row[MONITOR])
             scores.append(float(best[MONITOR]))
@@ -364,8 +356,8 @@ class _Objective:
         """Frozen-backbone features of the whole training data, extracted (or read from cache) once."""
         if self._features is None:
             from .backbones import build_backbone
+            from .devices import resolve_device
             from .features import extract_features
-            from .transfer import resolve_device
 
             backbone = build_backbone(self.model, weights=self.options.get("weights"))
             self._features = extract_features(
@@ -436,7 +428,7 @@ def tune(train: LabelledData, strategy: str = "finetune", *, model: str | None =
     if model == "auto":
         raise ConfigError("tune searches one backbone's options; choose the backbone first with `headstart rank DATA` "
                           "and give it with `--model NAME`.")
-    model = model or DEFAULT_BACKBONES[train.modality]
+    model = model or default_backbone(train.modality)
     searched, fixed = search_space(strategy, space)
     objective = _Objective(strategy, model, train, searched, fixed, settings, transfer_options, trial_callbacks)
     sampler_seed = settings.seed + (os.getpid() if settings.shared else 0)
@@ -468,19 +460,19 @@ def tune(train: LabelledData, strategy: str = "finetune", *, model: str | None =
                       _trial_rows(study), _importances(study, settings.seed), searched, settings, study)
 
 
-def cross_validate(make_model: Callable[[], Transfer], data: LabelledData, k: int, seed: int = 0,
+def cross_validate(estimator: Transfer, data: LabelledData, k: int, seed: int = 0,
                    progress: Progress | None = None) -> dict:
-    """Stratified K-fold estimate of how well ``make_model()`` generalises on ``data``.
+    """Stratified K-fold estimate of how well ``estimator`` generalises on ``data``.
 
-    Each fold fits a fresh model on the other K-1 folds (choosing its own hyperparameters
-    on a share of them) and scores the held-out fold; returns each fold's metrics and the
-    mean and sample standard deviation of each.
+    Each fold fits a fresh :func:`~headstart.transfer.clone` of it on the other K-1 folds
+    (choosing its own hyperparameters on a share of them) and scores the held-out fold;
+    returns each fold's metrics and the mean and sample standard deviation of each.
     """
     noun = "images" if data.modality == "image" else "samples"
     folds = stratified_kfold(data.y, k, seed, class_names=data.classes, noun=noun)
     rows = []
     for number, (fit_idx, held_idx) in enumerate(folds, 1):
-        metrics = make_model().fit(data.subset(fit_idx)).evaluate(data.subset(held_idx))
+        metrics = clone(estimator).fit(data.subset(fit_idx)).evaluate(data.subset(held_idx))
         rows.append({"fold": number, "samples": metrics["samples"], **{m: metrics[m] for m in CV_METRICS}})
         if progress:
             progress("cross-validation", number, k)

@@ -10,27 +10,35 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import ClassVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..backbones import Backbone
-from ..data import LabelledData, labelled_loader
+from ..config import Config, one_of, option
+from ..data import LabelledData, call_module, inference_loader, to_device
 from ..errors import ConfigError
+from .base import AdaptationMethod, register_adaptation
 
-__all__ = ["AdaBNConfig", "batchnorm_layers", "reestimate_batchnorm", "require_batchnorm", "with_batchnorm_statistics"]
+if TYPE_CHECKING:
+    from ..strategies.base import FitJob, Strategy
+
+__all__ = ["AdaBN", "AdaBNConfig", "batchnorm_layers", "reestimate_batchnorm", "require_batchnorm",
+           "with_batchnorm_statistics"]
 
 
 @dataclass
-class AdaBNConfig:
+class AdaBNConfig(Config):
     """Options of ``adabn``."""
 
+    owner: ClassVar[str] = "adabn"
     method: ClassVar[str] = "adabn"
-    source_statistics: bool = field(default=True, metadata={"help": (
+    source_statistics: bool = option(True, (
         "fit the head on source features computed with statistics re-estimated on the source (as in "
-        "the paper); off: the pre-trained statistics and cached features")})
+        "the paper); off: the pre-trained statistics and cached features"), one_of(True, False))
 
 
 def batchnorm_layers(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -62,10 +70,7 @@ def reestimate_batchnorm(module: nn.Module, batches: Iterable, device: torch.dev
         layer.train()
     for batch in batches:
         inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
-        if isinstance(inputs, dict):
-            module(**{k: v.to(device) for k, v in inputs.items()})
-        else:
-            module(inputs.to(device))
+        call_module(module, to_device(inputs, device))
     for layer, momentum in zip(layers, momenta):
         layer.momentum = momentum
     return module.eval()
@@ -73,9 +78,48 @@ def reestimate_batchnorm(module: nn.Module, batches: Iterable, device: torch.dev
 
 def with_batchnorm_statistics(backbone: Backbone, data: LabelledData, *, batch_size: int = 64, num_workers: int = 0,
                               device: torch.device | str = "cpu", module: nn.Module | None = None) -> nn.Module:
-    """A copy of ``module`` (default: the backbone's) whose BatchNorm statistics are those of ``data``,
-    prepared with the backbone's evaluation transform."""
-    contract = backbone.contract
-    loader = labelled_loader(data, contract, tokenizer=backbone.tokenizer, train=False, batch_size=batch_size,
-                             num_workers=num_workers if contract.modality == "image" else 0)
+    """A copy of ``module`` (default: the backbone's) whose BatchNorm statistics are those of ``data``.
+
+    The batches come from :func:`~headstart.data.inference_loader`, so the statistics describe
+    exactly the inputs feature extraction and prediction will feed the network.
+    """
+    loader = inference_loader(backbone, data.items, batch_size=batch_size, num_workers=num_workers)
     return reestimate_batchnorm(copy.deepcopy(module if module is not None else backbone.module), loader, device)
+
+
+@register_adaptation
+class AdaBN(AdaptationMethod):
+    """Re-estimate BatchNorm statistics: on the source for a probe's features, on the target at the end.
+
+    Only a linear probe fits its head on source-statistics features: a fine-tuning strategy
+    (lp-ft's probe included) starts from the pre-trained statistics, so its head must see those.
+    """
+
+    name = "adabn"
+    config_class = AdaBNConfig
+    strategies = ("linear-probe", "finetune", "lp-ft")
+    summary = "re-estimate every BatchNorm's statistics on the target (any strategy, BatchNorm backbones)"
+
+    def check(self, strategy: type[Strategy], train: LabelledData, target: LabelledData | None) -> None:
+        """The base checks; also notes whether the backbone trains (see the class docstring)."""
+        super().check(strategy, train, target)
+        self.trains_backbone_ = bool(strategy.trains_backbone)
+
+    def check_backbone(self, job: FitJob) -> None:
+        require_batchnorm(job.backbone)
+
+    def head_features(self, job: FitJob) -> tuple[np.ndarray, np.ndarray]:
+        """With ``source_statistics`` (and a probe), features by a copy normalised with the
+        train split's statistics (never cached); else the cached default."""
+        if not self.config.source_statistics or getattr(self, "trains_backbone_", False):
+            return super().head_features(job)
+        module = with_batchnorm_statistics(job.backbone, job.train, batch_size=job.batch_size,
+                                           num_workers=job.num_workers, device=job.device)
+        return (job.features(job.train, "train features", module=module),
+                job.features(job.val, "validation features", module=module))
+
+    def after_fit(self, job: FitJob, strategy: Strategy) -> None:
+        """The fitted network normalises with the target's statistics."""
+        strategy.replace_backbone(with_batchnorm_statistics(
+            job.backbone, job.target, batch_size=job.batch_size, num_workers=job.num_workers, device=job.device,
+            module=strategy.net_.backbone))

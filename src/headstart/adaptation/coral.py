@@ -8,30 +8,31 @@ so an adapted model is an ordinary head on frozen features: seconds on cached fe
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import ClassVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
+from ..config import Config, at_least, one_of, option
 from ..errors import ConfigError
+from .base import AdaptationMethod, register_adaptation
 
-__all__ = ["CoralConfig", "CoralAlignment"]
+if TYPE_CHECKING:
+    from ..strategies.base import FitJob
+
+__all__ = ["Coral", "CoralConfig", "CoralAlignment"]
 
 
 @dataclass
-class CoralConfig:
+class CoralConfig(Config):
     """Options of ``coral``."""
 
+    owner: ClassVar[str] = "coral"
     method: ClassVar[str] = "coral"
-    regularisation: float = field(default=1.0, metadata={"help": (
+    regularisation: float = option(1.0, (
         "added to both covariances' diagonals, in units of the mean feature variance "
-        "(the paper's 1 on standardised features); larger is a gentler alignment")})
-    align_mean: bool = field(default=True, metadata={"help": "also move the source mean onto the target mean"})
-
-    def __post_init__(self) -> None:
-        if not self.regularisation > 0:
-            raise ConfigError("The 'regularisation' option of coral must be a float > 0. "
-                              f"Got {self.regularisation!r} instead.")
+        "(the paper's 1 on standardised features); larger is a gentler alignment"), at_least(0, strict=True))
+    align_mean: bool = option(True, "also move the source mean onto the target mean", one_of(True, False))
 
 
 def _matrix_power(covariance: np.ndarray, power: float) -> np.ndarray:
@@ -69,3 +70,20 @@ class CoralAlignment:
         centred = np.asarray(features, np.float64) - self.source_mean_
         shift = self.target_mean_ if self.align_mean else self.source_mean_
         return (centred @ self.matrix_ + shift).astype(np.float32)
+
+
+@register_adaptation
+class Coral(AdaptationMethod):
+    """A probe's head is fit on train features re-coloured to the target's covariance; the
+    target's own features then go through it unchanged."""
+
+    name = "coral"
+    config_class = CoralConfig
+    strategies = ("linear-probe",)
+    summary = "align source features' mean and covariance to the target's (a linear probe, any backbone)"
+
+    def head_features(self, job: FitJob) -> tuple[np.ndarray, np.ndarray]:
+        x_train, x_val = super().head_features(job)
+        alignment = CoralAlignment(self.config.regularisation, self.config.align_mean)
+        alignment.fit(x_train, job.features(job.target, "target features"))
+        return alignment.transform(x_train), alignment.transform(x_val)

@@ -8,33 +8,34 @@ learns features the domain classifier cannot separate while the head keeps them 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import ClassVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..errors import ConfigError
-from .target_batches import TargetFeatureLoss, ganin_schedule
+from ..config import Config, at_least, option
+from ..training import Callback, Trainer
+from .base import AdaptationMethod, register_adaptation
+from .target_batches import TargetFeatureLoss, ganin_schedule, make_target_loader
 
-__all__ = ["DannConfig", "GradientReversal", "reverse_gradient", "DomainAdversarialLoss"]
+if TYPE_CHECKING:
+    from ..strategies.base import FitJob
+
+__all__ = ["Dann", "DannConfig", "GradientReversal", "reverse_gradient", "DomainAdversarialLoss"]
 
 
 @dataclass
-class DannConfig:
+class DannConfig(Config):
     """Options of ``dann``."""
 
+    owner: ClassVar[str] = "dann"
     method: ClassVar[str] = "dann"
-    weight: float = field(default=1.0, metadata={"help": "weight of the domain-classification loss"})
-    hidden: int = field(default=256, metadata={"help": "hidden units of the domain classifier's two layers"})
-    gamma: float = field(default=10.0, metadata={"help": "steepness of the reversal coefficient's ramp 2/(1+exp(-gamma p))-1"})
-
-    def __post_init__(self) -> None:
-        for name, rule in (("weight", self.weight > 0), ("gamma", self.gamma > 0), ("hidden", self.hidden >= 1)):
-            if not rule:
-                kind = "an int >= 1" if name == "hidden" else "a float > 0"
-                raise ConfigError(f"The '{name}' option of dann must be {kind}. Got {getattr(self, name)!r} instead.")
+    weight: float = option(1.0, "weight of the domain-classification loss", at_least(0, strict=True))
+    hidden: int = option(256, "hidden units of the domain classifier's two layers", at_least(1, int))
+    gamma: float = option(10.0, "steepness of the reversal coefficient's ramp 2/(1+exp(-gamma p))-1",
+                          at_least(0, strict=True))
 
 
 class GradientReversal(torch.autograd.Function):
@@ -73,10 +74,10 @@ class DomainAdversarialLoss(TargetFeatureLoss):
     def parameters(self) -> list[nn.Parameter]:
         return list(self.classifier.parameters())
 
-    def on_fit_start(self, trainer) -> None:
+    def on_fit_start(self, trainer: Trainer) -> None:
         self.classifier.to(trainer.device).train()
 
-    def __call__(self, trainer, features: torch.Tensor, progress: float) -> torch.Tensor:
+    def loss(self, trainer: Trainer, features: torch.Tensor, progress: float) -> torch.Tensor:
         target = self.target_features(trainer)
         self.coefficient = ganin_schedule(progress, self.config.gamma)
         both = reverse_gradient(torch.cat([features, target]), self.coefficient)
@@ -89,3 +90,16 @@ class DomainAdversarialLoss(TargetFeatureLoss):
 
     def load_state_dict(self, state: dict) -> None:
         self.classifier.load_state_dict(state["classifier"])
+
+
+@register_adaptation
+class Dann(AdaptationMethod):
+    """Domain-adversarial fine-tuning: a domain classifier's reversed gradient joins the loop."""
+
+    name = "dann"
+    config_class = DannConfig
+    strategies = ("finetune", "lp-ft")
+    summary = "fine-tune against a domain classifier behind gradient reversal (Ganin et al. 2016)"
+
+    def training_callbacks(self, job: FitJob, config: Config) -> list[Callback]:
+        return [DomainAdversarialLoss(self.config, job.backbone.contract.feature_dim, make_target_loader(job, config))]

@@ -8,34 +8,32 @@ source's. Bandwidths follow the median heuristic, spread by powers of ``kernel_m
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import ClassVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch.utils.data import DataLoader
 
-from ..errors import ConfigError
-from .target_batches import TargetFeatureLoss
+from ..config import Config, at_least, option
+from ..training import Callback, Trainer
+from .base import AdaptationMethod, register_adaptation
+from .target_batches import TargetFeatureLoss, make_target_loader
 
-__all__ = ["MmdConfig", "multi_kernel_mmd", "MmdLoss"]
+if TYPE_CHECKING:
+    from ..strategies.base import FitJob
+
+__all__ = ["Mmd", "MmdConfig", "multi_kernel_mmd", "MmdLoss"]
 
 
 @dataclass
-class MmdConfig:
+class MmdConfig(Config):
     """Options of ``mmd``."""
 
+    owner: ClassVar[str] = "mmd"
     method: ClassVar[str] = "mmd"
-    weight: float = field(default=1.0, metadata={"help": "weight of the MMD penalty"})
-    kernels: int = field(default=5, metadata={"help": "number of Gaussian kernels"})
-    kernel_mul: float = field(default=2.0, metadata={"help": "ratio between neighbouring kernels' bandwidths"})
-
-    def __post_init__(self) -> None:
-        if not self.weight > 0:
-            raise ConfigError(f"The 'weight' option of mmd must be a float > 0. Got {self.weight!r} instead.")
-        if self.kernels < 1:
-            raise ConfigError(f"The 'kernels' option of mmd must be an int >= 1. Got {self.kernels!r} instead.")
-        if not self.kernel_mul > 1:
-            raise ConfigError(f"The 'kernel_mul' option of mmd must be a float > 1. Got {self.kernel_mul!r} instead.")
+    weight: float = option(1.0, "weight of the MMD penalty", at_least(0, strict=True))
+    kernels: int = option(5, "number of Gaussian kernels", at_least(1, int))
+    kernel_mul: float = option(2.0, "ratio between neighbouring kernels' bandwidths", at_least(1, strict=True))
 
 
 def multi_kernel_mmd(source: torch.Tensor, target: torch.Tensor, kernels: int = 5, kernel_mul: float = 2.0) -> torch.Tensor:
@@ -61,6 +59,19 @@ class MmdLoss(TargetFeatureLoss):
         super().__init__(target_loader)
         self.config = config
 
-    def __call__(self, trainer, features: torch.Tensor, progress: float) -> torch.Tensor:
+    def loss(self, trainer: Trainer, features: torch.Tensor, progress: float) -> torch.Tensor:
         target = self.target_features(trainer)
         return self.config.weight * multi_kernel_mmd(features, target, self.config.kernels, self.config.kernel_mul)
+
+
+@register_adaptation
+class Mmd(AdaptationMethod):
+    """Fine-tuning with an MMD penalty between source and target features in the loop."""
+
+    name = "mmd"
+    config_class = MmdConfig
+    strategies = ("finetune", "lp-ft")
+    summary = "fine-tune with a multi-kernel MMD penalty between source and target features (Long et al. 2015)"
+
+    def training_callbacks(self, job: FitJob, config: Config) -> list[Callback]:
+        return [MmdLoss(self.config, make_target_loader(job, config))]

@@ -1,18 +1,26 @@
 """The base of adaptation losses that compare source features with target features.
 
-DANN and MMD see each training batch's source features through the loop's auxiliary-loss
-hook and draw one unlabelled target batch per step from their own loader, passed through
-the same backbone.
+DANN and MMD are loop callbacks: in ``on_loss`` they see each training batch's source
+features, draw one unlabelled target batch from their own loader, pass it through the same
+backbone, and add their term under the name "auxiliary" (``train_auxiliary_loss`` in the
+history). ``make_target_loader`` builds that loader the way the training loader is built.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch.utils.data import DataLoader
 
-from ..training import AuxiliaryLoss
+from ..config import Config
+from ..data import labelled_loader
+from ..training import Callback, Trainer, TrainingStep
 
-__all__ = ["TargetFeatureLoss", "ganin_schedule"]
+if TYPE_CHECKING:
+    from ..strategies.base import FitJob
+
+__all__ = ["TargetFeatureLoss", "ganin_schedule", "make_target_loader"]
 
 
 def ganin_schedule(progress: float, gamma: float = 10.0) -> float:
@@ -23,17 +31,27 @@ def ganin_schedule(progress: float, gamma: float = 10.0) -> float:
     return float(2.0 / (1.0 + torch.exp(torch.tensor(-gamma * progress))) - 1.0)
 
 
-class TargetFeatureLoss(AuxiliaryLoss):
-    """Draws target batches (restarted each epoch, after the loop seeded it) and embeds them."""
+def make_target_loader(job: FitJob, config: Config) -> DataLoader:
+    """Augmented, shuffled batches of the job's target, with the training options in ``config``
+    (a network strategy's TrainingConfig: batch size, RandAugment policy, smallest crop)."""
+    contract = job.backbone.contract
+    return labelled_loader(job.target, contract, tokenizer=job.backbone.tokenizer, train=True,
+                           batch_size=config.batch_size, num_workers=job.num_workers if contract.modality == "image" else 0,
+                           randaugment=config.randaugment, min_crop=config.min_crop)
+
+
+class TargetFeatureLoss(Callback):
+    """Draws target batches (restarted each epoch, after the run seeded it) and embeds them;
+    subclasses compute their term in :meth:`loss`."""
 
     def __init__(self, target_loader: DataLoader) -> None:
         self.target_loader = target_loader
         self._batches = None
 
-    def on_epoch_start(self, trainer, epoch: int) -> None:
+    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
         self._batches = iter(self.target_loader)
 
-    def target_features(self, trainer) -> torch.Tensor:
+    def target_features(self, trainer: Trainer) -> torch.Tensor:
         """Backbone features of the next target batch (the target loader restarts when spent)."""
         if self._batches is None:
             self._batches = iter(self.target_loader)
@@ -43,3 +61,10 @@ class TargetFeatureLoss(AuxiliaryLoss):
             self._batches = iter(self.target_loader)
             inputs, _ = next(self._batches)
         return trainer.net.features(trainer.to_device(inputs))
+
+    def on_loss(self, trainer: Trainer, step: TrainingStep) -> None:
+        step.add_loss("auxiliary", self.loss(trainer, step.features, step.progress))
+
+    def loss(self, trainer: Trainer, features: torch.Tensor, progress: float) -> torch.Tensor:
+        """The term for a batch of source ``features`` at ``progress`` (0 to 1) of training."""
+        raise NotImplementedError

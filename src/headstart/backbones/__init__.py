@@ -1,11 +1,13 @@
 """Pre-trained backbones and their input contracts."""
 
 from .base import Backbone, BackboneEntry
-from .registry import BackboneInfo, build_backbone, list_backbones, register_backbone, registered_names
+from .registry import DEFAULT_BACKBONES, BackboneInfo, default_backbone, build_backbone, list_backbones, register_backbone, registered_names
 from .text_encoders import TextEncoder
 from .timm_models import load_state_dict_file
 
 __all__ = [
+    "DEFAULT_BACKBONES",
+    "default_backbone",
     "Backbone",
     "BackboneEntry",
     "BackboneInfo",

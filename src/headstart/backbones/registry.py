@@ -17,7 +17,11 @@ from .efficientnet_lite import EFFICIENTNET_LITE_ENTRIES
 from .text_encoders import MINILM_ENTRY, build_hf_backbone
 from .timm_models import build_timm_backbone
 
-__all__ = ["register_backbone", "build_backbone", "list_backbones", "BackboneInfo", "registered_names"]
+__all__ = ["register_backbone", "build_backbone", "list_backbones", "BackboneInfo", "registered_names", "default_backbone",
+           "DEFAULT_BACKBONES"]
+
+# The packaged default of each modality: what `fit` uses when no `--model` is given.
+DEFAULT_BACKBONES = {"image": "efficientnet_lite0", "text": "minilm"}
 
 _REGISTRY: dict[str, BackboneEntry] = {}
 _PREFIXES: dict[str, Callable[..., Backbone]] = {"timm": build_timm_backbone, "hf": build_hf_backbone}
@@ -33,6 +37,11 @@ def register_backbone(entry: BackboneEntry) -> BackboneEntry:
 
 for _entry in (*EFFICIENTNET_LITE_ENTRIES, MINILM_ENTRY):
     register_backbone(_entry)
+
+
+def default_backbone(modality: str) -> str:
+    """The backbone used for a modality when none is named."""
+    return DEFAULT_BACKBONES[modality]
 
 
 def registered_names() -> list[str]:

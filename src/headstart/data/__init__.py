@@ -1,23 +1,31 @@
 """Reading, validating and splitting data, and preparing it the way a backbone expects."""
 
-from headstart.data.loaders import labelled_loader
+from headstart.data.loaders import (ImageSamples, call_module, collate_for, inference_loader, labelled_loader,
+                                     to_device)
 from headstart.data.images import IMAGE_EXTENSIONS, ImageFiles, ImageFolder, load_image
 from headstart.data.samples import DataIssue, LabelledData
-from headstart.data.splits import stratified_kfold, stratified_split
+from headstart.data.splits import few_shot_indices, stratified_kfold, stratified_split
 from headstart.data.text import TextTable
-from headstart.data.transforms import TextCollate, image_transform
+from headstart.data.transforms import ImageCollate, TextCollate, image_transform
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "DataIssue",
+    "ImageCollate",
     "ImageFiles",
     "ImageFolder",
+    "ImageSamples",
     "LabelledData",
     "TextCollate",
     "TextTable",
+    "call_module",
+    "collate_for",
+    "few_shot_indices",
     "image_transform",
+    "inference_loader",
     "labelled_loader",
     "load_image",
     "stratified_kfold",
     "stratified_split",
+    "to_device",
 ]

@@ -14,7 +14,7 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from headstart.errors import ConfigError, DataError
 
-__all__ = ["stratified_split", "stratified_kfold"]
+__all__ = ["stratified_split", "stratified_kfold", "few_shot_indices"]
 
 logger = logging.getLogger(__name__)
 
@@ -111,3 +111,14 @@ def stratified_kfold(
             )
     folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y)
     return [(np.sort(train), np.sort(held_out)) for train, held_out in folds]
+
+
+def few_shot_indices(y: np.ndarray, per_class: int, seed: int = 0) -> list[int]:
+    """``per_class`` random sample indices of each class (all of a class that has fewer),
+    sorted ascending; the choice depends only on ``seed`` (a few-shot training set)."""
+    if isinstance(per_class, bool) or not isinstance(per_class, (int, np.integer)) or per_class < 1:
+        raise ConfigError(f"The samples kept per class must be an int >= 1. Got {per_class!r} instead.")
+    y = np.asarray(y)
+    rng = np.random.default_rng(seed)
+    keep = [rng.permutation(np.flatnonzero(y == c))[:per_class] for c in np.unique(y)]
+    return sorted(int(i) for i in np.concatenate(keep)) if keep else []

@@ -12,11 +12,12 @@ from typing import Any
 import torch
 from PIL import Image
 from timm.data import create_transform
+from torch.utils.data import get_worker_info
 
 from headstart.contract import InputContract
 from headstart.errors import ConfigError
 
-__all__ = ["TextCollate", "image_transform"]
+__all__ = ["ImageCollate", "TextCollate", "image_transform"]
 
 
 class _ToRGB:
@@ -72,6 +73,41 @@ class _Compose:
 
     def __repr__(self) -> str:
         return f"{self.to_rgb!r} -> {self.transform!r}"
+
+
+class ImageCollate:
+    """Stack image tensors (and labels) into a batch in the backbone's memory layout; picklable.
+
+    The batch is written straight into a channels_last tensor (in shared memory when built in
+    a worker, as torch's default collate does), so neither a later layout conversion nor the
+    hand-over to the main process copies it again. ``(image, label)`` pairs give
+    ``(images, labels)`` with labels as an int64 tensor.
+    """
+
+    def __init__(self, channels_last: bool = False) -> None:
+        self.channels_last = channels_last
+
+    def stack(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
+        first = images[0]
+        channels, height, width = first.shape
+        if get_worker_info() is not None:
+            flat = first.new(first._typed_storage()._new_shared(len(images) * first.numel(), device=first.device))
+        else:
+            flat = first.new_empty(len(images) * first.numel())
+        if self.channels_last:
+            out = flat.view(len(images), height, width, channels).permute(0, 3, 1, 2)
+        else:
+            out = flat.view(len(images), channels, height, width)
+        return torch.stack(list(images), out=out)
+
+    def __call__(self, batch: Sequence[Any]) -> Any:
+        if batch and isinstance(batch[0], (tuple, list)):
+            images, labels = zip(*batch)
+            return self.stack(images), torch.as_tensor(labels, dtype=torch.int64)
+        return self.stack(batch)
+
+    def __repr__(self) -> str:
+        return f"ImageCollate(channels_last={self.channels_last})"
 
 
 class TextCollate:

@@ -2,42 +2,37 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Literal
 
 import numpy as np
+import torch
 
-from ..errors import ConfigError
-from ..heads import HeadFit, fit_linear_probe, fit_mlp_head
+from ..backbones import Backbone
+from ..config import Config, at_least, between, one_of, option
+from ..data import LabelledData
+from ..heads import HeadFit, build_head, fit_linear_probe, fit_mlp_head
+from ..training import TransferNet
+from .base import ComputeContext, FitJob, Strategy, register_strategy
 
-__all__ = ["LinearProbeConfig", "fit_linear_probe_strategy"]
+__all__ = ["LinearProbeConfig", "LinearProbe", "fit_linear_probe_strategy"]
 
 
 @dataclass
-class LinearProbeConfig:
+class LinearProbeConfig(Config):
     """Options of the ``linear-probe`` strategy."""
 
-    head: Literal["linear", "mlp"] = field(default="linear", metadata={
-        "help": "linear: logistic regression with C chosen on validation; mlp: one hidden layer with dropout"})
-    class_weight: Literal["balanced"] | None = field(default=None, metadata={
-        "help": "'balanced' weighs classes inversely to their frequency (for imbalanced data)"})
-    hidden: int = field(default=512, metadata={"help": "hidden units of the mlp head"})
-    dropout: float = field(default=0.2, metadata={"help": "dropout before the last layer of the mlp head"})
-    C: float | None = field(default=None, metadata={
-        "help": "inverse regularisation of the linear head; None chooses it on the validation split"})
-
-    def __post_init__(self) -> None:
-        if self.head not in ("linear", "mlp"):
-            raise ConfigError(f"The 'head' option of linear-probe must be 'linear' or 'mlp'. Got {self.head!r} instead.")
-        if self.class_weight not in (None, "balanced"):
-            raise ConfigError("The 'class_weight' option of linear-probe must be 'balanced' or None. "
-                              f"Got {self.class_weight!r} instead.")
-        if self.hidden < 1:
-            raise ConfigError(f"The 'hidden' option of linear-probe must be an int >= 1. Got {self.hidden} instead.")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"The 'dropout' option of linear-probe must be in [0, 1). Got {self.dropout} instead.")
-        if self.C is not None and not self.C > 0:
-            raise ConfigError(f"The 'C' option of linear-probe must be a float > 0 or None. Got {self.C} instead.")
+    owner: ClassVar[str] = "linear-probe"
+    head: Literal["linear", "mlp"] = option(
+        "linear", "linear: logistic regression with C chosen on validation; mlp: one hidden layer with dropout",
+        one_of("linear", "mlp"))
+    class_weight: Literal["balanced"] | None = option(
+        None, "'balanced' weighs classes inversely to their frequency (for imbalanced data)", one_of(None, "balanced"))
+    hidden: int = option(512, "hidden units of the mlp head", at_least(1, int))
+    dropout: float = option(0.2, "dropout before the last layer of the mlp head", between(0, 1, high_open=True))
+    C: float | None = option(None, "inverse regularisation of the linear head; None chooses it on the validation split",
+                             at_least(0, strict=True))
 
 
 def fit_linear_probe_strategy(config: LinearProbeConfig, x_train: np.ndarray, y_train: np.ndarray,
@@ -54,3 +49,67 @@ def fit_linear_probe_strategy(config: LinearProbeConfig, x_train: np.ndarray, y_
                                 refit_on_all=refit_on_all, **grid)
     return fit_mlp_head(x_train, y_train, x_val, y_val, n_classes, class_weight=config.class_weight,
                         hidden=config.hidden, dropout=config.dropout, seed=seed)
+
+
+def fit_probe_head(config: LinearProbeConfig, job: FitJob, refit_on_all: bool) -> HeadFit:
+    """Fit a head on the frozen backbone's features of the job's train split (chosen on val);
+    an adaptation method may change those features (coral, adabn)."""
+    x_train, x_val = (job.adaptation.head_features(job) if job.adaptation else
+                      (job.features(job.train, "train features"), job.features(job.val, "validation features")))
+    fitted = fit_linear_probe_strategy(config, x_train, job.train.y, x_val, job.val.y, len(job.classes), job.seed,
+                                       refit_on_all=refit_on_all)
+    job.info.update(selected=fitted.params, val_accuracy=fitted.val_accuracy)
+    return fitted
+
+
+@register_strategy
+class LinearProbe(Strategy):
+    """A new head on frozen, cached features; the backbone never changes."""
+
+    name = "linear-probe"
+    config_class = LinearProbeConfig
+    summary = ("a new head on frozen, cached features (logistic regression with C chosen on validation, "
+               "or an MLP)")
+
+    @classmethod
+    def worth_searching(cls, name: str, fixed: dict) -> bool:
+        return name != ("dropout" if fixed.get("head", "linear") == "linear" else "C")
+
+    def fit(self, job: FitJob) -> None:
+        fitted = fit_probe_head(self.config, job, refit_on_all=True)
+        self.net_ = TransferNet(job.backbone.module, fitted.head.eval())
+        self.backbone_changed_ = False
+
+    def replace_backbone(self, module) -> None:
+        super().replace_backbone(module)
+        self.backbone_changed_ = True  # cached features no longer describe this backbone
+
+    def predict_proba(self, data: LabelledData, context: ComputeContext) -> np.ndarray:
+        if self.backbone_changed_:
+            return super().predict_proba(data, context)
+        features = torch.as_tensor(context.features(data, "features"))
+        with torch.inference_mode():
+            return torch.softmax(self.net_.head.eval()(features), dim=1).numpy()
+
+    def trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.net_.head.parameters())
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        if self.backbone_changed_:  # e.g. AdaBN statistics: the run holds the whole network
+            return super().state_tensors()
+        return {f"head.{k}": v for k, v in self.net_.head.state_dict().items()}
+
+    @classmethod
+    def needs_pretrained_base(cls, run_config: dict, tensor_names: Sequence[str]) -> bool:
+        return not any(name.startswith("backbone.") for name in tensor_names)
+
+    def restore(self, backbone: Backbone, n_classes: int, tensors: dict[str, torch.Tensor], run_config: dict) -> None:
+        config, dim = self.config, backbone.contract.feature_dim
+        options = {"hidden": config.hidden, "dropout": config.dropout} if config.head == "mlp" else {}
+        self.net_ = TransferNet(backbone.module, build_head(config.head, dim, n_classes, **options))
+        self.backbone_changed_ = not self.needs_pretrained_base(run_config, list(tensors))
+        if self.backbone_changed_:
+            self.net_.load_state_dict(tensors, strict=True)
+        else:
+            self.net_.head.load_state_dict({k.removeprefix("head."): v for k, v in tensors.items()}, strict=True)
+        self.net_.eval()

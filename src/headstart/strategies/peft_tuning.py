@@ -10,94 +10,73 @@ pre-trained backbone, whose weights digest the run records.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
+from ..config import at_least, between, one_of, option
 from ..errors import ConfigError
-from .finetune import FinetuneConfig
+from .base import FitJob, register_strategy
+from ..training import TransferNet
+from .network import NetworkPlan, NetworkStrategy, TrainingConfig
 
-__all__ = ["LoraConfig", "BitFitConfig", "PEFT_STRATEGIES", "prepare_backbone", "trained_backbone_state",
-           "restore_backbone", "merge_backbone", "default_lora_targets"]
-
-PEFT_STRATEGIES = ("lora", "bitfit")
+__all__ = ["LoraConfig", "BitFitConfig", "ParameterEfficient", "Lora", "BitFit", "default_lora_targets"]
 
 # Default LoRA targets, first set whose names exist wins: attention query/value projections of
 # BERT-like encoders (BERT, RoBERTa, MiniLM), of other HF encoders (q_proj/v_proj, DistilBERT's
 # q_lin/v_lin), the fused qkv of timm ViTs, and the pointwise convolutions of EfficientNet/MobileNet.
 DEFAULT_TARGETS = (("query", "value"), ("q_proj", "v_proj"), ("q_lin", "v_lin"), ("qkv",), ("conv_pw", "conv_pwl"))
 _LORA_LAYERS = (nn.Linear, nn.Conv2d, nn.Conv1d, nn.Embedding)
-# Options of finetune that choose what trains or how far from the pre-trained weights: the
-# parameter-efficient strategies decide that themselves.
-_FINETUNE_ONLY = {"unfreeze": "all", "gradual": 0, "layer_decay": 1.0, "l2sp": 0.0, "lpft_lr_scale": 0.1,
-                  "train_bn": False}
+# Version 0.1 derived these configs from finetune's and recorded these fields, always at these values.
+_RETIRED = {"unfreeze": "all", "gradual": 0, "layer_decay": 1.0, "l2sp": 0.0, "lpft_lr_scale": 0.1, "train_bn": False}
 
 
-def _help(text: str) -> dict:
-    return {"help": text}
-
-
-def _reject_finetune_only(config: FinetuneConfig, strategy: str) -> None:
-    changed = [name for name, default in _FINETUNE_ONLY.items() if getattr(config, name) != default]
-    if changed:
-        raise ConfigError(f"{', '.join(changed)} does not apply to the {strategy} strategy: it chooses what "
-                          "trains itself and keeps the pre-trained BatchNorm statistics (part of the stored base). "
-                          "Use `--strategy finetune` for those options.")
+def _target_list(value) -> list[str] | None:
+    if isinstance(value, str):
+        return [name.strip() for name in value.split(",") if name.strip()]
+    return None if value is None else list(value)
 
 
 @dataclass
-class LoraConfig(FinetuneConfig):
-    """Options of ``lora``: finetune's training options plus the adapter's shape.
+class LoraConfig(TrainingConfig):
+    """Options of ``lora``: the shared training options plus the adapter's shape.
 
     The default lr (3e-3) is ten times finetune's: the adapters start at zero and only a few
     weights move. Measured with bench/peft_compare.py (3 epochs): flowers5 slice 0.57 / 0.61 /
     0.20 accuracy at 1e-3 / 3e-3 / 1e-2; amazon 0.925 at both 1e-3 and 3e-3.
     """
 
-    lr: float = field(default=3e-3, metadata=_help("peak learning rate of the adapters (AdamW)"))
-    lora_rank: int = field(default=8, metadata=_help("rank r of each low-rank update"))
-    lora_alpha: float = field(default=16.0, metadata=_help("scale of the update is alpha / r"))
-    lora_dropout: float = field(default=0.0, metadata=_help("dropout on the adapters' input"))
-    lora_targets: list[str] | None = field(default=None, metadata=_help(
-        "names of the layers that get adapters (comma-separated in the CLI); default by architecture: "
-        "attention query/value, ViT qkv, or pointwise convolutions"))
-    lora_bias: str = field(default="none", metadata=_help(
-        "'all': the backbone's biases train beside the adapters (peft's bias='all'); 'none': adapters only"))
+    owner: ClassVar[str] = "lora"
+    lr: float = option(3e-3, "peak learning rate of the adapters (AdamW)", at_least(0, strict=True))
+    lora_rank: int = option(8, "rank r of each low-rank update", at_least(1, int))
+    lora_alpha: float = option(16.0, "scale of the update is alpha / r", at_least(0, strict=True))
+    lora_dropout: float = option(0.0, "dropout on the adapters' input", between(0, 1, high_open=True))
+    lora_targets: list[str] | None = option(
+        None, "names of the layers that get adapters (comma-separated in the CLI); default by architecture: "
+        "attention query/value, ViT qkv, or pointwise convolutions")
+    lora_bias: str = option("none", "'all': the backbone's biases train beside the adapters (peft's bias='all'); "
+                            "'none': adapters only", one_of("none", "all"))
 
     def __post_init__(self) -> None:
+        self.lora_targets = _target_list(self.lora_targets)
+        if self.lora_targets is not None and not self.lora_targets:
+            raise ConfigError("The 'lora_targets' option of lora is empty. Give layer names, e.g. "
+                              "`--lora-targets query,value`, or leave it out for the default.")
         super().__post_init__()
-        _reject_finetune_only(self, "lora")
-        if self.lora_bias not in ("none", "all"):
-            raise ConfigError(f"The 'lora_bias' option of lora must be 'none' or 'all'. Got {self.lora_bias!r} instead.")
-        if isinstance(self.lora_targets, str):
-            self.lora_targets = [name.strip() for name in self.lora_targets.split(",") if name.strip()]
-        if self.lora_targets is not None:
-            self.lora_targets = list(self.lora_targets)
-            if not self.lora_targets:
-                raise ConfigError("The 'lora_targets' option of lora is empty. Give layer names, e.g. "
-                                  "`--lora-targets query,value`, or leave it out for the default.")
-        if self.lora_rank < 1:
-            raise ConfigError(f"The 'lora_rank' option of lora must be an int >= 1. Got {self.lora_rank} instead.")
-        if not self.lora_alpha > 0:
-            raise ConfigError(f"The 'lora_alpha' option of lora must be a float > 0. Got {self.lora_alpha} instead.")
-        if not 0 <= self.lora_dropout < 1:
-            raise ConfigError(f"The 'lora_dropout' option of lora must be in [0, 1). Got {self.lora_dropout} instead.")
 
 
 @dataclass
-class BitFitConfig(FinetuneConfig):
-    """Options of ``bitfit``: finetune's training options; only biases (and norms) train.
+class BitFitConfig(TrainingConfig):
+    """Options of ``bitfit``: the shared training options; only biases (and norms) train.
 
     Default lr 1e-3: 0.914 / 0.925 on amazon and 0.58 / 0.53 on the flowers5 slice at 1e-3 / 3e-3.
     """
 
-    lr: float = field(default=1e-3, metadata=_help("peak learning rate of the biases (AdamW)"))
-    bitfit_norms: bool = field(default=False, metadata=_help("also train the scales of normalisation layers"))
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _reject_finetune_only(self, "bitfit")
+    owner: ClassVar[str] = "bitfit"
+    lr: float = option(1e-3, "peak learning rate of the biases (AdamW)", at_least(0, strict=True))
+    bitfit_norms: bool = option(False, "also train the scales of normalisation layers")
 
 
 def _layer_names(module: nn.Module) -> list[str]:
@@ -145,63 +124,134 @@ def _is_bitfit_parameter(name: str, module: nn.Module, norms: bool) -> bool:
     return norms and isinstance(module, (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm))
 
 
-def prepare_backbone(strategy: str, config: LoraConfig | BitFitConfig, module: nn.Module,
-                     backbone_name: str = "the backbone") -> nn.Module:
-    """Freeze the backbone except what the strategy trains; ``lora`` wraps it in a peft model."""
-    if strategy == "lora":
+class ParameterEfficient(NetworkStrategy):
+    """A frozen pre-trained base plus a few trained tensors; a run stores only those and the head."""
+
+    retired_fields = _RETIRED
+
+    def __init__(self, config=None) -> None:
+        super().__init__(config)
+        self.merged_ = False
+
+    # what subclasses define -------------------------------------------------------------------
+    def prepare(self, module: nn.Module, backbone_name: str) -> nn.Module:
+        """Freeze the backbone except what the strategy trains (or wrap it)."""
+        raise NotImplementedError
+
+    def trained_state(self, module: nn.Module) -> dict[str, torch.Tensor]:
+        return {name: param for name, param in module.named_parameters() if param.requires_grad}
+
+    def load_trained(self, prepared: nn.Module, tensors: dict[str, torch.Tensor]) -> tuple[list, list]:
+        """Load saved trained tensors into a prepared base; return (unexpected, missing) keys."""
+        result = prepared.load_state_dict(tensors, strict=False)
+        return list(result.unexpected_keys), sorted(set(self.trained_state(prepared)) - set(tensors))
+
+    def merged_module(self, module: nn.Module) -> nn.Module:
+        return module
+
+    # the strategy -----------------------------------------------------------------------------
+    def plan(self, job: FitJob) -> NetworkPlan:
+        self.backbone_name_ = job.backbone.name
+        return NetworkPlan(self.new_head(job), lr=self.config.lr, head_lr_scale=self.config.head_lr_scale,
+                           prepare=lambda module: self.prepare(module, job.backbone.name))
+
+    @property
+    def adapter(self) -> bool:
+        """Whether the network is a frozen base plus trained parts (not merged)."""
+        return not self.merged_
+
+    def trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.net_.parameters() if p.requires_grad)
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        if not self.adapter:
+            return super().state_tensors()
+        trained = self.trained_state(self.net_.backbone)
+        return {**{f"backbone.{k}": v for k, v in trained.items()},
+                **{f"head.{k}": v for k, v in self.net_.head.state_dict().items()}}
+
+    def run_entries(self) -> dict:
+        return {"checkpoint": "adapter" if self.adapter else "merged"}
+
+    @classmethod
+    def needs_pretrained_base(cls, run_config: dict, tensor_names) -> bool:
+        return run_config.get("checkpoint") == "adapter"
+
+    def restore(self, backbone, n_classes: int, tensors: dict[str, torch.Tensor], run_config: dict) -> None:
+        if not self.needs_pretrained_base(run_config, list(tensors)):  # merged: every weight is in the run
+            super().restore(backbone, n_classes, tensors, run_config)
+            self.merged_ = True
+            return
+        prepared = self.prepare(backbone.module, backbone.name)
+        unexpected, missing = self.load_trained(prepared, {k.removeprefix("backbone."): v for k, v in tensors.items()
+                                                           if k.startswith("backbone.")})
+        if unexpected or missing:
+            raise ConfigError(f"The saved {self.name} tensors do not fit {backbone.name}: "
+                              f"{len(unexpected)} unexpected (e.g. {unexpected[:2]}), {len(missing)} missing "
+                              f"(e.g. {missing[:2]}). The run was trained on another architecture or targets.")
+        self.net_ = TransferNet(prepared, nn.Linear(backbone.contract.feature_dim, n_classes), self.config.dropout)
+        self.net_.head.load_state_dict({k.removeprefix("head."): v for k, v in tensors.items()
+                                        if k.startswith("head.")}, strict=True)
+        self.net_.eval()
+        self.merged_ = False
+
+    def merge(self) -> None:
+        """Fold the adapter (or the biases) into a plain backbone, for deployment: the model then
+        predicts the same and saves every weight, like a fine-tuned run."""
+        if not self.adapter:
+            raise ConfigError(f"This {self.name} run is merged already.")
+        self.net_.backbone = self.merged_module(self.net_.backbone)
+        for param in self.net_.backbone.parameters():
+            param.requires_grad_(True)
+        self.merged_ = True
+
+
+@register_strategy
+class Lora(ParameterEfficient):
+    """Low-rank adapters on chosen layers of a frozen backbone (Hu et al., ICLR 2022), via peft."""
+
+    name = "lora"
+    config_class = LoraConfig
+    summary = "low-rank adapters (peft) on chosen layers of the frozen backbone, and the head"
+
+    def prepare(self, module: nn.Module, backbone_name: str) -> nn.Module:
         import peft
 
-        lora = _peft_config(config, module, backbone_name)
+        lora = _peft_config(self.config, module, backbone_name)
         try:
             return peft.get_peft_model(module, lora)
         except ValueError as exc:  # e.g. a layer type peft's LoRA does not support
             raise ConfigError(f"peft cannot add LoRA adapters to {backbone_name}: {exc} Fix `--lora-targets`.") from exc
-    if strategy == "bitfit":
+
+    def trained_state(self, module: nn.Module) -> dict[str, torch.Tensor]:
+        from peft import get_peft_model_state_dict
+
+        return get_peft_model_state_dict(module)
+
+    def load_trained(self, prepared: nn.Module, tensors: dict[str, torch.Tensor]) -> tuple[list, list]:
+        from peft import set_peft_model_state_dict
+
+        result = set_peft_model_state_dict(prepared, tensors)
+        return list(result.unexpected_keys), [k for k in result.missing_keys if ".lora_" in k]
+
+    def merged_module(self, module: nn.Module) -> nn.Module:
+        return module.merge_and_unload()
+
+
+@register_strategy
+class BitFit(ParameterEfficient):
+    """Only the backbone's biases (and optionally norm scales) train (Ben Zaken et al., ACL 2022)."""
+
+    name = "bitfit"
+    config_class = BitFitConfig
+    summary = "only the backbone's biases (--bitfit-norms: and norm scales), and the head"
+
+    def prepare(self, module: nn.Module, backbone_name: str) -> nn.Module:
         owners = dict(module.named_modules())
         for name, param in module.named_parameters():
             owner = owners[name.rsplit(".", 1)[0]] if "." in name else module
-            param.requires_grad_(_is_bitfit_parameter(name, owner, config.bitfit_norms))
+            param.requires_grad_(_is_bitfit_parameter(name, owner, self.config.bitfit_norms))
         if not any(p.requires_grad for p in module.parameters()):
             raise ConfigError(f"{backbone_name} has no biases or norm parameters for bitfit to train. "
                               "Use `--strategy lora` or `finetune`.")
         return module
-    raise ConfigError(f"'{strategy}' is not a parameter-efficient strategy; choose one of {', '.join(PEFT_STRATEGIES)}.")
-
-
-def trained_backbone_state(strategy: str, module: nn.Module) -> dict[str, torch.Tensor]:
-    """The backbone tensors the strategy trained: peft's adapter state, or bitfit's biases."""
-    if strategy == "lora":
-        from peft import get_peft_model_state_dict
-
-        return get_peft_model_state_dict(module)
-    return {name: param for name, param in module.named_parameters() if param.requires_grad}
-
-
-def restore_backbone(strategy: str, config: LoraConfig | BitFitConfig, module: nn.Module,
-                     tensors: dict[str, torch.Tensor], backbone_name: str = "the backbone") -> nn.Module:
-    """Re-apply saved trained tensors to a freshly built pre-trained backbone."""
-    prepared = prepare_backbone(strategy, config, module, backbone_name)
-    if strategy == "lora":
-        from peft import set_peft_model_state_dict
-
-        result = set_peft_model_state_dict(prepared, tensors)
-        unexpected = list(result.unexpected_keys)
-        missing = [k for k in result.missing_keys if ".lora_" in k]
-    else:
-        result = prepared.load_state_dict(tensors, strict=False)
-        unexpected = list(result.unexpected_keys)
-        missing = sorted(set(trained_backbone_state(strategy, prepared)) - set(tensors))
-    if unexpected or missing:
-        raise ConfigError(f"The saved {strategy} tensors do not fit {backbone_name}: "
-                          f"{len(unexpected)} unexpected (e.g. {unexpected[:2]}), {len(missing)} missing "
-                          f"(e.g. {missing[:2]}). The run was trained on another architecture or targets.")
-    return prepared
-
-
-def merge_backbone(strategy: str, module: nn.Module) -> nn.Module:
-    """A plain backbone with the adapters folded into its weights (peft ``merge_and_unload``)."""
-    if strategy == "lora":
-        module = module.merge_and_unload()
-    for param in module.parameters():
-        param.requires_grad_(True)
-    return module

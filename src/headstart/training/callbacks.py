@@ -1,32 +1,40 @@
-"""Callbacks: early stopping, gradual unfreezing, per-epoch seeding, checkpoints."""
+"""Callbacks: early stopping, gradual unfreezing, per-epoch seeding, L2-SP, checkpoints."""
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from .loop import Callback, Trainer, seed_everything
+from .loop import Callback, Trainer, TrainingStep, seed_everything
 from .param_groups import set_trainable
 
-__all__ = ["EarlyStopping", "GradualUnfreezing", "EpochSeeding", "Checkpointing", "load_checkpoint"]
+__all__ = ["EarlyStopping", "GradualUnfreezing", "EpochSeeding", "L2SP", "Checkpointing", "load_checkpoint",
+           "state_keys"]
 
 log = logging.getLogger(__name__)
 
 
 class EpochSeeding(Callback):
-    """Seed every random source from (seed, epoch): shuffling, dropout, augmentation workers.
+    """Seed every random source of the run from (seed, epoch) at each epoch's start: the given
+    generators (a loader's shuffling and worker seeds) and the trainer's private copy of the
+    global ones (dropout, augmentation in the main process, loaders without a generator).
 
-    An interrupted run resumed at epoch k therefore draws exactly what it would have drawn.
+    An interrupted run resumed at epoch k therefore draws exactly what it would have drawn,
+    and the caller's global random state is left alone (the trainer forks it for the fit).
     """
 
-    def __init__(self, seed: int) -> None:
-        self.seed = seed
+    def __init__(self, seed: int, generators: Sequence[torch.Generator] = ()) -> None:
+        self.seed, self.generators = seed, list(generators)
 
     def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
-        seed_everything(self.seed * 1_000_003 + epoch)
+        epoch_seed = self.seed * 1_000_003 + epoch
+        seed_everything(epoch_seed)
+        for number, generator in enumerate(self.generators, 1):  # streams apart from the global one
+            generator.manual_seed((epoch_seed * 7_919 + number) % 2**63)
 
 
 class EarlyStopping(Callback):
@@ -79,8 +87,58 @@ class GradualUnfreezing(Callback):
         set_trainable(trainer.net.backbone, self.group_index, self.n_groups, self.trainable_at(epoch))
 
 
+class L2SP(Callback):
+    """L2-SP (Li et al., ICML 2018): ``0.5 * strength * sum((w - w0)^2)`` over the trainable
+    backbone weights, pulling them towards their values ``w0`` at the start of training.
+
+    A weight frozen at the start is anchored when it first trains (gradual unfreezing): until
+    then it kept its start value. The anchors are checkpointed, so a resumed run keeps them.
+    """
+
+    def __init__(self, strength: float) -> None:
+        self.strength = strength
+        self.anchor: dict[str, torch.Tensor] = {}
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self.anchor = {name: w.to(trainer.device) for name, w in self.anchor.items()}
+        self._anchor_new(trainer)
+
+    def _anchor_new(self, trainer: Trainer) -> None:
+        for name, param in trainer.net.backbone.named_parameters():
+            if param.requires_grad and name not in self.anchor:
+                self.anchor[name] = param.detach().clone()
+
+    def on_loss(self, trainer: Trainer, step: TrainingStep) -> None:
+        self._anchor_new(trainer)
+        total = torch.zeros((), device=trainer.device)
+        for name, param in trainer.net.backbone.named_parameters():
+            if param.requires_grad:
+                total = total + (param - self.anchor[name]).pow(2).sum()
+        step.add_loss("l2sp", 0.5 * self.strength * total)
+
+    def state_dict(self) -> dict:
+        return {"anchor": self.anchor}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.anchor = dict(state.get("anchor", {}))
+
+
+def state_keys(callbacks: Sequence[Callback]) -> list[str]:
+    """Each callback's name in a checkpoint: its ``state_key``, with ``#2``, ``#3``... on repeats."""
+    seen: dict[str, int] = {}
+    keys = []
+    for callback in callbacks:
+        base = callback.state_key
+        seen[base] = seen.get(base, 0) + 1
+        keys.append(base if seen[base] == 1 else f"{base}#{seen[base]}")
+    return keys
+
+
 class Checkpointing(Callback):
-    """Write everything needed to resume after each epoch, atomically (temp file + rename)."""
+    """Write everything needed to resume after each epoch, atomically (temp file + rename).
+
+    Callback states are stored by :func:`state_keys`, so the callback list may change order.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -94,7 +152,7 @@ class Checkpointing(Callback):
             "scheduler": trainer.scheduler.state_dict(),
             "scaler": trainer.scaler.state_dict(),
             "should_stop": trainer.should_stop,
-            "callbacks": [c.state_dict() for c in trainer.callbacks],
+            "callbacks": {key: c.state_dict() for key, c in zip(state_keys(trainer.callbacks), trainer.callbacks)},
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temp = self.path.with_suffix(".tmp")
@@ -103,12 +161,21 @@ class Checkpointing(Callback):
 
 
 def load_checkpoint(trainer: Trainer, path: str | Path) -> None:
-    """Restore a trainer (after ``prepare``) to the end of the last checkpointed epoch."""
+    """Restore a trainer (after ``prepare``) to the end of the last checkpointed epoch.
+
+    Callbacks get their state by name; one without saved state keeps its own. A checkpoint of
+    an older version lists the states by position instead, and is read that way.
+    """
     state = torch.load(path, map_location="cpu", weights_only=True)
     trainer.net.load_state_dict(state["net"])
     trainer.optimizer.load_state_dict(state["optimizer"])
     trainer.scheduler.load_state_dict(state["scheduler"])
     trainer.scaler.load_state_dict(state["scaler"])
     trainer.epoch, trainer.history, trainer.should_stop = state["epoch"], state["history"], state["should_stop"]
-    for callback, saved in zip(trainer.callbacks, state["callbacks"]):
-        callback.load_state_dict(saved)
+    saved = state["callbacks"]
+    if isinstance(saved, list):
+        pairs = zip(trainer.callbacks, saved)
+    else:
+        pairs = ((c, saved[key]) for key, c in zip(state_keys(trainer.callbacks), trainer.callbacks) if key in saved)
+    for callback, callback_state in pairs:
+        callback.load_state_dict(callback_state)

@@ -1,5 +1,10 @@
 """One readable training loop. Cross-cutting behaviour (early stopping, checkpoints,
-unfreezing schedules, progress) plugs in as callbacks, as in Lightning."""
+unfreezing schedules, extra loss terms, progress) plugs in as callbacks, as in fastai.
+
+Events of one fit, in order: ``on_fit_start``; per epoch ``on_epoch_start``; per batch
+``on_loss`` (inside autocast, where callbacks add loss terms), ``after_backward`` (before the
+optimizer step), ``on_batch_end``; then ``on_epoch_end``; finally ``on_fit_end``.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,8 @@ import logging
 import math
 import random
 import time
-from collections.abc import Iterable
-from contextlib import nullcontext
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,7 +23,8 @@ from torch import nn
 from ..errors import HeadstartError
 from ..evaluation import classification_metrics
 
-__all__ = ["TransferNet", "LoopSettings", "Trainer", "Callback", "AuxiliaryLoss", "TrainingDiverged", "seed_everything"]
+__all__ = ["TransferNet", "LoopSettings", "Trainer", "TrainingStep", "Callback", "TrainingDiverged",
+           "seed_everything", "private_rng"]
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +38,20 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+@contextmanager
+def private_rng(device: torch.device | str = "cpu") -> Iterator[None]:
+    """Run a block on copies of the global generators (torch's CPU one and the CUDA device's,
+    Python's, NumPy's): whatever it seeds or draws, the caller's random state is as before."""
+    device = torch.device(device)
+    python, numpy = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            yield
+    finally:
+        random.setstate(python)
+        np.random.set_state(numpy)
 
 
 class TransferNet(nn.Module):
@@ -57,7 +77,6 @@ class LoopSettings:
     warmup_epochs: float = 0.5
     clip_norm: float | None = 1.0
     label_smoothing: float = 0.0
-    l2sp: float = 0.0
     device: str = "cpu"
     channels_last: bool = False
     amp: bool = True  # used on CUDA only: bf16 where supported, else fp16 with loss scaling
@@ -66,32 +85,54 @@ class LoopSettings:
     train_bn: bool = True  # False: every BatchNorm keeps its running statistics (eval mode)
 
 
+@dataclass
+class TrainingStep:
+    """One training batch as ``Callback.on_loss`` sees it.
+
+    ``progress`` is the share of training done (0 to 1), for schedules such as DANN's ramp.
+    Terms given to :meth:`add_loss` join the loss; the epoch's history row records each
+    name's mean as ``train_{name}_loss``.
+    """
+
+    features: torch.Tensor
+    logits: torch.Tensor
+    labels: torch.Tensor
+    progress: float
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def add_loss(self, name: str, value: torch.Tensor) -> None:
+        """Add ``value`` (a scalar) to this batch's loss under ``name`` (terms of one name sum)."""
+        if not name.isidentifier():
+            raise ValueError(f"A loss term's name must be a word such as 'l2sp'. Got {name!r}.")
+        self.losses[name] = self.losses[name] + value if name in self.losses else value
+
+
 class Callback:
-    """Hooks the trainer calls; override what you need."""
+    """Hooks the trainer calls; override what you need.
+
+    ``parameters()`` are weights the callback trains (a domain classifier); the code that
+    builds the optimizer adds them. ``state_key`` names the callback's state in a checkpoint.
+    """
 
     def on_fit_start(self, trainer: Trainer) -> None: ...
     def on_epoch_start(self, trainer: Trainer, epoch: int) -> None: ...
+    def on_loss(self, trainer: Trainer, step: TrainingStep) -> None: ...
+    def after_backward(self, trainer: Trainer) -> None: ...
     def on_batch_end(self, trainer: Trainer, step: int, steps: int) -> None: ...
     def on_epoch_end(self, trainer: Trainer, epoch: int, row: dict) -> None: ...
     def on_fit_end(self, trainer: Trainer) -> None: ...
-    def state_dict(self) -> dict:
-        return {}
-    def load_state_dict(self, state: dict) -> None: ...
-
-
-class AuxiliaryLoss(Callback):
-    """An extra loss term computed from each training batch's features (domain adaptation uses it).
-
-    The trainer calls it inside the step with the batch's backbone features and the share of
-    training done so far (0 to 1); its ``parameters()`` join the optimizer. Being a callback, it
-    can also keep state across epochs and into checkpoints.
-    """
 
     def parameters(self) -> list[nn.Parameter]:
         return []
 
-    def __call__(self, trainer: Trainer, features: torch.Tensor, progress: float) -> torch.Tensor:
-        raise NotImplementedError
+    @property
+    def state_key(self) -> str:
+        return type(self).__name__
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None: ...
 
 
 def warmup_cosine(total_steps: int, warmup_steps: int):
@@ -113,7 +154,6 @@ class Trainer:
     settings: LoopSettings
     classes: list[str]
     callbacks: list[Callback] = field(default_factory=list)
-    auxiliary: AuxiliaryLoss | None = None
     history: list[dict] = field(default_factory=list)
     epoch: int = 0
     should_stop: bool = False
@@ -126,7 +166,6 @@ class Trainer:
         weights = (torch.tensor(self.settings.class_weights, device=self.device)
                    if self.settings.class_weights else None)
         self.loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=self.settings.label_smoothing)
-        self.anchor = {n: p.detach().clone() for n, p in self.net.backbone.named_parameters()} if self.settings.l2sp else {}
         cuda = self.device.type == "cuda" and self.settings.amp
         self.amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if cuda else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
@@ -143,14 +182,6 @@ class Trainer:
     def _autocast(self):
         return torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
 
-    def l2sp_penalty(self) -> torch.Tensor:
-        """Squared distance of the trainable backbone weights from their pre-trained values."""
-        total = torch.zeros((), device=self.device)
-        for name, param in self.net.backbone.named_parameters():
-            if param.requires_grad:
-                total = total + (param - self.anchor[name]).pow(2).sum()
-        return 0.5 * self.settings.l2sp * total
-
     def set_train_mode(self) -> None:
         """Train mode, except BatchNorm layers that keep their statistics: those of frozen
         groups always, and all of them when ``train_bn`` is off."""
@@ -162,48 +193,61 @@ class Trainer:
         for module in keep:
             module.eval()
 
+    # -- one batch -----------------------------------------------------------------------
+    def forward_step(self, inputs, labels: torch.Tensor, progress: float) -> tuple[torch.Tensor, TrainingStep]:
+        """The task loss plus every term the callbacks add in ``on_loss``."""
+        with self._autocast():
+            features = self.net.features(inputs)
+            logits = self.net.head(self.net.dropout(features))
+            loss = self.loss_fn(logits.float(), labels)
+            step = TrainingStep(features, logits, labels, progress)
+            for callback in self.callbacks:
+                callback.on_loss(self, step)
+            for value in step.losses.values():
+                loss = loss + value
+        return loss, step
+
+    def optimise(self, loss: torch.Tensor) -> None:
+        """Backward, ``after_backward`` (on unscaled, unclipped gradients), clip, step."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)  # a no-op without fp16 loss scaling
+        for callback in self.callbacks:
+            callback.after_backward(self)
+        if self.settings.clip_norm:
+            nn.utils.clip_grad_norm_(self.net.parameters(), self.settings.clip_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.scheduler is not None:
+            self.scheduler.step()
+
     # -- epochs --------------------------------------------------------------------------
     def train_epoch(self, loader: Iterable) -> dict:
         self.set_train_mode()
-        steps, total_loss, total_auxiliary, predicted, truth = len(loader), 0.0, 0.0, [], []
+        steps, totals, predicted, truth = len(loader), {"train_loss": 0.0}, [], []
         for step, (inputs, labels) in enumerate(loader, 1):
             inputs, labels = self.to_device(inputs), labels.to(self.device)
-            with self._autocast():
-                features = self.net.features(inputs)
-                logits = self.net.head(self.net.dropout(features))
-                loss = self.loss_fn(logits.float(), labels)
-                if self.settings.l2sp:
-                    loss = loss + self.l2sp_penalty()
-                if self.auxiliary is not None:
-                    progress = (self.epoch * steps + step - 1) / (self.settings.epochs * steps)
-                    auxiliary = self.auxiliary(self, features, progress)
-                    total_auxiliary += auxiliary.item() * len(labels)
-                    loss = loss + auxiliary
+            progress = (self.epoch * steps + step - 1) / (self.settings.epochs * steps)
+            loss, batch = self.forward_step(inputs, labels, progress)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
                     f"The training loss became {loss.item()} at epoch {self.epoch + 1}, step {step}. "
                     "The last good checkpoint is kept; lower `--lr` or raise `--warmup` and `--resume` the run.")
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            if self.settings.clip_norm:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.net.parameters(), self.settings.clip_norm)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            if self.scheduler is not None:
-                self.scheduler.step()
-            total_loss += loss.item() * len(labels)
-            predicted.append(logits.detach().argmax(1).cpu())
+            self.optimise(loss)
+            totals["train_loss"] += loss.item() * len(labels)
+            for name, value in batch.losses.items():
+                key = f"train_{name}_loss"
+                totals[key] = totals.get(key, 0.0) + float(value.detach()) * len(labels)
+            predicted.append(batch.logits.detach().argmax(1).cpu())
             truth.append(labels.cpu())
             for callback in self.callbacks:
                 callback.on_batch_end(self, step, steps)
         if not truth:
             return {"train_loss": 0.0, "train_accuracy": 0.0, "train_f1": 0.0}
         seen = classification_metrics(torch.cat(truth).numpy(), torch.cat(predicted).numpy(), self.classes)
-        row = {"train_loss": total_loss / seen["samples"], "train_accuracy": seen["accuracy"], "train_f1": seen["f1"]}
-        if self.auxiliary is not None:
-            row["train_auxiliary_loss"] = total_auxiliary / seen["samples"]
-        return row
+        terms = {k: v / seen["samples"] for k, v in totals.items() if k != "train_loss"}
+        return {"train_loss": totals["train_loss"] / seen["samples"], "train_accuracy": seen["accuracy"],
+                "train_f1": seen["f1"], **terms}
 
     @torch.inference_mode()
     def predict_logits(self, loader: Iterable) -> tuple[torch.Tensor, torch.Tensor]:
@@ -228,22 +272,31 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(total, warmup))
 
     def fit(self, train_loader: Iterable, val_loader: Iterable) -> list[dict]:
-        """Train for the configured epochs (continuing from ``self.epoch`` after a resume)."""
+        """Train for the configured epochs (continuing from ``self.epoch`` after a resume).
+
+        The fit draws from private copies of the global generators (see :func:`private_rng`):
+        the caller's random state is the same afterwards, whatever the callbacks seed.
+        """
         if self.scheduler is None:
             self.prepare(len(train_loader))
-        for callback in self.callbacks:
-            callback.on_fit_start(self)
-        while self.epoch < self.settings.epochs and not self.should_stop:
+        with private_rng(self.device):
             for callback in self.callbacks:
-                callback.on_epoch_start(self, self.epoch)
-            started = time.perf_counter()
-            row = {"epoch": self.epoch + 1, **self.train_epoch(train_loader), **self.validate(val_loader),
-                   "lr": max(g["lr"] for g in self.optimizer.param_groups)}
-            row["seconds"] = round(time.perf_counter() - started, 3)
-            self.history.append(row)
-            self.epoch += 1
+                callback.on_fit_start(self)
+            while self.epoch < self.settings.epochs and not self.should_stop:
+                self._run_epoch(train_loader, val_loader)
             for callback in self.callbacks:
-                callback.on_epoch_end(self, self.epoch, row)
-        for callback in self.callbacks:
-            callback.on_fit_end(self)
+                callback.on_fit_end(self)
         return self.history
+
+    def _run_epoch(self, train_loader: Iterable, val_loader: Iterable) -> None:
+        for callback in self.callbacks:
+            callback.on_epoch_start(self, self.epoch)
+        started = time.perf_counter()
+        row = {"epoch": self.epoch + 1, **self.train_epoch(train_loader), **self.validate(val_loader),
+               "lr": max(g["lr"] for g in self.optimizer.param_groups)}
+        row["seconds"] = round(time.perf_counter() - started, 3)
+        self.history.append(row)
+        self.epoch += 1
+        for callback in self.callbacks:
+            callback.on_epoch_end(self, self.epoch, row)
+

@@ -1,0 +1,225 @@
+"""Command-line options generated from config dataclasses.
+
+Every field of a config becomes one ``--flag`` whose help text, valid range and default
+are read from the field (``headstart.config.option``), so the CLI cannot drift from the
+configs. Where several owners (strategies, adaptation methods) share a field, one flag
+serves them all: its help names each owner's meaning and each owner's default, and a
+value the user leaves out stays None so every owner's own default applies.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import types
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import MISSING, Field, dataclass, fields
+from typing import Any, Literal, Optional, Union, get_args, get_origin, get_type_hints
+
+import typer
+from rich.markup import escape
+
+from ..errors import ConfigError
+
+__all__ = ["ConfigOption", "config_options", "with_config_options", "given", "flags_of", "require_applicable",
+           "shown_value", "strategy_owners", "adaptation_owners"]
+
+# CLI names of fields whose own name would clash with a fixed option of the commands; a
+# field's ``flag`` metadata takes precedence (``--batch-size`` is the extraction batch size).
+FLAG_FALLBACKS = {"batch_size": "train-batch"}
+
+
+@dataclass(frozen=True)
+class ConfigOption:
+    """One generated option: a config field name shared by one or more owners' configs."""
+
+    name: str                   # the field's name, and the command function's parameter
+    flags: tuple[str, ...]      # ("--lr",), or ("--train-bn", "--no-train-bn") for a bool
+    kind: type                  # int, float, str or bool: what the command line parses
+    owners: tuple[str, ...]     # strategies (or methods) whose config has the field
+    help: str
+    shown_default: str
+    panel: str
+
+    def flag_for(self, value: Any) -> str:
+        """The flag a user typed to give ``value`` (``--no-x`` for a bool given as False)."""
+        return self.flags[1] if self.kind is bool and value is False and len(self.flags) > 1 else self.flags[0]
+
+    def parameter(self) -> inspect.Parameter:
+        """The keyword parameter typer turns into this option (default None: not given)."""
+        decls = ["/".join(self.flags)] if self.kind is bool else list(self.flags)
+        info = typer.Option(None, *decls, help=self.help, show_default=self.shown_default,
+                            rich_help_panel=self.panel)
+        return inspect.Parameter(self.name, inspect.Parameter.KEYWORD_ONLY, default=info,
+                                 annotation=Optional[self.kind])
+
+
+# -- reading the configs ---------------------------------------------------------------------
+def strategy_owners(names: Sequence[str] | None = None) -> dict[str, type]:
+    """Registered strategies (or the named ones) and their config classes, in registration order."""
+    from ..strategies import get_strategy, strategy_names
+
+    return {name: get_strategy(name).config_class for name in (names or strategy_names())}
+
+
+def adaptation_owners() -> dict[str, type]:
+    """Registered adaptation methods and their config classes."""
+    from ..adaptation import adaptation_names, get_adaptation
+
+    return {name: get_adaptation(name).config_class for name in adaptation_names()}
+
+
+def _kind(hint: Any) -> type:
+    """What the command line parses for a field's type: bool, int, float, else a string."""
+    if get_origin(hint) in (Union, types.UnionType):
+        args = [a for a in get_args(hint) if a is not type(None)]
+        hint = args[0] if len(args) == 1 else str
+    if get_origin(hint) is Literal:
+        values = get_args(hint)
+        hint = type(values[0]) if values and all(type(v) is type(values[0]) for v in values) else str
+    return hint if hint in (bool, int, float) else str
+
+
+def _merged_kind(kinds: set[type]) -> type:
+    if len(kinds) == 1:
+        return next(iter(kinds))
+    return float if kinds == {int, float} else str
+
+
+def default_of(spec: Field) -> Any:
+    """A dataclass field's default value (a fresh one from its factory)."""
+    if spec.default is not MISSING:
+        return spec.default
+    return spec.default_factory() if spec.default_factory is not MISSING else None
+
+
+def shown_value(value: Any) -> str:
+    """A default as ``--help`` shows it: numbers as Python writes them, lists comma-separated."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def _help_of(spec: Field) -> str:
+    text = spec.metadata.get("help", "")
+    check = spec.metadata.get("check")
+    return f"{text}; {check.rule}" if check is not None and getattr(check, "rule", "") else text
+
+
+def _by_owner(values: Mapping[str, str], joiner: Callable[[str, list[str]], str]) -> str:
+    """One text when every owner agrees, else each distinct text with the owners it is theirs."""
+    groups: dict[str, list[str]] = {}
+    for owner, text in values.items():
+        groups.setdefault(text, []).append(owner)
+    if len(groups) == 1:
+        return next(iter(groups))
+    return "; ".join(joiner(text, owners) for text, owners in groups.items())
+
+
+def _flags(name: str, specs: Sequence[Field], kind: type) -> tuple[str, ...]:
+    custom = next((s.metadata.get("flag") for s in specs if s.metadata.get("flag")), None)
+    text = custom or FLAG_FALLBACKS.get(name) or name.replace("_", "-")
+    parts = [part.strip().lstrip("-") for part in text.split("/")]
+    if kind is bool and len(parts) == 1:
+        parts.append(f"no-{parts[0]}")
+    return tuple(f"--{part}" for part in parts)
+
+
+def default_panel(owners: Sequence[str], every: Sequence[str], prefix: str = "Options of",
+                  noun: str = "strategy") -> str:
+    """``Options of finetune, lp-ft, scratch``, or ``Options of every strategy``."""
+    return f"{prefix} every {noun}" if list(owners) == list(every) else f"{prefix} {', '.join(owners)}"
+
+
+def config_options(owners: Mapping[str, type], *, panel: Callable[[tuple[str, ...]], str] | None = None
+                   ) -> list[ConfigOption]:
+    """One option per distinct field name of the owners' configs, grouped in help panels.
+
+    ``owners`` maps a strategy (or method) name to its config class; ``panel(owners_of_field)``
+    names the help panel of a field (default: by which owners have it).
+    """
+    every = tuple(owners)
+    panel = panel or (lambda have: default_panel(have, every))
+    found: dict[str, dict[str, tuple[Field, Any]]] = {}
+    for owner, config_class in owners.items():
+        hints = get_type_hints(config_class)
+        for spec in fields(config_class):
+            found.setdefault(spec.name, {})[owner] = (spec, hints.get(spec.name, str))
+    options = [_option(name, per_owner, panel) for name, per_owner in found.items()]
+    rank: dict[str, tuple[int, int]] = {}
+    for option in options:  # panels in the owners' order, the one shared most widely first
+        key = (min(every.index(owner) for owner in option.owners), -len(option.owners))
+        rank[option.panel] = min(rank.get(option.panel, key), key)
+    return sorted(options, key=lambda option: rank[option.panel])
+
+
+def _option(name: str, per_owner: dict[str, tuple[Field, Any]], panel: Callable) -> ConfigOption:
+    specs = [spec for spec, _ in per_owner.values()]
+    kind = _merged_kind({_kind(hint) for _, hint in per_owner.values()})
+    help_text = _by_owner({o: _help_of(s) for o, (s, _) in per_owner.items()}, lambda t, o: f"{', '.join(o)}: {t}")
+    shown = _by_owner({o: shown_value(default_of(s)) for o, (s, _) in per_owner.items()},
+                      lambda t, o: f"{t} ({', '.join(o)})")
+    owners = tuple(per_owner)
+    return ConfigOption(name, _flags(name, specs, kind), kind, owners, escape(help_text), escape(shown), panel(owners))
+
+
+# -- commands with generated options -----------------------------------------------------------
+def _declared_flags(parameters: Sequence[inspect.Parameter]) -> set[str]:
+    """The flags a command's own options use (typer's default: ``--`` + the name, dashed)."""
+    taken = set()
+    for parameter in parameters:
+        decls = getattr(parameter.default, "param_decls", None) or ("--" + parameter.name.replace("_", "-"),)
+        taken.update(flag for decl in decls for flag in str(decl).split("/") if flag.startswith("-"))
+    return taken
+
+
+def with_config_options(options: Sequence[ConfigOption], into: str = "options"):
+    """Decorator: add one keyword option per generated option to a command function.
+
+    The function declares its fixed options as usual and a parameter ``into``; it receives
+    the generated options' values as one dict (field name -> value, None: not given).
+    """
+    def decorate(func: Callable) -> Callable:
+        hints = get_type_hints(func)
+        own = [p.replace(annotation=hints.get(p.name, p.annotation))
+               for p in inspect.signature(func).parameters.values() if p.name != into]
+        clash = sorted({f for o in options for f in o.flags} & _declared_flags(own))
+        if clash:
+            raise RuntimeError(f"{func.__name__}: generated option(s) {', '.join(clash)} clash with its own; "
+                               "give the config field a `flag=` of its own.")
+
+        @functools.wraps(func)
+        def command(**kwargs):
+            values = {option.name: kwargs.pop(option.name, None) for option in options}
+            return func(**kwargs, **{into: values})
+
+        parameters = own + [option.parameter() for option in options]
+        command.__signature__ = inspect.Signature(parameters)
+        command.__annotations__ = {p.name: p.annotation for p in parameters}
+        return command
+    return decorate
+
+
+# -- what the user gave ----------------------------------------------------------------------
+def given(values: Mapping[str, Any]) -> dict:
+    """The options the user gave (those not None)."""
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def flags_of(names: Sequence[str], values: Mapping[str, Any], options: Sequence[ConfigOption]) -> str:
+    """The flags the user typed for these fields, e.g. ``--epochs, --no-train-bn``."""
+    by_name = {option.name: option for option in options}
+    return ", ".join(by_name[n].flag_for(values.get(n)) if n in by_name else "--" + n.replace("_", "-")
+                     for n in names)
+
+
+def require_applicable(values: Mapping[str, Any], config_class: type, options: Sequence[ConfigOption],
+                       what: str) -> dict:
+    """The given options, all of them fields of ``config_class``; else an error naming the
+    flags the user typed that do not apply to ``what`` (e.g. ``the linear-probe strategy``)."""
+    values = given(values)
+    names = {spec.name for spec in fields(config_class)}
+    foreign = [name for name in values if name not in names]
+    if foreign:
+        raise ConfigError(f"{flags_of(foreign, values, options)} does not apply to {what}.")
+    return values

@@ -1,0 +1,207 @@
+"""What the commands print: progress bars (or plain log lines), tables and metrics."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from typing import Optional
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .app import err, out
+
+__all__ = ["progress_bars", "report_skipped", "names", "show_metrics", "metrics_table", "confusion_table",
+           "ranking_table", "cv_table", "backbones_table", "comparison_table", "adaptation_table", "shift_table",
+           "predictions_table", "trials_table", "data_line"]
+
+
+def names(text: Optional[str]) -> Optional[list[str]]:
+    """The names of a comma-separated option (None when not given or empty)."""
+    return [name.strip() for name in text.split(",") if name.strip()] if text else None
+
+
+def report_skipped(data) -> None:
+    """Warn about the samples a data set skipped as unreadable (the first ten named)."""
+    if not data.skipped:
+        return
+    err.print(f"[yellow]warning:[/] skipped {len(data.skipped)} unreadable sample(s) in {data.source}:")
+    for issue in data.skipped[:10]:
+        err.print(f"  {issue}", highlight=False, markup=False)
+    if len(data.skipped) > 10:
+        err.print(f"  ... and {len(data.skipped) - 10} more")
+
+
+@contextmanager
+def progress_bars(enabled: bool = True):
+    """A rich progress display; yields a ``progress(stage, done, total, note="")`` callback.
+
+    Where stderr is no terminal (a log file, nohup, a batch job) a live display would show
+    nothing until the end, so each finished stage prints one plain line instead.
+    """
+    if not enabled:
+        yield None
+        return
+    if not err.is_terminal:
+        yield _log_lines()
+        return
+    columns = (TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[note]}"))
+    tasks: dict[str, int] = {}
+    with Progress(*columns, console=err, transient=False) as bars:
+        def update(stage: str, done: int, total: int, note: str = "") -> None:
+            if stage not in tasks:
+                tasks[stage] = bars.add_task(stage, total=total, note="")
+            bars.update(tasks[stage], completed=done, total=total, **({"note": note} if note else {}))
+        yield update
+
+
+def _log_lines():
+    """A ``progress`` callback printing one line per finished stage, and one per note (epoch scores)."""
+    started: dict[str, float] = {}
+    printed: set[tuple[str, str]] = set()
+
+    def update(stage: str, done: int, total: int, note: str = "") -> None:
+        started.setdefault(stage, time.perf_counter())
+        if done < total or (stage, note) in printed:
+            return
+        printed.add((stage, note))
+        seconds = time.perf_counter() - started[stage]
+        err.print(f"{stage}: {note}" if note else f"{stage}: {done}/{total} in {seconds:.0f} s",
+                  highlight=False, markup=False)
+    return update
+
+
+def data_line(data, train, test, val=None) -> str:
+    """One line about a data set and its split: samples, classes and their counts, part sizes."""
+    counts = ", ".join(f"{k}: {v}" for k, v in data.class_counts().items())
+    return (f"[bold]{data.source}[/]: {len(data)} {data.modality} samples, {len(data.classes)} classes ({counts}); "
+            f"train {len(train)}, test {len(test)}" + (f", val {len(val)}" if val else ""))
+
+
+# -- metrics ---------------------------------------------------------------------------------
+def metrics_table(metrics: dict, title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("class", "precision", "recall", "F1", "support"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for name, row in metrics["per_class"].items():
+        table.add_row(name, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"]))
+    table.add_section()
+    table.add_row("macro avg", f"{metrics['precision']:.3f}", f"{metrics['recall']:.3f}", f"{metrics['f1']:.3f}",
+                  str(metrics["samples"]), style="bold")
+    return table
+
+
+def confusion_table(metrics: dict) -> Table:
+    classes = metrics["classes"]
+    table = Table(title="confusion matrix (rows: true, columns: predicted)", title_justify="left")
+    table.add_column("")
+    for name in classes:
+        table.add_column(name[:10], justify="right")
+    for i, (name, row) in enumerate(zip(classes, metrics["confusion_matrix"])):
+        table.add_row(name[:16], *(f"[bold]{v}[/]" if i == j else str(v) for j, v in enumerate(row)))
+    return table
+
+
+def show_metrics(metrics: dict, title: str) -> None:
+    """Per-class scores, the confusion matrix (up to 12 classes) and the headline numbers."""
+    out.print(metrics_table(metrics, title))
+    if len(metrics["classes"]) <= 12:
+        out.print(confusion_table(metrics))
+    out.print(f"[bold]accuracy {metrics['accuracy']:.4f}[/]   balanced accuracy {metrics['balanced_accuracy']:.4f}"
+              f"   macro F1 {metrics['f1']:.4f}   ({metrics['samples']} samples)")
+
+
+def cv_table(cv: dict) -> Table:
+    table = Table(title=f"{cv['k']}-fold cross-validation on the training split (mean ± std)", title_justify="left")
+    for metric in cv["mean"]:
+        table.add_column(metric.replace("_", " "), justify="right")
+    table.add_row(*(f"{cv['mean'][m]:.4f} ± {cv['std'][m]:.4f}" for m in cv["mean"]))
+    return table
+
+
+# -- one table per command -------------------------------------------------------------------
+def ranking_table(rows: list[dict], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("#", "model", "layer", "LogME", "LEEP", "NCE", "H-score", "kNN acc", "dim", "score s"):
+        table.add_column(column, justify="left" if column in ("model", "layer") else "right")
+    for place, row in enumerate(rows, 1):
+        optional = [f"{row[k]:.3f}" if row[k] is not None else "—" for k in ("leep", "nce")]
+        table.add_row(str(place), row["model"], row["layer"], f"{row['logme']:.3f}", *optional, f"{row['hscore']:.2f}",
+                      f"{row['knn_accuracy']:.3f}", str(row["feature_dim"]), f"{row['seconds']:.2f}")
+    return table
+
+
+def _contract_text(modality: str, c: dict) -> str:
+    if modality == "image":
+        return (f"{c['input_size']}px, crop {c['crop_pct']}, {c['interpolation']}, "
+                f"mean {tuple(c['mean'])}, std {tuple(c['std'])}")
+    return f"tokenizer {c['tokenizer']}, max {c['max_length']} tokens, {c['extra'].get('pooling')} pooling"
+
+
+def backbones_table(rows) -> Table:
+    table = Table(title="backbones (also: timm:<name> and hf:<id or folder>)", title_justify="left")
+    for column in ("name", "modality", "weights", "feature dim", "input contract", "layer groups"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row.name, row.modality, "[green]offline[/]" if row.available else "[red]missing[/]",
+                      str(row.feature_dim), _contract_text(row.modality, row.contract),
+                      str(len(row.contract["layer_groups"])))
+    return table
+
+
+def comparison_table(rows: list[dict], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("strategy", "accuracy", "macro F1", "precision", "recall", "trainable params", "trainable %",
+                   "checkpoint MB", "peak mem MB", "train s"):
+        table.add_column(column, justify="left" if column == "strategy" else "right")
+    for row in rows:
+        table.add_row(row["strategy"], f"{row['accuracy']:.4f}", f"{row['f1']:.4f}", f"{row['precision']:.4f}",
+                      f"{row['recall']:.4f}", f"{row['trainable_params']:,}", f"{100 * row['trainable_fraction']:.2f}",
+                      f"{row['checkpoint_bytes'] / 1e6:.2f}", f"{row['peak_memory_bytes'] / 1e6:.0f}",
+                      f"{row['train_seconds']:.1f}")
+    return table
+
+
+def adaptation_table(rows: list[dict], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("model", "strategy", "accuracy", "balanced acc", "macro F1", "train s"):
+        table.add_column(column, justify="left" if column in ("model", "strategy") else "right")
+    for row in rows:
+        m = row["metrics"]
+        table.add_row(row["method"], row["strategy"], f"{m['accuracy']:.4f}", f"{m['balanced_accuracy']:.4f}",
+                      f"{m['f1']:.4f}", f"{row['train_seconds']:.1f}")
+    return table
+
+
+def shift_table(result, title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("proxy A-distance", "domain classifier acc", "MMD²", "source", "target"):
+        table.add_column(column, justify="right")
+    table.add_row(f"{result.proxy_a_distance:.3f}", f"{result.domain_accuracy:.3f}", f"{result.mmd:.4f}",
+                  str(result.source_samples), str(result.target_samples))
+    return table
+
+
+def predictions_table(rows: list[dict], title: str, top: int) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("input", "label", f"top {top}"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        best = sorted(row["probabilities"].items(), key=lambda kv: -kv[1])[:top]
+        table.add_row(row["input"], row["label"], ", ".join(f"{c} {v:.2f}" for c, v in best))
+    return table
+
+
+def trials_table(summary: dict, limit: int = 15) -> Table:
+    params = list(summary["space"])
+    table = Table(title=f"study {summary['study']}: best trials", title_justify="left")
+    for column in ("#", "state", "val F1", "epochs", *params):
+        table.add_column(column, justify="right")
+    ranked = sorted(summary["trials"], key=lambda t: -(t["value"] if t["value"] is not None else -1))
+    for t in ranked[:limit]:
+        values = [f"{v:.3g}" if isinstance(v, float) else str(v) for v in (t["params"].get(p, "—") for p in params)]
+        value = f"{t['value']:.4f}" if t["value"] is not None else "—"
+        table.add_row(str(t["number"]), t["state"].lower(), value, f"{t['epochs_run'] or 0}/{t['epochs_budget'] or 0}",
+                      *values)
+    return table

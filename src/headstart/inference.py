@@ -1,0 +1,36 @@
+"""Running a whole network over data for predictions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from .backbones import Backbone
+from .data import LabelledData, inference_loader, to_device
+from .training import TransferNet
+
+__all__ = ["network_probabilities"]
+
+Progress = Callable[..., None]
+
+
+def network_probabilities(net: TransferNet, data: LabelledData, backbone: Backbone, device: torch.device,
+                          batch_size: int, workers: int, progress: Progress | None = None) -> np.ndarray:
+    """Softmax outputs of a whole network over unlabelled or labelled data.
+
+    Batches come from :func:`~headstart.data.inference_loader`, the path feature extraction and
+    AdaBN use, so a network predicts on exactly the inputs its features were computed from.
+    """
+    channels_last = backbone.contract.channels_last
+    net.eval().to(device)
+    out, done = [], 0
+    with torch.inference_mode():
+        for batch in inference_loader(backbone, data.items, batch_size=batch_size, num_workers=workers):
+            logits = net(to_device(batch, device, channels_last=channels_last))
+            out.append(torch.softmax(logits.float(), dim=1).cpu())
+            done += len(out[-1])
+            if progress:
+                progress("predicting", done, len(data))
+    return torch.cat(out).numpy()

@@ -1,0 +1,406 @@
+"""Whole runs as ``headstart`` makes them, callable from Python.
+
+:func:`fit_run` fits, evaluates and saves a run directory from data on disk, and
+:func:`resume_run` continues one that was interrupted; :func:`read_run_config` reads a
+run's or a search's ``config.yaml``; :func:`save_search` and :func:`refit_best` finish a
+hyperparameter search; :func:`adapt_run` adapts a model to a target domain and saves it
+beside its source-only baseline. The command line only parses, calls these and prints.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .data import ImageFiles, ImageFolder, LabelledData, TextTable, stratified_split
+from .errors import ConfigError, DataError
+from .runs import write_text_atomic
+
+__all__ = ["open_data", "open_inputs", "open_unlabelled", "RunConfig", "read_run_config", "RunArgs", "FitRun",
+           "FitRunResult", "fit_run", "resume_run", "work_dir", "save_search", "refit_best", "trial_trackers",
+           "AdaptRunResult", "adapt_run"]
+
+TEXT_SUFFIXES = {".csv", ".tsv", ".txt", ".jsonl", ".ndjson"}
+ARGS_FILE = "args.json"
+Progress = Callable[..., None]
+
+
+# -- data on disk ------------------------------------------------------------------------------
+def open_data(path: str | Path, text_column: str = "text", label_column: str | None = "label",
+              strict: bool = False) -> LabelledData:
+    """An image folder (one sub-folder per class) or a text table, from what the path is."""
+    path = Path(path)
+    if path.is_dir():
+        return ImageFolder(path, strict=strict)
+    if path.suffix.lower() in TEXT_SUFFIXES:
+        return TextTable(path, text=text_column, label=label_column, strict=strict)
+    if not path.exists():
+        raise DataError(f"{path} does not exist.")
+    raise DataError(f"{path} is neither a folder of class folders nor a text table (.csv, .tsv, .jsonl).")
+
+
+def open_inputs(paths: Sequence[str | Path], modality: str, text_column: str = "text") -> LabelledData:
+    """Unlabelled inputs to predict: image files or folders, or one text table."""
+    if modality == "image":
+        return ImageFiles([Path(p) for p in paths])
+    if len(paths) != 1:
+        raise DataError("For a text model give one table (.csv, .tsv, .jsonl) of texts to predict.")
+    return TextTable(Path(paths[0]), text=text_column, label=None)
+
+
+def open_unlabelled(path: str | Path, text_column: str = "text", modality: str | None = None) -> LabelledData:
+    """The samples of a domain without their labels: any image folder, or a table's text column."""
+    path = Path(path)
+    return open_inputs([path], modality or ("image" if path.is_dir() else "text"), text_column)
+
+
+# -- config files --------------------------------------------------------------------------------
+@dataclass
+class RunConfig:
+    """What a run's (or a search's) ``config.yaml`` fixes: backbone, strategy and its options,
+    seed and weights; ``source`` is the file it was read from (None: the defaults)."""
+
+    model: str | None = None
+    strategy: str = "linear-probe"
+    options: dict = field(default_factory=dict)
+    seed: int = 0
+    weights: Path | None = None
+    source: Path | None = None
+
+    def overridden(self, *, model: str | None = None, strategy: str | None = None, options: dict | None = None,
+                   seed: int | None = None, weights: str | Path | None = None) -> RunConfig:
+        """This config with what was given (None: not given) taking precedence, options merged
+        field by field; a strategy other than the file's is an error."""
+        if strategy is not None and self.source is not None and strategy != self.strategy:
+            raise ConfigError(f"`--strategy {strategy}` contradicts {self.source}, which configures {self.strategy}; "
+                              "drop one of them.")
+        given = {k: v for k, v in (options or {}).items() if v is not None}
+        return RunConfig(model or self.model, strategy or self.strategy, {**self.options, **given},
+                         self.seed if seed is None else seed, Path(weights) if weights else self.weights, self.source)
+
+
+def read_run_config(path: str | Path) -> RunConfig:
+    """Read the ``config.yaml`` of a run (``fit``) or of a search (``tune``: its best trial)."""
+    from .tuning import read_yaml_mapping
+
+    config = read_yaml_mapping(path, "config file", "`strategy`, `strategy_config`, `backbone` and `seed`")
+    if "strategy" not in config or "strategy_config" not in config:
+        raise ConfigError(f"{path} is not a headstart config: it needs `strategy` and `strategy_config` "
+                          "(write one with `headstart tune` or `headstart fit`).")
+    backbone = config.get("backbone") or {}
+    weights = backbone.get("weights")
+    return RunConfig(backbone.get("name"), config["strategy"], dict(config["strategy_config"] or {}),
+                     int(config.get("seed", 0)), Path(weights) if weights else None, Path(path))
+
+
+# -- fitting a run directory, resumably -----------------------------------------------------------
+def work_dir(out_dir: str | Path) -> Path:
+    """Where an unfinished run keeps its checkpoint and arguments (a hidden sibling of the run)."""
+    out_dir = Path(out_dir)
+    return out_dir.parent / f".{out_dir.name}.unfinished"
+
+
+@dataclass
+class RunArgs:
+    """Everything a run needs to (re)start: saved as ``args.json`` in its work dir until it ends.
+
+    ``options`` are the strategy's (a dict of its config fields); ``test`` and ``val`` the
+    held-out shares; ``batch_size``, ``workers`` and ``device`` how extraction and prediction
+    run; ``cv`` adds a K-fold estimate on the training split; ``track`` logs to mlflow or
+    tensorboard (``track_uri``: where).
+    """
+
+    data: str
+    out_dir: str
+    model: str | None = None
+    strategy: str = "linear-probe"
+    candidates: list[str] | None = None
+    options: dict = field(default_factory=dict)
+    text_column: str = "text"
+    label_column: str | None = "label"
+    test: float = 0.2
+    val: float = 0.0
+    seed: int = 0
+    weights: str | None = None
+    strict: bool = False
+    batch_size: int = 64
+    workers: int | None = None
+    device: str = "auto"
+    cache_dir: str | None = None
+    no_cache: bool = False
+    cv: int | None = None
+    track: str | None = None
+    track_uri: str | None = None
+
+    @classmethod
+    def create(cls, data: str | Path, out_dir: str | Path, **settings: Any) -> RunArgs:
+        """From any of the fields; paths become strings (as ``args.json`` holds them)."""
+        unknown = sorted(set(settings) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ConfigError(f"{', '.join(unknown)} is not a setting of a run; its settings are: "
+                              f"{', '.join(f.name for f in fields(cls))}.")
+        paths = {k: str(v) for k, v in settings.items() if k in ("weights", "cache_dir") and v is not None}
+        return cls(data=str(data), out_dir=str(out_dir), **{**settings, **paths})
+
+    @classmethod
+    def from_dict(cls, values: dict) -> RunArgs:
+        """From ``args.json`` (older ones held the candidates as one comma-separated string)."""
+        known = {f.name for f in fields(cls)}
+        args = {k: v for k, v in values.items() if k in known}
+        if isinstance(args.get("candidates"), str):
+            args["candidates"] = [n.strip() for n in args["candidates"].split(",") if n.strip()] or None
+        return cls(**args)
+
+
+@dataclass
+class FitRunResult:
+    """What :meth:`FitRun.run` made: the fitted estimator, its test metrics (with
+    ``fit_seconds``), the cross-validation estimate if asked for, and where the run is."""
+
+    transfer: Any
+    metrics: dict
+    cv: dict | None
+    out_dir: Path
+    resumed: bool = False
+
+
+class FitRun:
+    """One ``headstart fit``: open the data, split it, fit, evaluate on the test split, save
+    the run directory with its report.
+
+    The config is checked and the data opened at construction, so a caller can describe the
+    data (and :meth:`split` it) before :meth:`run` trains. While training, the run's
+    arguments and last checkpoint live in :func:`work_dir`; after an interruption
+    :meth:`resume` continues where it stopped.
+    """
+
+    def __init__(self, args: RunArgs, *, resumed: bool = False) -> None:
+        from .strategies import get_strategy
+
+        self.args, self.resumed = args, resumed
+        self.config = get_strategy(args.strategy).make_config(dict(args.options))
+        self.data = open_data(args.data, args.text_column, args.label_column, args.strict)
+        self.train: LabelledData | None = None
+        self.val: LabelledData | None = None
+        self.test: LabelledData | None = None
+
+    @classmethod
+    def resume(cls, out_dir: str | Path) -> FitRun:
+        """The interrupted run that was to be written to ``out_dir``, from its saved arguments."""
+        saved = work_dir(out_dir) / ARGS_FILE
+        if not saved.is_file():
+            raise DataError(f"{out_dir} has no unfinished training to resume (no {saved}).")
+        return cls(RunArgs.from_dict(json.loads(saved.read_text())), resumed=True)
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.args.out_dir)
+
+    def split(self) -> tuple[LabelledData, LabelledData | None, LabelledData]:
+        """(train, val or None, test), stratified, from the run's seed."""
+        if self.train is None:
+            a = self.args
+            parts = self.data.split(test=a.test, val=a.val, seed=a.seed) if a.val > 0 else \
+                self.data.split(test=a.test, seed=a.seed)
+            self.train, self.val, self.test = (parts[0], None, parts[1]) if len(parts) == 2 else parts
+        return self.train, self.val, self.test
+
+    def transfer(self, progress: Progress | None = None):
+        """A fresh, unfitted estimator as the run configures it."""
+        from .transfer import Transfer
+
+        a = self.args
+        return Transfer(a.model, a.strategy, candidates=a.candidates, config=self.config, weights=a.weights,
+                        cache_dir=a.cache_dir, use_cache=not a.no_cache, batch_size=a.batch_size,
+                        num_workers=a.workers, device=a.device, seed=a.seed, progress=progress)
+
+    def run(self, progress: Progress | None = None) -> FitRunResult:
+        """Fit (continuing from the checkpoint when resumed), evaluate, save; return the result."""
+        from .tracking import open_tracker
+
+        train, val, test = self.split()
+        workspace = work_dir(self.out_dir)
+        workspace.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(workspace / ARGS_FILE, json.dumps(asdict(self.args), indent=1))
+        started = time.perf_counter()
+        tracker = open_tracker(self.args.track, self.out_dir.name, uri=self.args.track_uri)
+        cv = self._cross_validate(progress) if self.args.cv else None
+        estimator = self.transfer(progress).fit(train, val, checkpoint=workspace / "checkpoint.pt",
+                                                resume=self.resumed, callbacks=[tracker] if tracker else [])
+        metrics, predictions = estimator.evaluate_with_predictions(test)
+        metrics["fit_seconds"] = round(time.perf_counter() - started, 2)
+        self._save(estimator, metrics, predictions, cv)
+        shutil.rmtree(workspace, ignore_errors=True)
+        if tracker:
+            _log_run(tracker, estimator, self.args, metrics, cv, self.out_dir)
+        return FitRunResult(estimator, metrics, cv, self.out_dir, self.resumed)
+
+    def _cross_validate(self, progress: Progress | None) -> dict:
+        from .tuning import cross_validate
+
+        return cross_validate(lambda: self.transfer(progress), self.train, self.args.cv, self.args.seed, progress)
+
+    def _save(self, estimator, metrics: dict, predictions: list[dict], cv: dict | None) -> None:
+        from .report import write_report
+
+        documents = {"test": metrics, "data": self.data.summary(), **({"cv": cv} if cv else {})}
+        estimator.save(self.out_dir, metrics=documents, extra={"predictions": predictions})
+        write_report(self.out_dir)
+
+
+def _log_run(tracker, estimator, args: RunArgs, metrics: dict, cv: dict | None, out_dir: Path) -> None:
+    tracker.log_params({"model": estimator.model_name_, "strategy": args.strategy, "seed": args.seed,
+                        **asdict(estimator.config_)})
+    tracker.log_metrics({"test": metrics, **({"cv": cv["mean"]} if cv else {})})
+    tracker.log_artifacts(out_dir)
+    tracker.close()
+
+
+def fit_run(data: str | Path, out_dir: str | Path, *, progress: Progress | None = None,
+            **settings: Any) -> FitRunResult:
+    """Fit on the data at ``data`` (an image folder or a text table), evaluate on a held-out
+    test split and write the run directory ``out_dir`` (model, metrics, predictions, report),
+    exactly as ``headstart fit`` does.
+
+    ``settings`` are the fields of :class:`RunArgs`: ``model``, ``strategy``, ``options``
+    (the strategy's config fields), ``test``, ``val``, ``seed``, ``weights``, ``cv``... If
+    it is interrupted, :func:`resume_run` continues it from its last epoch.
+    """
+    return FitRun(RunArgs.create(data, out_dir, **settings)).run(progress)
+
+
+def resume_run(out_dir: str | Path, *, progress: Progress | None = None) -> FitRunResult:
+    """Continue an interrupted :func:`fit_run` (or ``headstart fit``) to ``out_dir``."""
+    return FitRun.resume(out_dir).run(progress)
+
+
+# -- finishing a search -----------------------------------------------------------------------------
+def save_search(result, out_dir: str | Path, *, data_summary: dict | None = None,
+                weights: str | Path | None = None, title: str | None = None) -> dict:
+    """Write a search's best config (``config.yaml``, which ``fit --config`` reads), its
+    trials (``tuning.json``) and ``report.html`` to ``out_dir``; return the summary written."""
+    import yaml
+
+    from .report import write_report
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = {**result.summary(), **({"data": data_summary} if data_summary is not None else {})}
+    config = result.run_config()
+    if weights:
+        config["backbone"]["weights"] = str(weights)
+    write_text_atomic(out_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    write_text_atomic(out_dir / "tuning.json", json.dumps(summary, indent=1))
+    write_report(out_dir, title or f"headstart search: {result.settings.study}")
+    return summary
+
+
+def refit_best(result, train: LabelledData, test: LabelledData, run_dir: str | Path, *,
+               data_summary: dict | None = None, transfer_options: dict | None = None,
+               progress: Progress | None = None) -> dict:
+    """Train a search's best config on all of ``train`` (the search's train + val), evaluate
+    it on ``test`` and save it as a run in ``run_dir``; return the test metrics.
+
+    A network trains for the best trial's best epoch count without early stopping; its
+    validation curve is in-sample here (the val part is inside ``train``).
+    """
+    from .report import write_report
+    from .strategies import get_strategy
+    from .transfer import Transfer
+
+    config = get_strategy(result.strategy).make_config(result.run_config(refit=True)["strategy_config"])
+    seed = result.settings.seed
+    _, val_idx = stratified_split(train.y, [result.settings.val_fraction], seed)
+    model = Transfer(result.model, result.strategy, config=config, seed=seed, progress=progress,
+                     **(transfer_options or {}))
+    model.fit(train, train.subset(val_idx))
+    metrics, predictions = model.evaluate_with_predictions(test)
+    summary = {**result.summary(), **({"data": data_summary} if data_summary is not None else {})}
+    documents = {"test": metrics, **({"data": data_summary} if data_summary is not None else {})}
+    model.save(run_dir, metrics=documents, extra={"predictions": predictions, "tuning": summary})
+    write_report(run_dir)
+    return metrics
+
+
+def trial_trackers(track: str | None, track_uri: str | None, study: str):
+    """``(trial_callbacks, after_trial)`` for :func:`~headstart.tuning.tune` that log each
+    trial as its own tracker run (mlflow or tensorboard), or (None, None) without ``track``."""
+    from .tracking import open_tracker, require_tracker
+
+    if track is None:
+        return None, None
+    require_tracker(track)  # before the search starts, not at its first trial
+    trackers: dict[int, object] = {}
+
+    def trial_callbacks(trial, config):
+        if trial.number not in trackers:
+            tracker = open_tracker(track, f"{study}-trial-{trial.number}", uri=track_uri, experiment=study)
+            tracker.log_params({"trial": trial.number, **asdict(config)})
+            trackers[trial.number] = tracker
+        return [trackers[trial.number]]
+
+    def after_trial(study_, trial) -> None:
+        tracker = trackers.pop(trial.number, None)
+        if tracker is not None:
+            tracker.log_metrics({"objective": trial.value} if trial.value is not None else {})
+            tracker.close()
+
+    return trial_callbacks, after_trial
+
+
+# -- domain adaptation ------------------------------------------------------------------------------
+@dataclass
+class AdaptRunResult:
+    """What :func:`adapt_run` made. ``baseline`` and ``adapted`` are rows of
+    :func:`~headstart.comparison.compare_adaptation` (method, strategy, metrics, train_seconds,
+    transfer), measured on ``evaluated_on``; ``source_metrics`` are the adapted model's on the
+    source's test split."""
+
+    baseline: dict
+    adapted: dict
+    source_metrics: dict
+    train: LabelledData
+    evaluated_on: LabelledData
+    out_dir: Path
+
+    @property
+    def transfer(self):
+        return self.adapted["transfer"]
+
+
+def adapt_run(source: LabelledData, target: LabelledData, out_dir: str | Path, method: str, *,
+              evaluate_on: LabelledData | None = None, test: float = 0.2, seed: int = 0, model: str | None = None,
+              config: object | dict | None = None, adapt_options: dict | None = None,
+              progress: Progress | None = None, **transfer_options: Any) -> AdaptRunResult:
+    """Adapt a model trained on labelled ``source`` data to unlabelled ``target`` data with
+    ``method``, beside the source-only model of the same strategy, and save the adapted run.
+
+    ``config`` configures the method's strategy (its default, the first it names) and
+    ``adapt_options`` the method. Both models are measured on ``evaluate_on`` (labelled
+    target data) or, without it, on the source's test split (a ``test`` share).
+    """
+    from .adaptation import get_adaptation
+    from .comparison import compare_adaptation
+    from .report import write_report
+
+    strategy = get_adaptation(method).strategies[0]
+    train, source_test = source.split(test=test, seed=seed)
+    judged_on = evaluate_on if evaluate_on is not None else source_test
+    rows = compare_adaptation(train, target, [method], evaluate_on=judged_on, model=model,
+                              configs={strategy: config} if config is not None else None,
+                              adapt_options={method: adapt_options} if adapt_options else None,
+                              seed=seed, progress=progress, **transfer_options)
+    baseline, adapted = rows[0], rows[-1]
+    fitted = adapted["transfer"]
+    source_metrics = fitted.evaluate(source_test) if evaluate_on is not None else adapted["metrics"]
+    fitted.save(out_dir, metrics={"test": source_metrics,
+                                  "target": adapted["metrics"] if evaluate_on is not None else None,
+                                  "source_only": baseline["metrics"], "data": source.summary(),
+                                  "target_data": target.summary()})
+    write_report(out_dir)
+    return AdaptRunResult(baseline, adapted, source_metrics, train, judged_on, Path(out_dir))
