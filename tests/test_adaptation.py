@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import headstart as hs
 from headstart.adaptation import (AdaBNConfig, CoralAlignment, DannConfig, DomainAdversarialLoss, MmdConfig, MmdLoss,
-                                  domain_shift, ganin_schedule, make_adapt_config, multi_kernel_mmd,
+                                  domain_shift, ganin_schedule, make_adaptation, multi_kernel_mmd,
                                   reestimate_batchnorm, reverse_gradient)
 from headstart.errors import ConfigError
 from headstart.heads import fit_linear_probe
@@ -168,13 +168,14 @@ def test_shift_score_is_near_zero_within_a_domain_and_near_two_across_disjoint_d
 
 
 def test_adapt_configs_from_names_dicts_and_objects_with_clear_errors():
-    assert make_adapt_config("mmd") == MmdConfig()
-    assert make_adapt_config({"method": "dann", "weight": 0.3}).weight == 0.3
-    assert make_adapt_config(AdaBNConfig(source_statistics=False)).source_statistics is False
+    assert make_adaptation("mmd").config == MmdConfig()
+    assert make_adaptation({"method": "dann", "weight": 0.3}).config.weight == 0.3
+    assert make_adaptation(AdaBNConfig(source_statistics=False)).config.source_statistics is False
+    assert make_adaptation(AdaBNConfig()).name == "adabn"
     with pytest.raises(ConfigError, match="Did you mean 'coral'"):
-        make_adapt_config("corel")
+        make_adaptation("corel")
     with pytest.raises(ConfigError, match="hidden does not apply to the mmd method"):
-        make_adapt_config({"method": "mmd", "hidden": 3})
+        make_adaptation({"method": "mmd", "hidden": 3})
     with pytest.raises(ConfigError, match="'weight' option of dann must be a float > 0"):
         DannConfig(weight=0)
 

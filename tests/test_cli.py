@@ -1,9 +1,16 @@
 import json
+import re
+import subprocess
 import sys
+from dataclasses import MISSING, fields
 
 import pytest
+import yaml
 
 from headstart import cli
+from headstart.adaptation import adaptation_names, get_adaptation
+from headstart.cli.options import FLAG_FALLBACKS
+from headstart.strategies import get_strategy, strategy_names
 
 from helpers import TINY_TIMM, colour_folder, tiny_timm_weights
 
@@ -160,3 +167,118 @@ def test_a_terminated_finetune_exits_like_an_interrupt_and_keeps_its_checkpoint(
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130 and "interrupted" in err, (process.returncode, err)
     assert checkpoint.is_file() and not (tmp_path / "run").exists()
+
+
+# -- options generated from the configs ------------------------------------------------------------
+def help_lines(monkeypatch, *command) -> list[str]:
+    """``headstart COMMAND --help`` rendered one option per line, box drawing and runs of blanks removed."""
+    import typer.rich_utils
+    from typer.testing import CliRunner
+
+    monkeypatch.setattr(typer.rich_utils, "MAX_WIDTH", 4000)
+    result = CliRunner().invoke(cli.app, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    return [" ".join(line.strip("│ ").split()) for line in result.output.splitlines()]
+
+
+def flag_of(spec) -> str:
+    name = spec.metadata.get("flag") or FLAG_FALLBACKS.get(spec.name) or spec.name.replace("_", "-")
+    return "--" + name.split("/")[0].strip().lstrip("-")
+
+
+def default_of(spec):
+    return spec.default if spec.default is not MISSING else spec.default_factory()
+
+
+def shown(value, line: str) -> str:
+    """How --help should show a dataclass default: a bool as the flag that gives it (like typer)."""
+    if isinstance(value, bool):
+        primary, secondary = line.split()[:2]
+        return (primary if value else secondary).lstrip("-")
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def defaults_by_owner(line: str) -> dict[str, str] | str:
+    """``[default: 5]`` -> "5"; ``[default: 0.0003 (finetune, lp-ft); 0.003 (lora)]`` -> per owner."""
+    text = re.search(r"\[default: (.*)\]$", line).group(1)
+    if "; " not in text:
+        return text
+    owners = {}
+    for part in text.split("; "):
+        value, names = re.fullmatch(r"(.*) \(([^()]+)\)", part).groups()
+        owners.update({name: value for name in names.split(", ")})
+    return owners
+
+
+@pytest.mark.parametrize("command", ["fit", "tune"])
+def test_every_strategy_option_is_a_flag_with_its_help_and_each_strategys_default(monkeypatch, command):
+    lines = help_lines(monkeypatch, command)
+    checked = 0
+    for strategy in strategy_names():
+        for spec in fields(get_strategy(strategy).config_class):
+            flag = flag_of(spec)
+            line = next((line for line in lines if line.split(" ", 1)[0] == flag), None)
+            assert line is not None, f"{strategy}'s option {spec.name} has no flag {flag} on {command}"
+            assert " ".join(spec.metadata["help"].split()) in line, (spec.name, line)
+            defaults = defaults_by_owner(line)
+            value = defaults if isinstance(defaults, str) else defaults.get(strategy)
+            assert value == shown(default_of(spec), line), (strategy, spec.name, line)
+            checked += 1
+    assert checked > 40
+
+
+def test_a_default_that_differs_between_strategies_is_shown_for_each(monkeypatch):
+    line = next(line for line in help_lines(monkeypatch, "fit") if line.startswith("--lr "))
+    assert line.endswith("[default: 0.0003 (finetune, lp-ft, scratch); 0.003 (lora); 0.001 (bitfit)]")
+
+
+def test_adapt_and_compare_have_the_options_of_what_they_train(monkeypatch):
+    adapt = [line.split(" ", 1)[0] for line in help_lines(monkeypatch, "adapt")]
+    for method in adaptation_names():
+        cls = get_adaptation(method)
+        for spec in [*fields(cls.config_class), *fields(get_strategy(cls.strategies[0]).config_class)]:
+            assert flag_of(spec) in adapt, (method, spec.name)
+    compare = [line.split(" ", 1)[0] for line in help_lines(monkeypatch, "compare")]
+    assert all(flag_of(spec) in compare for spec in fields(get_strategy("finetune").config_class))
+
+
+@pytest.mark.parametrize("strategy, args, flag", [
+    ("linear-probe", ["--lr", "0.1"], "--lr"),
+    ("linear-probe", ["--no-train-bn"], "--no-train-bn"),
+    ("finetune", ["--head", "mlp"], "--head"),
+    ("finetune", ["--C", "2"], "--C"),
+    ("lora", ["--bitfit-norms"], "--bitfit-norms"),
+    ("bitfit", ["--lora-rank", "4", "--unfreeze", "2"], "--unfreeze, --lora-rank"),
+    ("scratch", ["--train-batch", "8", "--lora-targets", "query"], "--lora-targets"),
+])
+def test_an_option_of_another_strategy_is_an_error_naming_the_flag(tmp_path, monkeypatch, capsys, strategy, args, flag):
+    code, _, err = run_cli(monkeypatch, capsys, "fit", tmp_path / "data", "--strategy", strategy, *args,
+                           "--out", tmp_path / "r")
+    verb = "do" if "," in flag else "does"
+    assert code == 2 and f"{flag} {verb} not apply to the {strategy} strategy" in " ".join(err.split()), err
+    assert "Traceback" not in err
+
+
+def test_tune_pins_given_options_and_rejects_those_of_other_strategies(tmp_path, monkeypatch, capsys):
+    code, _, err = run_cli(monkeypatch, capsys, "tune", tmp_path / "data", "--strategy", "linear-probe",
+                           "--epochs", 2, "--out", tmp_path / "search")
+    assert code == 2 and "--epochs does not apply to the linear-probe strategy" in " ".join(err.split())
+
+
+def test_generated_options_reach_the_strategy_config(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HEADSTART_CACHE", str(tmp_path / "cache"))
+    folder = colour_folder(tmp_path / "imgs", per_class=6)
+    code, _, err = run_cli(monkeypatch, capsys, "fit", folder, "--model", f"timm:{TINY_TIMM}", "--weights",
+                           tiny_timm_weights(tmp_path), "--C", "0.5", "--class-weight", "balanced", "--workers", "0",
+                           "--out", tmp_path / "run", "--json")
+    assert code == 0, err
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["strategy_config"]
+    assert (saved["C"], saved["class_weight"], saved["head"]) == (0.5, "balanced", "linear")
+
+
+def test_python_dash_m_headstart_runs_the_cli():
+    result = subprocess.run([sys.executable, "-m", "headstart", "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "fit" in result.stdout and "export-merged" in result.stdout

@@ -97,3 +97,13 @@ def test_files_with_equal_content_are_served_from_one_cache_entry(tmp_path, monk
     assert embedded == []
     np.testing.assert_array_equal(first, second)
     assert len(list((tmp_path / "cache").rglob("*.safetensors"))) == 1
+
+
+def test_text_features_come_back_in_the_callers_order(tmp_path):
+    from helpers import tiny_bert_folder
+
+    backbone = build_backbone(f"hf:{tiny_bert_folder(tmp_path / 'bert')}")
+    texts = ["a much longer text than the others", "b", "a middle one"]
+    together = features.embed(backbone, texts, batch_size=1, num_workers=0)  # batch 1: no padding either way
+    for text, row in zip(texts, together):
+        np.testing.assert_allclose(row, features.embed(backbone, [text], batch_size=1, num_workers=0)[0], atol=1e-6)

@@ -7,7 +7,7 @@ import torch
 import headstart as hs
 from headstart.backbones import build_backbone
 from headstart.errors import ConfigError
-from headstart.strategies import FinetuneConfig, train_network
+from headstart.strategies import FinetuneConfig
 from headstart.training import group_of_parameters, optimizer_groups
 
 from helpers import TINY_TIMM, colour_folder, tiny_timm_weights
@@ -25,17 +25,16 @@ def weights(tmp_path):
     return tiny_timm_weights(tmp_path)
 
 
-def _train(weights, data, tmp_path, strategy="finetune", callbacks=(), **options):
+def _train(weights, data, tmp_path, strategy="finetune", callbacks=(), resume=False, **options):
+    """Fit through the public API with a checkpoint; return the start backbone and its weights,
+    the trained network and its history."""
     backbone = build_backbone(f"timm:{TINY_TIMM}", weights=weights, pretrained=strategy != "scratch")
-    train, val = data.split(test=0.3, seed=0)
-    config = FinetuneConfig(**{"epochs": 2, "batch_size": 8, "patience": 0, **options})
-    torch.manual_seed(0)
-    head = torch.nn.Linear(backbone.contract.feature_dim, len(data.classes))
     before = {k: v.clone() for k, v in backbone.module.state_dict().items()}
-    net, history = train_network(strategy, config, backbone, head, train, val, data.classes,
-                                 device=torch.device("cpu"), seed=0, num_workers=0,
-                                 checkpoint=tmp_path / "ckpt.pt", callbacks=list(callbacks))
-    return backbone, before, net, history
+    train, val = data.split(test=0.3, seed=0)
+    model = hs.Transfer(f"timm:{TINY_TIMM}", strategy, weights=weights, num_workers=0, device="cpu",
+                        cache_dir=tmp_path / "cache", config={"epochs": 2, "batch_size": 8, "patience": 0, **options})
+    model.fit(train, val, checkpoint=tmp_path / "ckpt.pt", resume=resume, callbacks=list(callbacks))
+    return backbone, before, model.net_, model.history_
 
 
 def _changed(before, after, prefix):
@@ -108,13 +107,7 @@ def test_resume_continues_the_same_curve(tmp_path, data, weights):
     _, _, straight, full = _train(weights, data, tmp_path / "a", epochs=3)
     with pytest.raises(KeyboardInterrupt):
         _train(weights, data, tmp_path / "b", epochs=3, callbacks=[Interrupt()])
-    backbone = build_backbone(f"timm:{TINY_TIMM}", weights=weights)
-    train, val = data.split(test=0.3, seed=0)
-    torch.manual_seed(0)
-    head = torch.nn.Linear(backbone.contract.feature_dim, len(data.classes))
-    net, resumed = train_network("finetune", FinetuneConfig(epochs=3, batch_size=8, patience=0), backbone, head,
-                                 train, val, data.classes, device=torch.device("cpu"), seed=0, num_workers=0,
-                                 checkpoint=tmp_path / "b" / "ckpt.pt", resume=True)
+    _, _, _, resumed = _train(weights, data, tmp_path / "b", epochs=3, resume=True)
     assert len(resumed) == 3
     for a, b in zip(full, resumed):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
@@ -127,7 +120,7 @@ def test_early_stopping_restores_the_best_epoch(tmp_path, data, weights):
     assert len(history) <= 4
     train, val = data.split(test=0.3, seed=0)
     backbone = build_backbone(f"timm:{TINY_TIMM}", weights=weights)
-    from headstart.transfer import network_probabilities
+    from headstart.inference import network_probabilities
 
     probabilities = network_probabilities(net, val.with_classes(data.classes), backbone, torch.device("cpu"), 8, 0)
     from sklearn.metrics import f1_score
@@ -181,18 +174,18 @@ def test_batchnorm_statistics_stay_pretrained_unless_train_bn(tmp_path, data, we
 
 def test_lp_ft_starts_from_a_probe_that_never_saw_the_validation_split(tmp_path, data, weights, monkeypatch):
     """lp-ft early-stops on val, so its starting head must be fit on train alone."""
-    from headstart import transfer
     from headstart.features import extract_features
     from headstart.heads import fit_linear_probe
+    from headstart.strategies import network
 
     started_from = {}
-    real_train_network = transfer.train_network
+    real_train_network = network.train_network
 
-    def spy(strategy, config, backbone, head, *args, **kwargs):
-        started_from["weight"] = head.weight.detach().clone()
-        return real_train_network(strategy, config, backbone, head, *args, **kwargs)
+    def spy(plan, config, job):
+        started_from["weight"] = plan.head.weight.detach().clone()
+        return real_train_network(plan, config, job)
 
-    monkeypatch.setattr(transfer, "train_network", spy)
+    monkeypatch.setattr(network, "train_network", spy)
     train, val = data.split(test=0.3, seed=0)
     hs.Transfer(f"timm:{TINY_TIMM}", "lp-ft", weights=weights, num_workers=0, cache_dir=tmp_path / "cache",
                 config={"epochs": 1, "batch_size": 8}).fit(train, val)

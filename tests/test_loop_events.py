@@ -221,8 +221,8 @@ def test_a_run_resumed_from_its_checkpoint_draws_what_the_straight_run_drew(tmp_
 def test_l2sp_adds_strength_times_the_distance_to_the_anchor_to_trainable_backbone_gradients():
     net, first = tiny_net(), batches(n=4)
     net.backbone.bias.requires_grad_(False)
-    l2sp = L2SP(0.5)
-    l2sp.load_state_dict({"anchor": {n: torch.zeros_like(p) for n, p in net.backbone.named_parameters()}})
+    l2sp = L2SP(0.5, net.backbone)
+    l2sp.anchor = {n: torch.zeros_like(p) for n, p in net.backbone.named_parameters()}
     plain, pulled = Gradients(), Gradients()
     make_trainer(copy.deepcopy(net), [plain]).fit(first, first)
     trainer = make_trainer(copy.deepcopy(net), [l2sp, pulled])
@@ -246,12 +246,13 @@ def test_l2sp_anchors_at_the_start_weights_and_pulls_the_backbone_towards_them()
     start = {n: p.detach().clone() for n, p in net.backbone.named_parameters()}
     free, anchored = copy.deepcopy(net), copy.deepcopy(net)
     make_trainer(free, [UnfreezeBias()], epochs=3, lr=0.5).fit(batches(), batches())
-    l2sp = L2SP(5.0)
+    l2sp = L2SP(5.0, anchored.backbone)
     make_trainer(anchored, [UnfreezeBias(), l2sp], epochs=3, lr=0.5).fit(batches(), batches())
     assert distance(anchored, start) < 0.8 * distance(free, start)
-    assert set(l2sp.state_dict()["anchor"]) == {"weight", "bias"}  # backbone parameter names
+    assert set(l2sp.anchor) == {"weight", "bias"}  # backbone parameter names
     assert torch.equal(l2sp.anchor["weight"], start["weight"])
-    assert torch.equal(l2sp.anchor["bias"], start["bias"])  # anchored when it began to train, unchanged till then
+    assert torch.equal(l2sp.anchor["bias"], start["bias"])  # frozen at first: its start value is its pre-trained one
+    assert l2sp.state_dict() == {}  # anchors are rebuilt from the pre-trained weights, never checkpointed
 
 
 # -- adaptation methods hand the loop their callbacks -----------------------------------------
@@ -260,10 +261,14 @@ def test_dann_and_mmd_give_one_auxiliary_callback_drawing_from_the_target():
     from headstart.adaptation.mmd import Mmd, MmdLoss
 
     contract = InputContract("text", feature_dim=8, max_length=16)
-    job = SimpleNamespace(backbone=SimpleNamespace(contract=contract, tokenizer=None), num_workers=0,
+    job = SimpleNamespace(backbone=SimpleNamespace(contract=contract, tokenizer=None), num_workers=0, seed=3,
                           target=LabelledData("text", ["a b", "c d", "e f"]))
     config = SimpleNamespace(batch_size=2, randaugment=None, min_crop=0.5)
+    before = torch.get_rng_state()
     [dann] = Dann({"hidden": 5}).training_callbacks(job, config)
+    [again] = Dann({"hidden": 5}).training_callbacks(job, config)
+    assert torch.equal(before, torch.get_rng_state())  # the classifier starts from the run's seed
+    assert all(torch.equal(a, b) for a, b in zip(dann.parameters(), again.parameters(), strict=True))
     [mmd] = Mmd().training_callbacks(job, config)
     assert isinstance(dann, DomainAdversarialLoss) and isinstance(mmd, MmdLoss)
     assert dann.classifier[0].in_features == 8 and dann.classifier[0].out_features == 5

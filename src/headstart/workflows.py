@@ -243,7 +243,7 @@ class FitRun:
     def _cross_validate(self, progress: Progress | None) -> dict:
         from .tuning import cross_validate
 
-        return cross_validate(lambda: self.transfer(progress), self.train, self.args.cv, self.args.seed, progress)
+        return cross_validate(self.transfer(progress), self.train, self.args.cv, self.args.seed, progress)
 
     def _save(self, estimator, metrics: dict, predictions: list[dict], cv: dict | None) -> None:
         from .report import write_report

@@ -50,6 +50,7 @@ class CoralAlignment:
     def __init__(self, regularisation: float = 1.0, align_mean: bool = True) -> None:
         self.regularisation = regularisation
         self.align_mean = align_mean
+        self.matrix_: np.ndarray | None = None  # set by fit
 
     def fit(self, source: np.ndarray, target: np.ndarray) -> CoralAlignment:
         source, target = np.asarray(source, np.float64), np.asarray(target, np.float64)
@@ -65,7 +66,7 @@ class CoralAlignment:
         return self
 
     def transform(self, features: np.ndarray) -> np.ndarray:
-        if not hasattr(self, "matrix_"):
+        if self.matrix_ is None:
             raise ConfigError("This CoralAlignment is not fitted yet. Call `fit(source, target)` first.")
         centred = np.asarray(features, np.float64) - self.source_mean_
         shift = self.target_mean_ if self.align_mean else self.source_mean_

@@ -102,4 +102,7 @@ class Dann(AdaptationMethod):
     summary = "fine-tune against a domain classifier behind gradient reversal (Ganin et al. 2016)"
 
     def training_callbacks(self, job: FitJob, config: Config) -> list[Callback]:
-        return [DomainAdversarialLoss(self.config, job.backbone.contract.feature_dim, make_target_loader(job, config))]
+        loader = make_target_loader(job, config)
+        with torch.random.fork_rng(devices=[]):  # the classifier starts from the run's seed, not the global state
+            torch.manual_seed(job.seed)
+            return [DomainAdversarialLoss(self.config, job.backbone.contract.feature_dim, loader)]

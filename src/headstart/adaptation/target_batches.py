@@ -35,9 +35,10 @@ def make_target_loader(job: FitJob, config: Config) -> DataLoader:
     """Augmented, shuffled batches of the job's target, with the training options in ``config``
     (a network strategy's TrainingConfig: batch size, RandAugment policy, smallest crop)."""
     contract = job.backbone.contract
+    workers = job.num_workers if contract.modality == "image" else 0
     return labelled_loader(job.target, contract, tokenizer=job.backbone.tokenizer, train=True,
-                           batch_size=config.batch_size, num_workers=job.num_workers if contract.modality == "image" else 0,
-                           randaugment=config.randaugment, min_crop=config.min_crop)
+                           batch_size=config.batch_size, num_workers=workers, randaugment=config.randaugment,
+                           min_crop=config.min_crop)
 
 
 class TargetFeatureLoss(Callback):

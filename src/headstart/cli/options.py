@@ -22,7 +22,9 @@ from rich.markup import escape
 from ..errors import ConfigError
 
 __all__ = ["ConfigOption", "config_options", "with_config_options", "given", "flags_of", "require_applicable",
-           "shown_value", "strategy_owners", "adaptation_owners"]
+           "shown_value", "strategy_owners", "adaptation_owners", "DATA", "MODEL", "STRATEGY", "COMPUTE", "OUTPUT",
+           "text_column", "label_column", "model", "weights", "batch_size", "workers", "device", "cache_dir",
+           "as_json", "seed", "test_share"]
 
 # CLI names of fields whose own name would clash with a fixed option of the commands; a
 # field's ``flag`` metadata takes precedence (``--batch-size`` is the extraction batch size).
@@ -45,12 +47,17 @@ class ConfigOption:
         """The flag a user typed to give ``value`` (``--no-x`` for a bool given as False)."""
         return self.flags[1] if self.kind is bool and value is False and len(self.flags) > 1 else self.flags[0]
 
-    def parameter(self) -> inspect.Parameter:
-        """The keyword parameter typer turns into this option (default None: not given)."""
+    def rich_help(self) -> str:
+        """The help text and the default(s), as rich markup (typer would show a string
+        default in parentheses, and None as no default at all)."""
+        return f"{escape(self.help)} [dim]{escape(f'[default: {self.shown_default}]')}[/dim]"
+
+    def parameter(self, name: str | None = None) -> inspect.Parameter:
+        """The keyword parameter (named ``name``, default the field's) typer turns into this
+        option; its default None means: not given."""
         decls = ["/".join(self.flags)] if self.kind is bool else list(self.flags)
-        info = typer.Option(None, *decls, help=self.help, show_default=self.shown_default,
-                            rich_help_panel=self.panel)
-        return inspect.Parameter(self.name, inspect.Parameter.KEYWORD_ONLY, default=info,
+        info = typer.Option(None, *decls, help=self.rich_help(), show_default=False, rich_help_panel=self.panel)
+        return inspect.Parameter(name or self.name, inspect.Parameter.KEYWORD_ONLY, default=info,
                                  annotation=Optional[self.kind])
 
 
@@ -101,9 +108,12 @@ def shown_value(value: Any) -> str:
 
 
 def _help_of(spec: Field) -> str:
-    text = spec.metadata.get("help", "")
+    return spec.metadata.get("help", "")
+
+
+def _rule_of(spec: Field) -> str:
     check = spec.metadata.get("check")
-    return f"{text}; {check.rule}" if check is not None and getattr(check, "rule", "") else text
+    return getattr(check, "rule", "") if check is not None else ""
 
 
 def _by_owner(values: Mapping[str, str], joiner: Callable[[str, list[str]], str]) -> str:
@@ -154,13 +164,30 @@ def config_options(owners: Mapping[str, type], *, panel: Callable[[tuple[str, ..
 
 
 def _option(name: str, per_owner: dict[str, tuple[Field, Any]], panel: Callable) -> ConfigOption:
-    specs = [spec for spec, _ in per_owner.values()]
+    specs = {owner: spec for owner, (spec, _) in per_owner.items()}
     kind = _merged_kind({_kind(hint) for _, hint in per_owner.values()})
-    help_text = _by_owner({o: _help_of(s) for o, (s, _) in per_owner.items()}, lambda t, o: f"{', '.join(o)}: {t}")
-    shown = _by_owner({o: shown_value(default_of(s)) for o, (s, _) in per_owner.items()},
-                      lambda t, o: f"{t} ({', '.join(o)})")
-    owners = tuple(per_owner)
-    return ConfigOption(name, _flags(name, specs, kind), kind, owners, escape(help_text), escape(shown), panel(owners))
+    flags = _flags(name, list(specs.values()), kind)
+    rules = {owner: _rule_of(spec) for owner, spec in specs.items()}
+    if len(set(rules.values())) == 1:  # one valid range: said once, after the help
+        rule = next(iter(rules.values()))
+        help_text = _by_owner({o: _help_of(s) for o, s in specs.items()}, _owned) + (f" [{rule}]" if rule else "")
+    else:
+        help_text = _by_owner({o: _help_of(s) + (f" [{rules[o]}]" if rules[o] else "") for o, s in specs.items()},
+                              _owned)
+    shown = _by_owner({o: _shown_default(default_of(s), kind, flags) for o, s in specs.items()},
+                      lambda text, owners: f"{text} ({', '.join(owners)})")
+    return ConfigOption(name, flags, kind, tuple(specs), help_text, shown, panel(tuple(specs)))
+
+
+def _owned(text: str, owners: list[str]) -> str:
+    return f"{', '.join(owners)}: {text}"
+
+
+def _shown_default(value: Any, kind: type, flags: tuple[str, ...]) -> str:
+    """A bool default as the flag that gives it (as typer shows its own flags), else the value."""
+    if kind is bool and isinstance(value, bool) and len(flags) > 1:
+        return (flags[0] if value else flags[1]).lstrip("-")
+    return shown_value(value)
 
 
 # -- commands with generated options -----------------------------------------------------------
@@ -188,12 +215,15 @@ def with_config_options(options: Sequence[ConfigOption], into: str = "options"):
             raise RuntimeError(f"{func.__name__}: generated option(s) {', '.join(clash)} clash with its own; "
                                "give the config field a `flag=` of its own.")
 
+        own_names = {p.name for p in own}  # a field named like an own option gets its parameter renamed
+        names = {o.name: o.name if o.name not in own_names else f"{o.name}_config_option" for o in options}
+
         @functools.wraps(func)
         def command(**kwargs):
-            values = {option.name: kwargs.pop(option.name, None) for option in options}
+            values = {field: kwargs.pop(param, None) for field, param in names.items()}
             return func(**kwargs, **{into: values})
 
-        parameters = own + [option.parameter() for option in options]
+        parameters = own + [option.parameter(names[option.name]) for option in options]
         command.__signature__ = inspect.Signature(parameters)
         command.__annotations__ = {p.name: p.annotation for p in parameters}
         return command
@@ -221,5 +251,58 @@ def require_applicable(values: Mapping[str, Any], config_class: type, options: S
     names = {spec.name for spec in fields(config_class)}
     foreign = [name for name in values if name not in names]
     if foreign:
-        raise ConfigError(f"{flags_of(foreign, values, options)} does not apply to {what}.")
+        raise ConfigError(f"{flags_of(foreign, values, options)} {'does' if len(foreign) == 1 else 'do'} not apply "
+                          f"to {what}.")
     return values
+
+
+# -- fixed options many commands share ----------------------------------------------------------
+DATA, MODEL, STRATEGY, COMPUTE, OUTPUT = "Data", "Model", "Strategy", "Compute", "Output"
+
+
+def text_column(help: str = "Text column of a table.") -> Any:  # noqa: A002
+    return typer.Option("text", help=help, rich_help_panel=DATA)
+
+
+def label_column() -> Any:
+    return typer.Option("label", help="Label column of a table.", rich_help_panel=DATA)
+
+
+def test_share(help: str = "Share of the data held out for the test split.") -> Any:  # noqa: A002
+    return typer.Option(0.2, "--test", help=help, rich_help_panel=DATA)
+
+
+def seed(default: int | None = 0, help: str = "Seed of the split and of training.") -> Any:  # noqa: A002
+    return typer.Option(default, "--seed", help=help, rich_help_panel=STRATEGY)
+
+
+def model(help: str = "Backbone (default: efficientnet_lite0 for images, minilm for text).") -> Any:  # noqa: A002
+    return typer.Option(None, "--model", "-m", help=help, rich_help_panel=MODEL)
+
+
+def weights() -> Any:
+    return typer.Option(None, "--weights", help="Local weights file (.safetensors or .pth) for the backbone.",
+                        rich_help_panel=MODEL)
+
+
+def batch_size() -> Any:
+    return typer.Option(64, "--batch-size", help="Batch size of feature extraction and prediction.",
+                        rich_help_panel=COMPUTE)
+
+
+def workers(help: str = "Image-decoding worker processes (default: none on <= 2 cores, else cores / 2, "  # noqa: A002
+                         "at most 4).") -> Any:
+    return typer.Option(None, "--workers", help=help, rich_help_panel=COMPUTE)
+
+
+def device(default: str = "auto") -> Any:
+    return typer.Option(default, "--device", help="auto, cpu or cuda.", rich_help_panel=COMPUTE)
+
+
+def cache_dir() -> Any:
+    return typer.Option(None, "--cache-dir", help="Feature cache (default ~/.cache/headstart).",
+                        rich_help_panel=COMPUTE)
+
+
+def as_json(what: str) -> Any:
+    return typer.Option(False, "--json", help=f"Print {what} as JSON.", rich_help_panel=OUTPUT)

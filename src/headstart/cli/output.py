@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import time
 from contextlib import contextmanager
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from .app import err, out
 
+if TYPE_CHECKING:
+    from ..workflows import FitRunResult
+
 __all__ = ["progress_bars", "report_skipped", "names", "show_metrics", "metrics_table", "confusion_table",
            "ranking_table", "cv_table", "backbones_table", "comparison_table", "adaptation_table", "shift_table",
-           "predictions_table", "trials_table", "data_line"]
+           "predictions_table", "trials_table", "data_line", "describe_split", "show_fit"]
 
 
 def names(text: Optional[str]) -> Optional[list[str]]:
@@ -79,6 +83,14 @@ def data_line(data, train, test, val=None) -> str:
             f"train {len(train)}, test {len(test)}" + (f", val {len(val)}" if val else ""))
 
 
+def describe_split(job, quiet: bool = False) -> None:
+    """Warn about skipped samples, split a :class:`~headstart.workflows.FitRun`, say what it trains on."""
+    report_skipped(job.data)
+    train, val, test = job.split()
+    if not quiet:
+        err.print(data_line(job.data, train, test, val), highlight=False)
+
+
 # -- metrics ---------------------------------------------------------------------------------
 def metrics_table(metrics: dict, title: str) -> Table:
     table = Table(title=title, title_justify="left")
@@ -110,6 +122,26 @@ def show_metrics(metrics: dict, title: str) -> None:
         out.print(confusion_table(metrics))
     out.print(f"[bold]accuracy {metrics['accuracy']:.4f}[/]   balanced accuracy {metrics['balanced_accuracy']:.4f}"
               f"   macro F1 {metrics['f1']:.4f}   ({metrics['samples']} samples)")
+
+
+def show_fit(result: FitRunResult, source: str, as_json: bool) -> None:
+    """Print a finished run: ranking, cross-validation, test metrics and what was trained."""
+    estimator, metrics = result.transfer, result.metrics
+    if as_json:
+        print(json.dumps(metrics, indent=1))
+        return
+    strategy = estimator.strategy
+    if estimator.ranking_:
+        out.print(ranking_table(estimator.ranking_, f"ranking on the training split: chose {estimator.model_name_}"))
+    if result.cv:
+        out.print(cv_table(result.cv))
+    show_metrics(metrics, f"test split of {source} — {estimator.model_name_}, {strategy}")
+    info = estimator.fit_info_
+    chosen = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.get("selected", {}).items())
+    detail = f"best epoch {info['best_epoch']} of {info['epochs_run']}" if "best_epoch" in info else f"head ({chosen})"
+    out.print(f"{strategy}: {detail}; {info['trainable_params']:,} trainable parameters; took "
+              f"{metrics['fit_seconds']:.1f}s{' since the resume' if result.resumed else ''}; run saved to "
+              f"[bold]{result.out_dir}[/]", highlight=False)
 
 
 def cv_table(cv: dict) -> Table:

@@ -27,6 +27,25 @@ def _part_names(n_held_out: int) -> list[str]:
     return ["train"] + [f"part {i + 1}" for i in range(n_held_out)]
 
 
+def _check_split(y: np.ndarray, fractions: list[float], names: list[str], class_names: Sequence[str] | None,
+                 noun: str) -> np.ndarray:
+    """The classes of ``y``, once the fractions are valid and every class can fill every part."""
+    if not fractions or any(not 0.0 < f < 1.0 for f in fractions) or sum(fractions) >= 1.0:
+        raise ConfigError(
+            "Split fractions must each be between 0 and 1 and sum to less than 1. "
+            f"Got {fractions} instead."
+        )
+    classes, counts = np.unique(y, return_counts=True)
+    for cls, count in zip(classes, counts):
+        if count < len(names):
+            name = class_names[int(cls)] if class_names is not None else str(cls)
+            raise DataError(
+                f"class '{name}' has {count} sample{'s' if count != 1 else ''}: too few for a "
+                f"stratified split into {'/'.join(names)}; add {noun} or lower --test/--val"
+            )
+    return classes
+
+
 def stratified_split(
     y: np.ndarray,
     fractions: Sequence[float],
@@ -44,21 +63,8 @@ def stratified_split(
     """
     y = np.asarray(y)
     fractions = [float(f) for f in fractions]
-    if not fractions or any(not 0.0 < f < 1.0 for f in fractions) or sum(fractions) >= 1.0:
-        raise ConfigError(
-            "Split fractions must each be between 0 and 1 and sum to less than 1. "
-            f"Got {fractions} instead."
-        )
     names = _part_names(len(fractions))
-    classes, counts = np.unique(y, return_counts=True)
-    for cls, count in zip(classes, counts):
-        if count < len(names):
-            name = class_names[int(cls)] if class_names is not None else str(cls)
-            raise DataError(
-                f"class '{name}' has {count} sample{'s' if count != 1 else ''}: too few for a "
-                f"stratified split into {'/'.join(names)}; add {noun} or lower --test/--val"
-            )
-
+    classes = _check_split(y, fractions, names, class_names, noun)
     n_total, n_classes = len(y), len(classes)
     remaining = np.arange(n_total)
     held_out: list[np.ndarray] = []

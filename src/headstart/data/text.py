@@ -213,6 +213,23 @@ def _read_jsonl(path: Path, text: str, text_col: str,
 
 # --- the table -----------------------------------------------------------------------------
 
+def _usable_rows(path: Path, rows: list[Row], issues: list[DataIssue]) -> tuple[list[str], list, list[str]]:
+    """Texts, labels and locations of the rows with a text and (if labelled) a label; the others
+    join ``issues``."""
+    texts, labels, locations = [], [], []
+    for line, text_value, label_value in rows:
+        location = f"{path}:{line}"
+        if not text_value.strip():
+            issues.append(DataIssue(location, "empty text"))
+        elif label_value is not None and not label_value.strip():
+            issues.append(DataIssue(location, "missing label"))
+        else:
+            texts.append(text_value.strip())
+            labels.append(None if label_value is None else label_value.strip())
+            locations.append(location)
+    return texts, labels, locations
+
+
 def TextTable(path: str | os.PathLike[str], *, text: str = "text", label: str | None = "label",
               strict: bool = False, format: str | None = None,
               min_per_class: int = 1) -> LabelledData:
@@ -236,17 +253,7 @@ def TextTable(path: str | os.PathLike[str], *, text: str = "text", label: str | 
     else:
         rows, issues = _read_delimited(path, content, "," if kind == "csv" else "\t", text, label)
 
-    texts, labels, locations = [], [], []
-    for line, text_value, label_value in rows:
-        location = f"{path}:{line}"
-        if not text_value.strip():
-            issues.append(DataIssue(location, "empty text"))
-        elif label_value is not None and not label_value.strip():
-            issues.append(DataIssue(location, "missing label"))
-        else:
-            texts.append(text_value.strip())
-            labels.append(None if label_value is None else label_value.strip())
-            locations.append(location)
+    texts, labels, locations = _usable_rows(path, rows, issues)
     issues.sort(key=lambda issue: int(issue.location.rsplit(":", 1)[1]))
     report_issues(issues, str(path), "rows", strict)
     if not texts:

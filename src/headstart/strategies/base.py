@@ -173,8 +173,13 @@ class Strategy:
         head = nn.Linear(backbone.contract.feature_dim, n_classes)
         self.net_ = TransferNet(backbone.module, head, getattr(self.config, "dropout", 0.0))
         self.net_.load_state_dict(tensors, strict=True)
+        self.as_trained(backbone)
+
+    def as_trained(self, backbone: Backbone) -> None:
+        """Put the restored network in eval mode and the memory layout it trained in: the same
+        kernels run, so it predicts exactly as before saving."""
         self.net_.eval()
-        if backbone.contract.channels_last:  # as trained: same kernels, same predictions
+        if self.trains_backbone and backbone.contract.channels_last:
             self.net_.to(memory_format=torch.channels_last)
 
     def merge(self) -> None:

@@ -112,4 +112,9 @@ class LinearProbe(Strategy):
             self.net_.load_state_dict(tensors, strict=True)
         else:
             self.net_.head.load_state_dict({k.removeprefix("head."): v for k, v in tensors.items()}, strict=True)
+        self.as_trained(backbone)
+
+    def as_trained(self, backbone: Backbone) -> None:
         self.net_.eval()
+        if self.backbone_changed_ and backbone.contract.channels_last:  # as AdaBN left it
+            self.net_.to(memory_format=torch.channels_last)

@@ -16,7 +16,7 @@ from torch import nn
 from ..config import Config, at_least, between, one_of, option, satisfies
 from ..heads import balanced_class_weights
 from ..data import labelled_loader
-from ..training import (Callback, Checkpointing, EarlyStopping, EpochSeeding, GradualUnfreezing, LoopSettings, Trainer,
+from ..training import (L2SP, Callback, Checkpointing, EarlyStopping, EpochSeeding, GradualUnfreezing, LoopSettings, Trainer,
                         TransferNet, group_of_parameters, load_checkpoint, optimizer_groups, set_trainable,
                         trainable_groups)
 from .base import FitJob, Strategy
@@ -94,7 +94,8 @@ def _loaders(config: TrainingConfig, job: FitJob):
     contract, tokenizer = job.backbone.contract, job.backbone.tokenizer
     workers = job.num_workers if contract.modality == "image" else 0
     train = labelled_loader(job.train, contract, tokenizer=tokenizer, train=True, batch_size=config.batch_size,
-                            num_workers=workers, randaugment=config.randaugment, min_crop=config.min_crop)
+                            num_workers=workers, randaugment=config.randaugment, min_crop=config.min_crop,
+                            generator=torch.Generator())  # seeded per epoch by EpochSeeding
     val = labelled_loader(job.val, contract, tokenizer=tokenizer, train=False, batch_size=config.batch_size * 2,
                           num_workers=workers)
     return train, val
@@ -112,7 +113,6 @@ def train_network(plan: NetworkPlan, config: TrainingConfig, job: FitJob) -> tup
     net = TransferNet(module, plan.head, config.dropout)
     if plan.prepare is None:
         set_trainable(net.backbone, group_index, n_groups, start)
-    from ..training import L2SP  # (lead: move into the module's imports)
 
     settings = LoopSettings(
         epochs=config.epochs, warmup_epochs=config.warmup_epochs, clip_norm=config.clip_norm or None,
@@ -130,7 +130,7 @@ def train_network(plan: NetworkPlan, config: TrainingConfig, job: FitJob) -> tup
         every.append(Checkpointing(job.checkpoint))
     every.extend(job.callbacks)
     if plan.l2sp > 0:  # last: a checkpoint of an older version lists the others' states by position
-        every.append(L2SP(plan.l2sp))
+        every.append(L2SP(plan.l2sp, net.backbone))
     extra = [p for callback in every for p in callback.parameters()]  # e.g. a domain classifier
     optimizer = _optimizer(plan, config, net, group_index, n_groups, extra)
     trainer = Trainer(net, optimizer, settings, job.classes, callbacks=every)

@@ -192,7 +192,7 @@ class ParameterEfficient(NetworkStrategy):
         self.net_ = TransferNet(prepared, nn.Linear(backbone.contract.feature_dim, n_classes), self.config.dropout)
         self.net_.head.load_state_dict({k.removeprefix("head."): v for k, v in tensors.items()
                                         if k.startswith("head.")}, strict=True)
-        self.net_.eval()
+        self.as_trained(backbone)
         self.merged_ = False
 
     def merge(self) -> None:

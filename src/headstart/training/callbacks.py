@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from .loop import Callback, Trainer, TrainingStep, seed_everything
 from .param_groups import set_trainable
@@ -89,38 +90,25 @@ class GradualUnfreezing(Callback):
 
 class L2SP(Callback):
     """L2-SP (Li et al., ICML 2018): ``0.5 * strength * sum((w - w0)^2)`` over the trainable
-    backbone weights, pulling them towards their values ``w0`` at the start of training.
+    backbone weights, pulling them towards their pre-trained values ``w0``.
 
-    A weight frozen at the start is anchored when it first trains (gradual unfreezing): until
-    then it kept its start value. The anchors are checkpointed, so a resumed run keeps them.
+    The anchors are taken when the callback is made, before a checkpoint is restored, so a
+    resumed run anchors at the same pre-trained weights without storing them.
     """
 
-    def __init__(self, strength: float) -> None:
+    def __init__(self, strength: float, backbone: nn.Module) -> None:
         self.strength = strength
-        self.anchor: dict[str, torch.Tensor] = {}
+        self.anchor = {name: w.detach().clone() for name, w in backbone.named_parameters()}
 
     def on_fit_start(self, trainer: Trainer) -> None:
         self.anchor = {name: w.to(trainer.device) for name, w in self.anchor.items()}
-        self._anchor_new(trainer)
-
-    def _anchor_new(self, trainer: Trainer) -> None:
-        for name, param in trainer.net.backbone.named_parameters():
-            if param.requires_grad and name not in self.anchor:
-                self.anchor[name] = param.detach().clone()
 
     def on_loss(self, trainer: Trainer, step: TrainingStep) -> None:
-        self._anchor_new(trainer)
         total = torch.zeros((), device=trainer.device)
         for name, param in trainer.net.backbone.named_parameters():
             if param.requires_grad:
                 total = total + (param - self.anchor[name]).pow(2).sum()
         step.add_loss("l2sp", 0.5 * self.strength * total)
-
-    def state_dict(self) -> dict:
-        return {"anchor": self.anchor}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.anchor = dict(state.get("anchor", {}))
 
 
 def state_keys(callbacks: Sequence[Callback]) -> list[str]:

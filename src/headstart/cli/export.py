@@ -6,15 +6,16 @@ from pathlib import Path
 
 import typer
 
-from .cli import command, out
-from .transfer import load
+from ..transfer import load
+from . import options as o
+from .app import command, out
 
 
-@command
+@command(panel="Deploy")
 def export_merged(
     run: Path = typer.Argument(..., help="A lora or bitfit run directory written by `headstart fit`."),
     out_dir: Path = typer.Argument(..., help="Where to write the merged run (every weight, no adapter)."),
-    device: str = typer.Option("cpu", help="auto, cpu or cuda."),
+    device: str = o.device("cpu"),
 ) -> None:
     """Merge a run's adapter into its backbone and write a plain full-weights run.
 

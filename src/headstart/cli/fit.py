@@ -1,0 +1,143 @@
+"""``headstart fit`` and ``headstart compare``: train on labelled data, evaluate, save."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..comparison import DEFAULT_COMPARISON, compare_strategies, write_comparison
+from ..data import few_shot_indices
+from ..errors import ConfigError
+from ..strategies import get_strategy, strategy_names
+from ..workflows import FitRun, RunArgs, RunConfig, open_data, read_run_config
+from .app import command, out
+from . import options as o
+from .options import config_options, require_applicable, strategy_owners, with_config_options
+from .output import comparison_table, describe_split, names, progress_bars, report_skipped, show_fit
+
+FIT_OPTIONS = config_options(strategy_owners())
+# compare's network strategies share one budget: finetune's options (lora and bitfit keep their own lr)
+BUDGET_OPTIONS = config_options(strategy_owners(["finetune"]),
+                                panel=lambda owners: "Budget of the network strategies (finetune's options)")
+
+
+# fit's own options, defined here to keep the command short
+DATA_ARG = typer.Argument(None, show_default=False, help=(
+    "An image folder (one sub-folder per class) or a .csv/.tsv/.jsonl table."))
+VAL = typer.Option(0.0, help="Share held out for validation (default: taken from train).", rich_help_panel=o.DATA)
+STRICT = typer.Option(False, help="Fail on unreadable samples instead of skipping them.", rich_help_panel=o.DATA)
+MODEL = o.model("Backbone: see `headstart models` (default: efficientnet_lite0 for images, minilm for text); "
+                "`auto` ranks the candidates by LogME and fits the best.")
+CANDIDATES = typer.Option(None, rich_help_panel=o.MODEL, help=(
+    "Comma-separated backbones `--model auto` ranks (default: every offline backbone of the data's modality)."))
+STRATEGY = typer.Option(None, rich_help_panel=o.STRATEGY, help=(
+    f"Transfer strategy: {', '.join(strategy_names())} (default linear-probe)."))
+CONFIG = typer.Option(None, "--config", rich_help_panel=o.STRATEGY, help=(
+    "A run's or `headstart tune`'s config.yaml: its backbone, strategy, options and seed; options given on the "
+    "command line win."))
+CV = typer.Option(None, rich_help_panel=o.STRATEGY, help=(
+    "Also estimate the metrics by stratified K-fold cross-validation on the training split (mean and std)."))
+OUT = typer.Option(None, "--out", "-o", help="Run directory to write.", rich_help_panel=o.OUTPUT)
+RESUME = typer.Option(None, help="Continue the interrupted run RUN where it stopped.", rich_help_panel=o.OUTPUT)
+TRACK = typer.Option(None, rich_help_panel=o.OUTPUT, help=(
+    "Log parameters, per-epoch metrics and the run to mlflow or tensorboard."))
+TRACK_URI = typer.Option(None, rich_help_panel=o.OUTPUT, help=(
+    "MLflow tracking URI or folder (./mlruns), or TensorBoard folder (./tensorboard)."))
+NO_CACHE = typer.Option(False, "--no-cache", help="Do not read or write cached features.", rich_help_panel=o.COMPUTE)
+
+
+@command(panel="Train")
+@with_config_options(FIT_OPTIONS)
+def fit(
+    data: Optional[Path] = DATA_ARG,
+    text_column: str = o.text_column(), label_column: str = o.label_column(), test: float = o.test_share(),
+    val: float = VAL, strict: bool = STRICT,
+    model: Optional[str] = MODEL, candidates: Optional[str] = CANDIDATES, weights: Optional[Path] = o.weights(),
+    strategy: Optional[str] = STRATEGY, config_file: Optional[Path] = CONFIG, cv: Optional[int] = CV,
+    seed: Optional[int] = o.seed(None, "Seed of the split and of training (default 0)."),
+    out_dir: Optional[Path] = OUT, resume: Optional[Path] = RESUME,
+    track: Optional[str] = TRACK, track_uri: Optional[str] = TRACK_URI, as_json: bool = o.as_json("the test metrics"),
+    batch_size: int = o.batch_size(), workers: Optional[int] = o.workers(), device: str = o.device(),
+    cache_dir: Optional[Path] = o.cache_dir(), no_cache: bool = NO_CACHE,
+    options: dict = None,
+) -> None:
+    """Fit a transfer model on DATA, evaluate it on a held-out test split, save the run."""
+    if resume is not None:
+        job = FitRun.resume(resume)
+    else:
+        if data is None or out_dir is None:
+            raise ConfigError("Give DATA and `--out RUN` (or `--resume RUN` to continue an interrupted run).")
+        chosen = _run_config(config_file, model, strategy, options, seed, weights)
+        job = FitRun(RunArgs.create(
+            data, out_dir, model=chosen.model, strategy=chosen.strategy, candidates=names(candidates),
+            options=chosen.options, text_column=text_column, label_column=label_column, test=test, val=val,
+            seed=chosen.seed, weights=chosen.weights, strict=strict, batch_size=batch_size, workers=workers,
+            device=device, cache_dir=cache_dir, no_cache=no_cache, cv=cv, track=track, track_uri=track_uri))
+    describe_split(job, as_json)
+    with progress_bars(not as_json) as progress:
+        result = job.run(progress)
+    show_fit(result, job.data.source, as_json)
+
+
+def _run_config(config_file: Optional[Path], model: Optional[str], strategy: Optional[str], options: dict,
+                seed: Optional[int], weights: Optional[Path]) -> RunConfig:
+    """The config file's run (or the defaults) with what the command line gave taking precedence;
+    a flag that does not apply to the strategy is an error naming it."""
+    base = read_run_config(config_file) if config_file is not None else RunConfig()
+    chosen = base.overridden(model=model, strategy=strategy, seed=seed, weights=weights)
+    given = require_applicable(options, get_strategy(chosen.strategy).config_class, FIT_OPTIONS,
+                               f"the {chosen.strategy} strategy")
+    return chosen.overridden(options=given)
+
+
+@command(panel="Train")
+@with_config_options(BUDGET_OPTIONS)
+def compare(
+    data: Path = typer.Argument(..., help="An image folder or a text table, with labels."),
+    text_column: str = o.text_column(), label_column: str = o.label_column(),
+    test: float = o.test_share(),
+    train_per_class: Optional[int] = typer.Option(None, help="Few-shot: keep this many training samples per class.",
+                                                  rich_help_panel=o.DATA),
+    model: Optional[str] = o.model(), weights: Optional[Path] = o.weights(),
+    strategies: str = typer.Option(",".join(DEFAULT_COMPARISON), help="Comma-separated strategies to compare.",
+                                   rich_help_panel=o.STRATEGY),
+    seed: int = o.seed(0, "Seed of the split, of the few-shot choice and of training."),
+    workers: Optional[int] = o.workers(), device: str = o.device(), cache_dir: Optional[Path] = o.cache_dir(),
+    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", rich_help_panel=o.OUTPUT,
+                                           help="Save the rows (comparison.json) and report.html here."),
+    as_json: bool = o.as_json("the rows"),
+    options: dict = None,
+) -> None:
+    """Train several strategies on the same split and budget: how much did transfer buy over scratch?"""
+    finetune = get_strategy("finetune")
+    budget = finetune.make_config(require_applicable(options, finetune.config_class, BUDGET_OPTIONS,
+                                                     "the budget of the network strategies"))
+    dataset = open_data(data, text_column, label_column, strict=False)
+    report_skipped(dataset)
+    train, test_part = dataset.split(test=test, seed=seed)
+    if train_per_class:
+        train = train.subset(few_shot_indices(train.y, train_per_class, seed))
+    with progress_bars(not as_json) as progress:
+        rows = compare_strategies(train, test_part, names(strategies) or [], model=model, finetune=budget,
+                                  num_workers=workers, device=device, cache_dir=cache_dir, seed=seed, progress=progress,
+                                  weights=weights)
+    if out_dir is not None:
+        from ..report import write_report
+
+        write_comparison(out_dir, rows, train, test_part, dataset.summary())
+        write_report(out_dir)
+    _show_comparison(rows, f"{dataset.source}: {len(train)} train / {len(test_part)} test samples", as_json)
+
+
+def _show_comparison(rows: list[dict], title: str, as_json: bool) -> None:
+    keys = ("strategy", "accuracy", "f1", "precision", "recall", "trainable_params", "trainable_fraction",
+            "checkpoint_bytes", "peak_memory_bytes", "train_seconds")
+    if as_json:
+        print(json.dumps([{k: row[k] for k in keys} for row in rows], indent=1))
+        return
+    out.print(comparison_table(rows, f"{title}, {rows[0]['model']}"))
+    out.print(f"peak mem: {rows[0]['memory_method']}; checkpoint: bytes of model.safetensors as `fit` saves it; "
+              "lora and bitfit use the network budget (--epochs) at their own default lr.", highlight=False)

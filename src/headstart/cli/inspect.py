@@ -1,0 +1,139 @@
+"""Commands that look at models, data and runs: models, rank, evaluate, predict, report, demo."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..backbones import list_backbones
+from ..devices import resolve_device
+from ..transfer import load
+from ..workflows import FitRun, RunArgs, open_data, open_inputs
+from . import options as o
+from .app import command, err, out
+from .output import (backbones_table, describe_split, predictions_table, progress_bars, ranking_table, report_skipped,
+                     show_fit, show_metrics)
+from .output import names as name_list
+
+RANK_KEYS = ("model", "layer", "logme", "leep", "nce", "hscore", "knn_accuracy", "seconds")
+
+
+@command(panel="Inspect")
+def models(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+    """List the registered backbones, their weights' availability and input contracts."""
+    rows = list_backbones()
+    if as_json:
+        print(json.dumps([row.__dict__ for row in rows], indent=1))
+        return
+    out.print(backbones_table(rows))
+
+
+@command(panel="Inspect")
+def rank(
+    data: Path = typer.Argument(..., help="An image folder or a text table, with labels."),
+    text_column: str = o.text_column(), label_column: str = o.label_column(),
+    models: Optional[str] = typer.Option(None, rich_help_panel=o.MODEL, help=(
+        "Comma-separated candidates (default: every offline backbone of the data's modality).")),
+    layers: bool = typer.Option(False, "--layers", help="Also rank earlier layer groups of each backbone.",
+                                rich_help_panel=o.MODEL),
+    batch_size: int = o.batch_size(), workers: Optional[int] = o.workers("Image-decoding worker processes (1)."),
+    device: str = o.device(), cache_dir: Optional[Path] = o.cache_dir(),
+    as_json: bool = o.as_json("the rows"),
+) -> None:
+    """Rank pre-trained backbones for DATA by transferability scores, without fine-tuning."""
+    from ..ranking import default_candidates, rank as rank_candidates
+
+    dataset = open_data(data, text_column, label_column, strict=False)
+    report_skipped(dataset)
+    candidates = name_list(models) or default_candidates(dataset.modality)
+    with progress_bars(not as_json) as progress:
+        rows = [row.to_dict() for row in rank_candidates(
+            candidates, dataset, layers=layers, cache_dir=cache_dir, batch_size=batch_size,
+            num_workers=workers if workers is not None else 1, device=resolve_device(device), progress=progress)]
+    if as_json:
+        print(json.dumps([{k: row[k] for k in RANK_KEYS} for row in rows], indent=1))
+        return
+    out.print(ranking_table(rows, f"transferability to {dataset.source} ({len(dataset)} samples), best first"))
+    out.print("LogME: evidence of a Bayesian linear model on the features (higher is better); "
+              "`headstart fit DATA --model auto` fits the winner.", highlight=False)
+
+
+@command(panel="Inspect")
+def evaluate(
+    run: Path = typer.Argument(..., help="A run directory written by `headstart fit`."),
+    data: Path = typer.Argument(..., help="Labelled data: an image folder or a text table."),
+    text_column: str = o.text_column(), label_column: str = o.label_column(),
+    device: str = o.device(), cache_dir: Optional[Path] = o.cache_dir(),
+    as_json: bool = o.as_json("the metrics"),
+) -> None:
+    """Evaluate a saved run on labelled data: accuracy, precision, recall, F1, confusion matrix."""
+    dataset = open_data(data, text_column, label_column, strict=False)
+    report_skipped(dataset)
+    with progress_bars(not as_json) as progress:
+        model = load(run, device=device, cache_dir=cache_dir, progress=progress)
+        metrics = model.evaluate(dataset)
+    if as_json:
+        print(json.dumps(metrics, indent=1))
+    else:
+        show_metrics(metrics, f"{dataset.source} — run {run}")
+
+
+@command(panel="Inspect")
+def predict(
+    run: Path = typer.Argument(..., help="A run directory written by `headstart fit`."),
+    inputs: list[Path] = typer.Argument(..., help="Image files or folders, or one text table."),
+    text_column: str = o.text_column(), device: str = o.device(), cache_dir: Optional[Path] = o.cache_dir(),
+    top: int = typer.Option(3, help="Classes shown per input.", rich_help_panel=o.OUTPUT),
+    as_json: bool = o.as_json("the predictions"),
+) -> None:
+    """Predict the class of each input, with class probabilities."""
+    model = load(run, device=device, cache_dir=cache_dir)
+    data = open_inputs(inputs, model.contract_.modality, text_column)
+    report_skipped(data)
+    probabilities = model.predict_proba(data)
+    rows = [{"input": location, "label": model.classes_[int(p.argmax())],
+             "probabilities": {c: float(v) for c, v in zip(model.classes_, p)}}
+            for location, p in zip(data.locations, probabilities)]
+    if as_json:
+        print(json.dumps(rows, indent=1))
+        return
+    out.print(predictions_table(rows, f"predictions of {run}", top))
+
+
+@command(panel="Inspect")
+def report(
+    run: Path = typer.Argument(..., help="A run (`fit`), comparison (`compare --out`) or search (`tune --out`) folder."),
+    title: Optional[str] = typer.Option(None, help="The page's title (default: from the folder's name)."),
+) -> None:
+    """Write RUN/report.html: data, backbone, curves, confusion matrix, per-class scores, mistakes, search."""
+    from ..report import write_report
+
+    path = write_report(run, title)
+    out.print(f"report written to [bold]{path}[/] ({path.stat().st_size / 1024:.0f} KiB, self-contained)",
+              highlight=False)
+
+
+@command(panel="Start here")
+def demo(
+    out_dir: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Where to save the demo run."),
+    data_dir: Path = typer.Option(Path("runs/demo-digits"), help="Where to write the demo images."),
+    per_class: int = typer.Option(60, help="Digit images per class."),
+    cache_dir: Optional[Path] = o.cache_dir(),
+) -> None:
+    """Run end to end offline: digits as an image folder -> EfficientNet-Lite0 linear probe -> metrics."""
+    from ..demo import write_digits_folder
+
+    folder = write_digits_folder(data_dir, per_class=per_class)
+    err.print(f"demo: {10 * per_class} handwritten digits from scikit-learn, written as PNG class folders "
+              f"under {folder}; backbone efficientnet_lite0 (ImageNet weights from a pip package, offline)",
+              highlight=False)
+    job = FitRun(RunArgs.create(folder, out_dir, model="efficientnet_lite0", cache_dir=cache_dir))
+    describe_split(job)
+    with progress_bars() as progress:
+        result = job.run(progress)
+    show_fit(result, job.data.source, as_json=False)
+    out.print(f"next: `headstart predict {out_dir} {folder}/3`, `headstart evaluate {out_dir} {folder}`, "
+              "or your own data: `headstart fit FOLDER_OR_TABLE --out runs/mine`", highlight=False)
