@@ -9,7 +9,6 @@ import yaml
 
 from headstart import cli
 from headstart.adaptation import adaptation_names, get_adaptation
-from headstart.cli.options import FLAG_FALLBACKS
 from headstart.strategies import get_strategy, strategy_names
 
 from helpers import TINY_TIMM, colour_folder, tiny_timm_weights
@@ -182,7 +181,7 @@ def help_lines(monkeypatch, *command) -> list[str]:
 
 
 def flag_of(spec) -> str:
-    name = spec.metadata.get("flag") or FLAG_FALLBACKS.get(spec.name) or spec.name.replace("_", "-")
+    name = spec.metadata.get("flag") or spec.name.replace("_", "-")
     return "--" + name.split("/")[0].strip().lstrip("-")
 
 

@@ -15,7 +15,8 @@ import numpy as np
 
 from ..config import Config
 from ..data import LabelledData
-from ..errors import ConfigError, DataError, did_you_mean
+from ..errors import ConfigError, DataError
+from ..registry import Registry
 
 if TYPE_CHECKING:
     from ..strategies.base import FitJob, Strategy
@@ -89,28 +90,22 @@ class AdaptationMethod:
         """Change the fitted network once training is over (AdaBN's target statistics)."""
 
 
-_REGISTRY: dict[str, type[AdaptationMethod]] = {}
+_METHODS: Registry[AdaptationMethod] = Registry("adaptation method")
 
 
 def register_adaptation(cls: type[AdaptationMethod]) -> type[AdaptationMethod]:
     """Class decorator: make an adaptation method available by its ``name``."""
-    if cls.name in _REGISTRY:
-        raise ConfigError(f"An adaptation method named '{cls.name}' is already registered.")
-    _REGISTRY[cls.name] = cls
-    return cls
+    return _METHODS.register(cls)
 
 
 def adaptation_names() -> list[str]:
     """Registered method names, in registration order."""
-    return list(_REGISTRY)
+    return _METHODS.names()
 
 
 def get_adaptation(name: str) -> type[AdaptationMethod]:
     """The method class registered under ``name``; an unknown name is a clear error."""
-    if name not in _REGISTRY:
-        raise ConfigError(f"Unknown adaptation method {name!r}.{did_you_mean(str(name), _REGISTRY)} "
-                          f"Choose one of: {', '.join(_REGISTRY)}.")
-    return _REGISTRY[name]
+    return _METHODS.get(name)
 
 
 def make_adaptation(adapt: str | dict | Config | AdaptationMethod | None) -> AdaptationMethod | None:
@@ -122,8 +117,8 @@ def make_adaptation(adapt: str | dict | Config | AdaptationMethod | None) -> Ada
     if isinstance(adapt, dict):
         options = dict(adapt)
         return get_adaptation(options.pop("method", None) or "")(options)
-    for cls in _REGISTRY.values():
+    for cls in _METHODS.classes():
         if isinstance(adapt, cls.config_class):
             return cls(adapt)
-    raise ConfigError(f"`adapt` must be a method name ({', '.join(_REGISTRY)}), a dict or a method config. "
+    raise ConfigError(f"`adapt` must be a method name ({', '.join(_METHODS.names())}), a dict or a method config. "
                       f"Got {type(adapt).__name__}.")

@@ -17,17 +17,24 @@ from ..strategies import get_strategy
 from ..workflows import adapt_run, open_data, open_unlabelled
 from . import options as o
 from .app import command, out
-from .options import adaptation_owners, config_options, flags_of, given, strategy_owners, with_config_options
+from .options import (adaptation_owners, config_options, default_panel, flags_of, given, strategy_owners,
+                      with_config_options)
 from .output import adaptation_table, progress_bars, report_skipped, shift_table
 
 METHODS = adaptation_names()
 # each method adapts its default strategy (the first it names): adapt takes that strategy's
-# options and the method's own
+# options and the method's own, grouped in --help by the methods they apply to
 _STRATEGIES = list(dict.fromkeys(get_adaptation(m).strategies[0] for m in METHODS))
-ADAPT_OPTIONS = config_options(
-    {**strategy_owners(_STRATEGIES), **adaptation_owners()},
-    panel=lambda owners: ("Method options" if set(owners) & set(METHODS)
-                          else f"Options of the method's strategy ({', '.join(owners)})"))
+_METHODS_OF = {**{s: [m for m in METHODS if get_adaptation(m).strategies[0] == s] for s in _STRATEGIES},
+               **{m: [m] for m in METHODS}}
+
+
+def _panel(owners: tuple[str, ...]) -> str:
+    methods = [m for m in METHODS if any(m in _METHODS_OF[owner] for owner in owners)]
+    return default_panel(methods, METHODS, noun="method")
+
+
+ADAPT_OPTIONS = config_options({**strategy_owners(_STRATEGIES), **adaptation_owners()}, panel=_panel)
 
 
 def split_options(method: str, values: dict) -> tuple[Optional[dict], Optional[dict]]:
@@ -51,17 +58,18 @@ def split_options(method: str, values: dict) -> tuple[Optional[dict], Optional[d
 def adapt(
     source: Path = typer.Argument(..., help="Labelled source data: an image folder (class folders) or a text table."),
     target: Path = typer.Argument(..., help="Unlabelled target data: a folder of images, or a table with a text column."),
-    method: str = typer.Option(..., help=f"Adaptation method: {', '.join(METHODS)}.", rich_help_panel=o.STRATEGY),
-    out_dir: Path = typer.Option(..., "--out", "-o", help="Run directory to write (the adapted model).",
-                                 rich_help_panel=o.OUTPUT),
     target_eval: Optional[Path] = typer.Option(None, help="Labelled target data, used only to measure both models.",
                                                rich_help_panel=o.DATA),
     text_column: str = o.text_column(), label_column: str = o.label_column(),
     test: float = o.test_share("Share of the source held out as its test split."),
     model: Optional[str] = o.model(), weights: Optional[Path] = o.weights(),
-    seed: int = o.seed(0), batch_size: int = o.batch_size(), workers: Optional[int] = o.workers(),
-    device: str = o.device(), cache_dir: Optional[Path] = o.cache_dir(),
+    method: str = typer.Option(..., help=f"Adaptation method: {', '.join(METHODS)}.", rich_help_panel=o.STRATEGY),
+    seed: int = o.seed(0),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Run directory to write (the adapted model).",
+                                 rich_help_panel=o.OUTPUT),
     as_json: bool = o.as_json("{method, source_only, adapted} metrics"),
+    batch_size: int = o.batch_size(), workers: Optional[int] = o.workers(),
+    device: str = o.device(), cache_dir: Optional[Path] = o.cache_dir(),
     options: dict = None,
 ) -> None:
     """Adapt a model trained on labelled SOURCE data to unlabelled TARGET data; report it beside source-only."""

@@ -22,13 +22,9 @@ from rich.markup import escape
 from ..errors import ConfigError
 
 __all__ = ["ConfigOption", "config_options", "with_config_options", "given", "flags_of", "require_applicable",
-           "shown_value", "strategy_owners", "adaptation_owners", "DATA", "MODEL", "STRATEGY", "COMPUTE", "OUTPUT",
+           "default_panel", "default_of", "shown_value", "strategy_owners", "adaptation_owners", "DATA", "MODEL", "STRATEGY", "COMPUTE", "OUTPUT",
            "text_column", "label_column", "model", "weights", "batch_size", "workers", "device", "cache_dir",
            "as_json", "seed", "test_share"]
-
-# CLI names of fields whose own name would clash with a fixed option of the commands; a
-# field's ``flag`` metadata takes precedence (``--batch-size`` is the extraction batch size).
-FLAG_FALLBACKS = {"batch_size": "train-batch"}
 
 
 @dataclass(frozen=True)
@@ -128,7 +124,7 @@ def _by_owner(values: Mapping[str, str], joiner: Callable[[str, list[str]], str]
 
 def _flags(name: str, specs: Sequence[Field], kind: type) -> tuple[str, ...]:
     custom = next((s.metadata.get("flag") for s in specs if s.metadata.get("flag")), None)
-    text = custom or FLAG_FALLBACKS.get(name) or name.replace("_", "-")
+    text = custom or name.replace("_", "-")
     parts = [part.strip().lstrip("-") for part in text.split("/")]
     if kind is bool and len(parts) == 1:
         parts.append(f"no-{parts[0]}")

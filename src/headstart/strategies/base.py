@@ -20,8 +20,9 @@ from torch import nn
 from ..backbones import Backbone
 from ..config import Config
 from ..data import LabelledData
-from ..errors import ConfigError, did_you_mean
+from ..errors import ConfigError
 from ..inference import network_probabilities
+from ..registry import Registry
 from ..training import Callback, TransferNet
 
 if TYPE_CHECKING:
@@ -187,28 +188,22 @@ class Strategy:
         raise ConfigError(f"Only lora and bitfit runs have an adapter to merge; this is a {self.name} run.")
 
 
-_REGISTRY: dict[str, type[Strategy]] = {}
+_STRATEGIES: Registry[Strategy] = Registry("strategy")
 
 
 def register_strategy(cls: type[Strategy]) -> type[Strategy]:
     """Class decorator: make a strategy available by its ``name`` everywhere (API, CLI, search)."""
-    if cls.name in _REGISTRY:
-        raise ConfigError(f"A strategy named '{cls.name}' is already registered.")
-    _REGISTRY[cls.name] = cls
-    return cls
+    return _STRATEGIES.register(cls)
 
 
 def strategy_names() -> list[str]:
     """Registered strategy names, in registration order."""
-    return list(_REGISTRY)
+    return _STRATEGIES.names()
 
 
 def get_strategy(name: str) -> type[Strategy]:
     """The strategy class registered under ``name``; an unknown name is a clear error."""
-    if name not in _REGISTRY:
-        raise ConfigError(f"Unknown strategy '{name}'.{did_you_mean(str(name), _REGISTRY)} "
-                          f"Choose one of: {', '.join(_REGISTRY)}.")
-    return _REGISTRY[name]
+    return _STRATEGIES.get(name)
 
 
 def make_config(strategy: str, config: Config | dict | None = None) -> Config:

@@ -46,7 +46,8 @@ class TrainingConfig(Config):
     head_lr_scale: float = option(10.0, "the new head's lr relative to lr: it starts from nothing",
                                   at_least(0, strict=True))
     weight_decay: float = option(0.01, "AdamW weight decay (none on biases and norms)", at_least(0))
-    batch_size: int = option(32, "training batch size", at_least(1, int))
+    batch_size: int = option(32, "training batch size (--batch-size is the feature-extraction batch)", at_least(1, int),
+                             flag="train-batch")
     warmup_epochs: float = option(0.5, "epochs of linear warm-up before the cosine decay", at_least(0))
     patience: int = option(3, "early-stopping patience in epochs on validation macro F1 (0: off)", at_least(0, int))
     clip_norm: float = option(1.0, "gradient-norm clipping (0: off)", at_least(0))
@@ -57,7 +58,7 @@ class TrainingConfig(Config):
     randaugment: str | None = option(None, "timm RandAugment policy for images, e.g. rand-m9-mstd0.5",
                                      satisfies("a timm RandAugment policy such as 'rand-m9-mstd0.5'",
                                                _is_randaugment_policy))
-    class_weight: str | None = option(None, "'balanced' weighs classes inversely to their frequency",
+    class_weight: str | None = option(None, "'balanced' weighs classes inversely to their frequency (for imbalanced data)",
                                       one_of(None, "balanced"))
 
 

@@ -232,7 +232,7 @@ class Trainer:
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
                     f"The training loss became {loss.item()} at epoch {self.epoch + 1}, step {step}. "
-                    "The last good checkpoint is kept; lower `--lr` or raise `--warmup` and `--resume` the run.")
+                    "The last good checkpoint is kept; lower `--lr` or raise `--warmup-epochs` and `--resume` the run.")
             self.optimise(loss)
             totals["train_loss"] += loss.item() * len(labels)
             for name, value in batch.losses.items():
