@@ -79,7 +79,7 @@ def main() -> None:
     rows = [("plain loop (in-memory tensors)", "-", f"{plain_s:.1f}", f"{plain_rate:.1f}", "1.000", "")]
     for workers, s in seconds.items():
         mark = f"default, goal >= {GOAL}" if workers == default else ""
-        rows.append((f"headstart extract_features", workers, f"{s:.1f}", f"{n / s:.1f}", f"{plain_s / s:.3f}", mark))
+        rows.append(("headstart extract_features", workers, f"{s:.1f}", f"{n / s:.1f}", f"{plain_s / s:.3f}", mark))
     ratio = plain_s / seconds[default]
     best = min(seconds, key=seconds.get)
     result = {"benchmark": "extraction_throughput", "machine": machine(args.threads), "images": n,

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from headstart.contract import InputContract
 from headstart.data import LabelledData
-from headstart.training import (L2SP, Callback, Checkpointing, EarlyStopping, EpochSeeding, LoopSettings, Trainer,
+from headstart.training import (L2SP, Callback, Checkpointing, EpochSeeding, LoopSettings, Trainer,
                                 TrainingStep, TransferNet, load_checkpoint)
 
 pytestmark = pytest.mark.timeout(60)

@@ -198,7 +198,7 @@ class Transfer:
         self.classes_ = list(train.classes)
         progress = [EpochProgress(self.progress)] if self.progress else []
         job = FitJob(**vars(self._context()), classes=self.classes_, train=train, val=val, seed=self.seed,
-                     target=target, adaptation=method, checkpoint=Path(checkpoint) if checkpoint else None,
+                     strategy=strategy, target=target, adaptation=method, checkpoint=Path(checkpoint) if checkpoint else None,
                      resume=resume, callbacks=[*progress, *callbacks],
                      info={"train_samples": len(train), "val_samples": len(val),
                            **({"target_samples": len(target)} if target is not None else {})})

@@ -99,12 +99,6 @@ class AdaBN(AdaptationMethod):
     config_class = AdaBNConfig
     strategies = ("linear-probe", "finetune", "lp-ft")
     summary = "re-estimate every BatchNorm's statistics on the target (any strategy, BatchNorm backbones)"
-    fine_tunes: bool = False  # whether the run's strategy trains the backbone; set by check()
-
-    def check(self, strategy: type[Strategy], train: LabelledData, target: LabelledData | None) -> None:
-        """The base checks; also notes whether the backbone trains (see the class docstring)."""
-        super().check(strategy, train, target)
-        self.fine_tunes = bool(strategy.trains_backbone)
 
     def check_backbone(self, job: FitJob) -> None:
         require_batchnorm(job.backbone)
@@ -112,7 +106,7 @@ class AdaBN(AdaptationMethod):
     def head_features(self, job: FitJob) -> tuple[np.ndarray, np.ndarray]:
         """With ``source_statistics`` (and a probe), features by a copy normalised with the
         train split's statistics (never cached); else the cached default."""
-        if not self.config.source_statistics or self.fine_tunes:
+        if not self.config.source_statistics or job.strategy.trains_backbone:
             return super().head_features(job)
         module = with_batchnorm_statistics(job.backbone, job.train, batch_size=job.batch_size,
                                            num_workers=job.num_workers, device=job.device)

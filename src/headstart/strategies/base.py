@@ -60,6 +60,7 @@ class FitJob(ComputeContext):
     train: LabelledData | None = None
     val: LabelledData | None = None
     seed: int = 0
+    strategy: Strategy | None = None
     target: LabelledData | None = None
     adaptation: AdaptationMethod | None = None
     checkpoint: Path | None = None
