@@ -130,12 +130,13 @@ def test_to_device_moves_tensors_and_dicts_into_the_asked_layout():
 
 
 # -- the registered methods ---------------------------------------------------------------------------
-def _job(backbone, train, val, target, calls):
+def _job(backbone, train, val, target, calls, trains_backbone=False):
     def features(data, stage, module=None):  # FitJob.features: a given module is a modified backbone copy
         calls.append((stage, module))
         return _by_hand(backbone.module if module is None else module, inference_loader(backbone, data.items, batch_size=4))
     return SimpleNamespace(backbone=backbone, train=train, val=val, target=target, batch_size=4, num_workers=0,
-                           device=torch.device("cpu"), features=features)
+                           device=torch.device("cpu"), features=features,
+                           strategy=SimpleNamespace(trains_backbone=trains_backbone))
 
 
 def test_adabn_fits_a_probe_on_source_statistics_and_ends_on_the_targets(images):
@@ -150,10 +151,9 @@ def test_adabn_fits_a_probe_on_source_statistics_and_ends_on_the_targets(images)
     assert calls[0][1] is calls[1][1] is not None  # one copy, normalised with train's statistics
     np.testing.assert_array_equal(x_train, _by_hand(with_batchnorm_statistics(backbone, train, batch_size=4),
                                                     inference_loader(backbone, train.items, batch_size=4)))
-    for method_of_run, strategy in ((AdaBN({"source_statistics": False}), "linear-probe"), (AdaBN(), "lp-ft")):
+    for method_of_run, fine_tunes in ((AdaBN({"source_statistics": False}), False), (AdaBN(), True)):
         calls.clear()  # without source statistics, or before fine-tuning: the cached default features
-        method_of_run.check(SimpleNamespace(name=strategy, trains_backbone=strategy == "lp-ft"), train, target)
-        method_of_run.head_features(job)
+        method_of_run.head_features(_job(backbone, train, val, target, calls, trains_backbone=fine_tunes))
         assert [module for _, module in calls] == [None, None]
     strategy = SimpleNamespace(net_=_net(backbone), replace_backbone=lambda module: setattr(strategy, "new", module))
     method.after_fit(job, strategy)
