@@ -35,8 +35,9 @@ def run_dataset(name: str, args) -> dict:
     own = {"lr": args.peft_lr} if args.peft_lr else {}
     with tempfile.TemporaryDirectory() as cache:
         rows = compare_strategies(train, test, args.strategies.split(","), model=model,
-                                  finetune=hs.FinetuneConfig(**budget), lora=hs.LoraConfig(**budget, **own),
-                                  bitfit=hs.BitFitConfig(**budget, **own), cache_dir=cache, device="cpu")
+                                  finetune=hs.FinetuneConfig(**budget),
+                                  configs={"lora": hs.LoraConfig(**budget, **own), "bitfit": hs.BitFitConfig(**budget, **own)},
+                                  cache_dir=cache, device="cpu")
     full = next((r for r in rows if r["strategy"] == "finetune"), None)
     for row in rows:
         row["checkpoint_vs_full"] = row["checkpoint_bytes"] / full["checkpoint_bytes"] if full else None

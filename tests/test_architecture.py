@@ -152,3 +152,32 @@ def test_the_library_never_imports_the_cli():
 @pytest.mark.parametrize("top_level_only", [True, False], ids=["on-import", "with-lazy-imports"])
 def test_headstart_has_no_import_cycle(top_level_only):
     assert find_cycle(import_graph("headstart", top_level_only=top_level_only)) is None
+
+
+# -- the layers of ARCHITECTURE.md ---------------------------------------------------------------
+LAYERS = [  # top first: a module may import its own layer and those below, never one above
+    {"cli", "__main__"},
+    {"workflows", "tuning", "comparison", "report", "tracking", "demo"},
+    {"transfer"},
+    {"strategies", "adaptation"},
+    {"training", "features", "inference", "heads", "ranking", "transferability", "peak_memory"},
+    {"data", "backbones"},
+    {"config", "registry", "runs", "devices", "errors", "evaluation", "contract", "_version"},
+]
+
+
+def _layer(module: str) -> int:
+    part = module.split(".")[1]
+    return next(i for i, layer in enumerate(LAYERS) if part in layer)
+
+
+def test_every_module_belongs_to_a_layer_and_imports_only_its_own_or_lower_layers():
+    graph = import_graph("headstart")
+    upward = [f"{module} -> {target}" for module, targets in graph.items() if module != "headstart"
+              for target in targets if target != "headstart" and _layer(target) < _layer(module)]
+    assert not upward, "imports against the layers of ARCHITECTURE.md: " + ", ".join(sorted(upward))
+
+
+def test_library_modules_never_import_the_package_root():
+    graph = import_graph("headstart")
+    assert not [module for module, targets in graph.items() if "headstart" in targets and module != "headstart.__main__"]

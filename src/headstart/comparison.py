@@ -13,7 +13,7 @@ from .devices import resolve_device
 from .peak_memory import PeakMemory
 from .runs import weights_bytes, write_text_atomic
 from .strategies import TrainingConfig, get_strategy
-from .transfer import Transfer
+from .transfer import Transfer, clone
 
 __all__ = ["compare_strategies", "compare_adaptation", "write_comparison", "DEFAULT_COMPARISON"]
 
@@ -49,11 +49,10 @@ def compare_strategies(train: LabelledData, test: LabelledData, strategies: Sequ
     for strategy in strategies:
         get_strategy(strategy)  # an unknown name fails before any training
     device = resolve_device(transfer_options.get("device", "auto"))
-    rows = []
+    base, rows = Transfer(model, **transfer_options), []
     for strategy in strategies:
-        config = _config(strategy, finetune, configs)
         with PeakMemory(device) as peak:
-            fitted = Transfer(model, strategy, config=config, **transfer_options).fit(train)
+            fitted = clone(base, strategy=strategy, config=_config(strategy, finetune, configs)).fit(train)
         metrics = fitted.evaluate(test)
         rows.append({"strategy": strategy, "model": fitted.model_name_, "accuracy": metrics["accuracy"],
                      "f1": metrics["f1"], "precision": metrics["precision"], "recall": metrics["recall"],
@@ -76,13 +75,13 @@ def compare_adaptation(train: LabelledData, target: LabelledData, methods: Seque
     the fitted ``transfer``.
     """
     adaptations = [get_adaptation(m)((adapt_options or {}).get(m)) for m in methods]
-    rows, baselines = [], {}
+    base, rows, baselines = Transfer(model, **transfer_options), [], {}
     for adapt in adaptations:
         strategy = adapt.strategies[0]
-        config = _config(strategy, finetune, configs)
-        adapted = Transfer(model, strategy, config=config, adapt=adapt, **transfer_options).fit(train, target=target)
+        source_only = clone(base, strategy=strategy, config=_config(strategy, finetune, configs))
+        adapted = clone(source_only, adapt=adapt).fit(train, target=target)
         if strategy not in baselines:
-            baselines[strategy] = Transfer(model, strategy, config=config, **transfer_options).fit(train)
+            baselines[strategy] = source_only.fit(train)
             rows.append(_adaptation_row("source-only", strategy, baselines[strategy], evaluate_on))
         rows.append(_adaptation_row(adapt.name, strategy, adapted, evaluate_on))
     return rows
