@@ -84,6 +84,17 @@ def test_every_strategy_fits_predicts_evaluates_saves_and_reloads(strategy, moda
 
 
 @pytest.mark.parametrize("strategy", strategy_names())
+def test_every_strategy_repeats_exactly_from_its_seed_whatever_the_global_random_state(strategy, image_case, tmp_path):
+    name, weights, data, _ = image_case
+    model = hs.Transfer(name, strategy, config=fast_config(strategy), weights=weights, num_workers=0, device="cpu",
+                        cache_dir=tmp_path / "cache")
+    torch.manual_seed(1)
+    first = hs.clone(model).fit(data).predict_proba(data)
+    torch.manual_seed(2)  # a caller's other draws must not change the run
+    np.testing.assert_array_equal(hs.clone(model).fit(data).predict_proba(data), first)
+
+
+@pytest.mark.parametrize("strategy", strategy_names())
 def test_every_strategy_is_cloned_unfitted_with_equal_parameters(strategy):
     model = hs.Transfer("minilm", strategy, config=get_strategy(strategy).config_class(), seed=3)
     copy = hs.clone(model)

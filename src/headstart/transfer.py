@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch import nn
 
 from ._version import __version__
@@ -194,7 +195,9 @@ class Transfer:
         self.device_ = resolve_device(self.device)
         started = time.perf_counter()
         self._choose_backbone(train)
-        self.backbone_ = build_backbone(self.model_name_, weights=self.weights, pretrained=strategy.pretrained)
+        with torch.random.fork_rng(devices=[]):  # random weights (scratch) follow the run's seed, not the global state
+            torch.manual_seed(self.seed)
+            self.backbone_ = build_backbone(self.model_name_, weights=self.weights, pretrained=strategy.pretrained)
         self.classes_ = list(train.classes)
         progress = [EpochProgress(self.progress)] if self.progress else []
         job = FitJob(**vars(self._context()), classes=self.classes_, train=train, val=val, seed=self.seed,

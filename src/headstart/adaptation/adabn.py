@@ -98,7 +98,6 @@ class AdaBN(AdaptationMethod):
     name = "adabn"
     config_class = AdaBNConfig
     strategies = ("linear-probe", "finetune", "lp-ft")
-    summary = "re-estimate every BatchNorm's statistics on the target (any strategy, BatchNorm backbones)"
 
     def check_backbone(self, job: FitJob) -> None:
         require_batchnorm(job.backbone)

@@ -34,7 +34,6 @@ class AdaptationMethod:
     name: ClassVar[str]
     config_class: ClassVar[type[Config]]
     strategies: ClassVar[tuple[str, ...]]
-    summary: ClassVar[str] = ""
 
     def __init__(self, config: Config | dict | None = None) -> None:
         self.config = self.make_config(config)
@@ -91,21 +90,10 @@ class AdaptationMethod:
 
 
 _METHODS: Registry[AdaptationMethod] = Registry("adaptation method")
-
-
-def register_adaptation(cls: type[AdaptationMethod]) -> type[AdaptationMethod]:
-    """Class decorator: make an adaptation method available by its ``name``."""
-    return _METHODS.register(cls)
-
-
-def adaptation_names() -> list[str]:
-    """Registered method names, in registration order."""
-    return _METHODS.names()
-
-
-def get_adaptation(name: str) -> type[AdaptationMethod]:
-    """The method class registered under ``name``; an unknown name is a clear error."""
-    return _METHODS.get(name)
+# Class decorator: make an adaptation method available by its ``name`` (API, CLI, compare).
+register_adaptation = _METHODS.register
+adaptation_names = _METHODS.names  # registered names, in registration order
+get_adaptation = _METHODS.get  # the class registered under a name; an unknown name is a clear error
 
 
 def make_adaptation(adapt: str | dict | Config | AdaptationMethod | None) -> AdaptationMethod | None:

@@ -81,7 +81,6 @@ class Coral(AdaptationMethod):
     name = "coral"
     config_class = CoralConfig
     strategies = ("linear-probe",)
-    summary = "align source features' mean and covariance to the target's (a linear probe, any backbone)"
 
     def head_features(self, job: FitJob) -> tuple[np.ndarray, np.ndarray]:
         x_train, x_val = super().head_features(job)

@@ -17,8 +17,8 @@ from torch.utils.data import DataLoader
 
 from ..config import Config, at_least, option
 from ..training import Callback, Trainer
-from .base import AdaptationMethod, register_adaptation
-from .target_batches import TargetFeatureLoss, ganin_schedule, make_target_loader
+from .base import register_adaptation
+from .target_batches import TargetFeatureLoss, TargetLossMethod, ganin_schedule
 
 if TYPE_CHECKING:
     from ..strategies.base import FitJob
@@ -93,16 +93,12 @@ class DomainAdversarialLoss(TargetFeatureLoss):
 
 
 @register_adaptation
-class Dann(AdaptationMethod):
+class Dann(TargetLossMethod):
     """Domain-adversarial fine-tuning: a domain classifier's reversed gradient joins the loop."""
 
-    name = "dann"
-    config_class = DannConfig
-    strategies = ("finetune", "lp-ft")
-    summary = "fine-tune against a domain classifier behind gradient reversal (Ganin et al. 2016)"
+    name, config_class = "dann", DannConfig
 
-    def training_callbacks(self, job: FitJob, config: Config) -> list[Callback]:
-        loader = make_target_loader(job, config)
+    def loss_callback(self, job: FitJob, target_loader: DataLoader) -> DomainAdversarialLoss:
         with torch.random.fork_rng(devices=[]):  # the classifier starts from the run's seed, not the global state
             torch.manual_seed(job.seed)
-            return [DomainAdversarialLoss(self.config, job.backbone.contract.feature_dim, loader)]
+            return DomainAdversarialLoss(self.config, job.backbone.contract.feature_dim, target_loader)

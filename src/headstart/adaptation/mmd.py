@@ -16,8 +16,8 @@ from torch.utils.data import DataLoader
 
 from ..config import Config, at_least, option
 from ..training import Callback, Trainer
-from .base import AdaptationMethod, register_adaptation
-from .target_batches import TargetFeatureLoss, make_target_loader
+from .base import register_adaptation
+from .target_batches import TargetFeatureLoss, TargetLossMethod
 
 if TYPE_CHECKING:
     from ..strategies.base import FitJob
@@ -65,13 +65,10 @@ class MmdLoss(TargetFeatureLoss):
 
 
 @register_adaptation
-class Mmd(AdaptationMethod):
+class Mmd(TargetLossMethod):
     """Fine-tuning with an MMD penalty between source and target features in the loop."""
 
-    name = "mmd"
-    config_class = MmdConfig
-    strategies = ("finetune", "lp-ft")
-    summary = "fine-tune with a multi-kernel MMD penalty between source and target features (Long et al. 2015)"
+    name, config_class = "mmd", MmdConfig
 
-    def training_callbacks(self, job: FitJob, config: Config) -> list[Callback]:
-        return [MmdLoss(self.config, make_target_loader(job, config))]
+    def loss_callback(self, job: FitJob, target_loader: DataLoader) -> MmdLoss:
+        return MmdLoss(self.config, target_loader)

@@ -16,11 +16,12 @@ from torch.utils.data import DataLoader
 from ..config import Config
 from ..data import labelled_loader
 from ..training import Callback, Trainer, TrainingStep
+from .base import AdaptationMethod
 
 if TYPE_CHECKING:
     from ..strategies.base import FitJob
 
-__all__ = ["TargetFeatureLoss", "ganin_schedule", "make_target_loader"]
+__all__ = ["TargetFeatureLoss", "TargetLossMethod", "ganin_schedule", "make_target_loader"]
 
 
 def ganin_schedule(progress: float, gamma: float = 10.0) -> float:
@@ -69,3 +70,16 @@ class TargetFeatureLoss(Callback):
     def loss(self, trainer: Trainer, features: torch.Tensor, progress: float) -> torch.Tensor:
         """The term for a batch of source ``features`` at ``progress`` (0 to 1) of training."""
         raise NotImplementedError
+
+
+class TargetLossMethod(AdaptationMethod):
+    """A method that fine-tunes with one extra loss on source and target features (dann, mmd):
+    it composes with the strategies that train the backbone from a pre-trained start."""
+
+    strategies = ("finetune", "lp-ft")
+
+    def loss_callback(self, job: FitJob, target_loader: DataLoader) -> TargetFeatureLoss:
+        raise NotImplementedError
+
+    def training_callbacks(self, job: FitJob, config: Config) -> list[Callback]:
+        return [self.loss_callback(job, make_target_loader(job, config))]

@@ -75,7 +75,21 @@ class _Compose:
         return f"{self.to_rgb!r} -> {self.transform!r}"
 
 
-class ImageCollate:
+class _Collate:
+    """A DataLoader ``collate_fn`` for items alone or ``(item, label)`` pairs: subclasses turn
+    the items into model inputs in :meth:`inputs`; labels become an int64 tensor."""
+
+    def inputs(self, items: Sequence[Any]) -> Any:
+        raise NotImplementedError
+
+    def __call__(self, batch: Sequence[Any]) -> Any:
+        if batch and isinstance(batch[0], (tuple, list)):
+            items, labels = zip(*batch)
+            return self.inputs(items), torch.as_tensor(labels, dtype=torch.int64)
+        return self.inputs(batch)
+
+
+class ImageCollate(_Collate):
     """Stack image tensors (and labels) into a batch in the backbone's memory layout; picklable.
 
     The batch is written straight into a channels_last tensor (in shared memory when built in
@@ -87,7 +101,7 @@ class ImageCollate:
     def __init__(self, channels_last: bool = False) -> None:
         self.channels_last = channels_last
 
-    def stack(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
+    def inputs(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
         first = images[0]
         channels, height, width = first.shape
         if get_worker_info() is not None:
@@ -100,17 +114,11 @@ class ImageCollate:
             out = flat.view(len(images), channels, height, width)
         return torch.stack(list(images), out=out)
 
-    def __call__(self, batch: Sequence[Any]) -> Any:
-        if batch and isinstance(batch[0], (tuple, list)):
-            images, labels = zip(*batch)
-            return self.stack(images), torch.as_tensor(labels, dtype=torch.int64)
-        return self.stack(batch)
-
     def __repr__(self) -> str:
         return f"ImageCollate(channels_last={self.channels_last})"
 
 
-class TextCollate:
+class TextCollate(_Collate):
     """Tokenize a batch of texts for a DataLoader (``collate_fn``); picklable for workers.
 
     A batch of strings gives the tokenizer's tensors as a dict; a batch of
@@ -121,16 +129,10 @@ class TextCollate:
         self.tokenizer = tokenizer
         self.max_length = max_length
 
-    def _encode(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+    def inputs(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         encoded = self.tokenizer(list(texts), padding=True, truncation=True,
                                  max_length=self.max_length, return_tensors="pt")
         return dict(encoded)
-
-    def __call__(self, batch: Sequence[Any]) -> Any:
-        if batch and isinstance(batch[0], (tuple, list)):
-            texts, labels = zip(*batch)
-            return self._encode(texts), torch.as_tensor(labels, dtype=torch.int64)
-        return self._encode(batch)
 
     def __repr__(self) -> str:
         return f"TextCollate(max_length={self.max_length})"

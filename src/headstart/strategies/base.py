@@ -76,13 +76,12 @@ class FitJob(ComputeContext):
 class Strategy:
     """How a backbone is transferred: what trains, how, and what a run stores.
 
-    Subclasses set ``name``, ``config_class`` and ``summary`` and implement :meth:`fit`. After
+    Subclasses set ``name`` and ``config_class`` (the docstring says what trains) and implement :meth:`fit`. After
     ``fit`` (or :meth:`restore`), ``net_`` is the whole network: backbone, dropout and head.
     """
 
     name: ClassVar[str]
     config_class: ClassVar[type[Config]]
-    summary: ClassVar[str] = ""
     trains_backbone: ClassVar[bool] = False  # the backbone's weights change: cached features no longer apply
     pretrained: ClassVar[bool] = True        # False: start from random weights (the scratch baseline)
     # Fields runs of older versions recorded that this config no longer has, with the one value
@@ -190,21 +189,10 @@ class Strategy:
 
 
 _STRATEGIES: Registry[Strategy] = Registry("strategy")
-
-
-def register_strategy(cls: type[Strategy]) -> type[Strategy]:
-    """Class decorator: make a strategy available by its ``name`` everywhere (API, CLI, search)."""
-    return _STRATEGIES.register(cls)
-
-
-def strategy_names() -> list[str]:
-    """Registered strategy names, in registration order."""
-    return _STRATEGIES.names()
-
-
-def get_strategy(name: str) -> type[Strategy]:
-    """The strategy class registered under ``name``; an unknown name is a clear error."""
-    return _STRATEGIES.get(name)
+# Class decorator: make a strategy available by its ``name`` everywhere (API, CLI, search, compare).
+register_strategy = _STRATEGIES.register
+strategy_names = _STRATEGIES.names  # registered names, in registration order
+get_strategy = _STRATEGIES.get  # the class registered under a name; an unknown name is a clear error
 
 
 def make_config(strategy: str, config: Config | dict | None = None) -> Config:

@@ -46,8 +46,6 @@ class Finetune(NetworkStrategy):
 
     name = "finetune"
     config_class = FinetuneConfig
-    summary = ("backbone and head; --unfreeze N trains only the top N layer groups, --gradual K unfreezes one "
-               "more every K epochs, --layer-decay D scales each lower group's rate")
 
     def plan(self, job: FitJob) -> NetworkPlan:
         c = self.config
@@ -78,7 +76,6 @@ class LpFt(Finetune):
     (Kumar et al., ICLR 2022)."""
 
     name = "lp-ft"
-    summary = "a linear probe first, then the whole network from that head at lpft_lr_scale times the rate"
 
     def plan(self, job: FitJob) -> NetworkPlan:
         plan = super().plan(job)
@@ -98,7 +95,6 @@ class Scratch(Finetune):
     """The same architecture from random weights: the baseline transfer is measured against."""
 
     name = "scratch"
-    summary = "the same network from random weights, every layer at the head's rate (the no-transfer baseline)"
     pretrained = False
 
     @classmethod

@@ -68,8 +68,6 @@ class LinearProbe(Strategy):
 
     name = "linear-probe"
     config_class = LinearProbeConfig
-    summary = ("a new head on frozen, cached features (logistic regression with C chosen on validation, "
-               "or an MLP)")
 
     @classmethod
     def worth_searching(cls, name: str, fixed: dict) -> bool:

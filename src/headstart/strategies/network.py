@@ -105,7 +105,9 @@ def _loaders(config: TrainingConfig, job: FitJob):
 def train_network(plan: NetworkPlan, config: TrainingConfig, job: FitJob) -> tuple[TransferNet, list[dict]]:
     """Train backbone + head as planned; return the network (best epoch restored) and its history."""
     contract = job.backbone.contract
-    module = plan.prepare(job.backbone.module) if plan.prepare else job.backbone.module
+    with torch.random.fork_rng(devices=[]):  # new weights (e.g. LoRA's A matrices) start from the run's seed
+        torch.manual_seed(job.seed)
+        module = plan.prepare(job.backbone.module) if plan.prepare else job.backbone.module
     groups = contract.layer_groups if plan.prepare is None else ()
     group_index = group_of_parameters(module, groups)
     n_groups = max(len(groups), 1)

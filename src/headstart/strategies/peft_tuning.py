@@ -212,7 +212,6 @@ class Lora(ParameterEfficient):
 
     name = "lora"
     config_class = LoraConfig
-    summary = "low-rank adapters (peft) on chosen layers of the frozen backbone, and the head"
 
     def prepare(self, module: nn.Module, backbone_name: str) -> nn.Module:
         import peft
@@ -244,7 +243,6 @@ class BitFit(ParameterEfficient):
 
     name = "bitfit"
     config_class = BitFitConfig
-    summary = "only the backbone's biases (--bitfit-norms: and norm scales), and the head"
 
     def prepare(self, module: nn.Module, backbone_name: str) -> nn.Module:
         owners = dict(module.named_modules())
