@@ -35,7 +35,6 @@ class AdaBNConfig(Config):
     """Options of ``adabn``."""
 
     owner: ClassVar[str] = "adabn"
-    method: ClassVar[str] = "adabn"
     source_statistics: bool = option(True, (
         "fit the head on source features computed with statistics re-estimated on the source (as in "
         "the paper); off: the pre-trained statistics and cached features"), one_of(True, False))

@@ -28,7 +28,6 @@ class CoralConfig(Config):
     """Options of ``coral``."""
 
     owner: ClassVar[str] = "coral"
-    method: ClassVar[str] = "coral"
     regularisation: float = option(1.0, (
         "added to both covariances' diagonals, in units of the mean feature variance "
         "(the paper's 1 on standardised features); larger is a gentler alignment"), at_least(0, strict=True))

@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..config import Config, at_least, option
-from ..training import Callback, Trainer
+from ..training import Trainer
 from .base import register_adaptation
 from .target_batches import TargetFeatureLoss, TargetLossMethod, ganin_schedule
 
@@ -31,7 +31,6 @@ class DannConfig(Config):
     """Options of ``dann``."""
 
     owner: ClassVar[str] = "dann"
-    method: ClassVar[str] = "dann"
     weight: float = option(1.0, "weight of the domain-classification loss", at_least(0, strict=True))
     hidden: int = option(256, "hidden units of the domain classifier's two layers", at_least(1, int))
     gamma: float = option(10.0, "steepness of the reversal coefficient's ramp 2/(1+exp(-gamma p))-1",

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..config import Config, at_least, option
-from ..training import Callback, Trainer
+from ..training import Trainer
 from .base import register_adaptation
 from .target_batches import TargetFeatureLoss, TargetLossMethod
 
@@ -30,7 +30,6 @@ class MmdConfig(Config):
     """Options of ``mmd``."""
 
     owner: ClassVar[str] = "mmd"
-    method: ClassVar[str] = "mmd"
     weight: float = option(1.0, "weight of the MMD penalty", at_least(0, strict=True))
     kernels: int = option(5, "number of Gaussian kernels", at_least(1, int))
     kernel_mul: float = option(2.0, "ratio between neighbouring kernels' bandwidths", at_least(1, strict=True))

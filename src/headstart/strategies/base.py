@@ -123,10 +123,12 @@ class Strategy:
         strategies that train no network ignore it."""
         return cls.config_class()
 
+    unsearched: ClassVar[frozenset[str]] = frozenset()  # config fields a search cannot improve
+
     @classmethod
     def worth_searching(cls, name: str, fixed: dict) -> bool:
         """Whether searching the config field ``name`` can change anything, given pinned ``fixed`` values."""
-        return True
+        return name not in cls.unsearched
 
     def config_dict(self) -> dict:
         """The config as ``config.yaml`` records it."""

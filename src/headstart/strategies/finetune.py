@@ -96,10 +96,7 @@ class Scratch(Finetune):
 
     name = "scratch"
     pretrained = False
-
-    @classmethod
-    def worth_searching(cls, name: str, fixed: dict) -> bool:
-        return name not in ("unfreeze", "layer_decay")  # random weights: nothing to keep frozen or decay towards
+    unsearched = frozenset({"unfreeze", "layer_decay"})  # random weights: nothing to keep frozen or decay towards
 
     def plan(self, job: FitJob) -> NetworkPlan:
         plan = super().plan(job)
