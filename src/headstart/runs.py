@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,11 +20,43 @@ import torch
 import yaml
 from safetensors.torch import load_file, save, save_file
 
-from .errors import DataError
+from .errors import ConfigError, DataError
 
-__all__ = ["RunFiles", "write_run", "read_run", "weights_bytes", "write_text_atomic", "REQUIRED_FILES"]
+__all__ = ["RunFiles", "write_run", "read_run", "weights_bytes", "write_text_atomic", "REQUIRED_FILES", "RUN_MARKER",
+           "is_run", "check_output_dir"]
 
 REQUIRED_FILES = ("config.yaml", "labels.json", "contract.json", "metrics.json", "model.safetensors")
+RUN_MARKER = ".headstart-run"  # written into every run: only a folder holding it (or an older run) is replaced
+
+
+def is_run(path: str | Path) -> bool:
+    """Whether ``path`` is a run headstart wrote: its marker, or every file of a run from before the marker."""
+    path = Path(path)
+    return path.is_dir() and ((path / RUN_MARKER).is_file() or all((path / n).is_file() for n in REQUIRED_FILES))
+
+
+def _replaceable(path: Path) -> bool:
+    """A path a run may be written to: new, an empty folder, or a previous run."""
+    return not path.exists() or (path.is_dir() and (is_run(path) or not any(path.iterdir())))
+
+
+def check_output_dir(path: str | Path, inputs: Sequence[str | Path] = ()) -> None:
+    """Refuse, before any work starts, an output that would destroy something: the current folder
+    or one above it, the input data (or a folder inside it), a file, or a folder that is no run."""
+    path = Path(path)
+    target, here = path.resolve(), Path.cwd().resolve()
+    if target == here or target in here.parents:
+        raise ConfigError(f"`--out {path}` is the current folder or one above it; give a new folder for the run, "
+                          "e.g. `--out runs/NAME`.")
+    for source in inputs:
+        data = Path(source).resolve()
+        if target == data or target in data.parents or data in target.parents:
+            raise ConfigError(f"`--out {path}` would overwrite the data {source} or write inside it; "
+                              "give a folder outside the data.")
+    if not _replaceable(path):
+        what = "a file" if not path.is_dir() else f"a folder of {sum(1 for _ in path.iterdir())} entries that is no run"
+        raise ConfigError(f"`--out {path}` is {what}; headstart replaces only a previous run. Choose a new folder, "
+                          "or move that one away.")
 
 
 @dataclass
@@ -39,8 +72,10 @@ class RunFiles:
 
 
 def write_run(path: str | Path, run: RunFiles) -> Path:
-    """Write ``run`` to ``path`` atomically and return the path."""
+    """Write ``run`` to ``path`` atomically and return the path; only a previous run is replaced."""
     path = Path(path)
+    if not _replaceable(path):
+        check_output_dir(path)  # raises, saying what is there
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
     try:
@@ -53,6 +88,7 @@ def write_run(path: str | Path, run: RunFiles) -> Path:
             if name == "history" and content:  # per-epoch metrics, also as a table for spreadsheets
                 _write_csv(temp / "history.csv", content)
         save_file(_plain(run.tensors), str(temp / "model.safetensors"), metadata=_METADATA)
+        (temp / RUN_MARKER).write_text("a headstart run: `headstart fit --out` may replace this folder\n")
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
             os.replace(path, old / "run")

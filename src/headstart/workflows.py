@@ -19,7 +19,7 @@ from typing import Any
 
 from .data import ImageFiles, ImageFolder, LabelledData, TextTable, stratified_split
 from .errors import ConfigError, DataError
-from .runs import write_text_atomic
+from .runs import check_output_dir, write_text_atomic
 
 __all__ = ["open_data", "open_inputs", "open_unlabelled", "RunConfig", "read_run_config", "RunArgs", "FitRun",
            "FitRunResult", "fit_run", "resume_run", "work_dir", "save_search", "refit_best", "trial_trackers",
@@ -99,6 +99,21 @@ def read_run_config(path: str | Path) -> RunConfig:
 
 
 # -- fitting a run directory, resumably -----------------------------------------------------------
+def hold_lock(path: Path, out_dir: Path):
+    """An exclusive lock on ``path`` (held until the returned file is closed, or the process ends):
+    two fits writing one run at once would silently leave the last writer's."""
+    import fcntl
+
+    handle = open(path, "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise ConfigError(f"Another headstart process is writing the run {out_dir} (it holds {path}); wait for it "
+                          "to finish, or give another `--out`.") from None
+    return handle
+
+
 def work_dir(out_dir: str | Path) -> Path:
     """Where an unfinished run keeps its checkpoint and arguments (a hidden sibling of the run)."""
     out_dir = Path(out_dir)
@@ -223,9 +238,11 @@ class FitRun:
         """Fit (continuing from the checkpoint when resumed), evaluate, save; return the result."""
         from .tracking import open_tracker
 
+        check_output_dir(self.out_dir, [self.args.data])
         train, val, test = self.split()
         workspace = work_dir(self.out_dir)
         workspace.mkdir(parents=True, exist_ok=True)
+        lock = hold_lock(workspace / "lock", self.out_dir)
         write_text_atomic(workspace / ARGS_FILE, json.dumps(asdict(self.args), indent=1))
         started = time.perf_counter()
         tracker = open_tracker(self.args.track, self.out_dir.name, uri=self.args.track_uri)
@@ -236,6 +253,7 @@ class FitRun:
         metrics["fit_seconds"] = round(time.perf_counter() - started, 2)
         self._save(estimator, metrics, predictions, cv)
         shutil.rmtree(workspace, ignore_errors=True)
+        lock.close()
         if tracker:
             _log_run(tracker, estimator, self.args, metrics, cv, self.out_dir)
         return FitRunResult(estimator, metrics, cv, self.out_dir, self.resumed)
@@ -384,6 +402,7 @@ def adapt_run(source: LabelledData, target: LabelledData, out_dir: str | Path, m
     ``adapt_options`` the method. Both models are measured on ``evaluate_on`` (labelled
     target data) or, without it, on the source's test split (a ``test`` share).
     """
+    check_output_dir(out_dir, [source.source, target.source])
     from .adaptation import get_adaptation
     from .comparison import compare_adaptation
     from .report import write_report
