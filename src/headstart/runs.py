@@ -54,7 +54,8 @@ def check_output_dir(path: str | Path, inputs: Sequence[str | Path] = ()) -> Non
             raise ConfigError(f"`--out {path}` would overwrite the data {source} or write inside it; "
                               "give a folder outside the data.")
     if not _replaceable(path):
-        what = "a file" if not path.is_dir() else f"a folder of {sum(1 for _ in path.iterdir())} entries that is no run"
+        count = sum(1 for _ in path.iterdir()) if path.is_dir() else 0
+        what = "a file" if not path.is_dir() else f"a folder of {count} {'entry' if count == 1 else 'entries'} that is no run"
         raise ConfigError(f"`--out {path}` is {what}; headstart replaces only a previous run. Choose a new folder, "
                           "or move that one away.")
 
