@@ -68,10 +68,6 @@ class FitJob(ComputeContext):
     callbacks: Sequence[Callback] = ()
     info: dict = field(default_factory=dict)
 
-    def stage(self, name: str) -> Callable[[int, int], None] | None:
-        """A ``progress(done, total)`` for one named stage, or None without progress."""
-        return (lambda done, total: self.progress(name, done, total)) if self.progress else None
-
 
 class Strategy:
     """How a backbone is transferred: what trains, how, and what a run stores.
@@ -150,8 +146,8 @@ class Strategy:
                                      context.num_workers, context.progress)
 
     def trainable_parameters(self) -> int:
-        """How many weights the strategy trained."""
-        return sum(p.numel() for p in self.net_.parameters())
+        """How many weights the strategy trained: by default all of the network's."""
+        return self.total_parameters()
 
     def total_parameters(self) -> int:
         return sum(p.numel() for p in self.net_.parameters())

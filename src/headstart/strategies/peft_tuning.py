@@ -151,7 +151,6 @@ class ParameterEfficient(NetworkStrategy):
 
     # the strategy -----------------------------------------------------------------------------
     def plan(self, job: FitJob) -> NetworkPlan:
-        self.backbone_name_ = job.backbone.name
         return NetworkPlan(self.new_head(job), lr=self.config.lr, head_lr_scale=self.config.head_lr_scale,
                            prepare=lambda module: self.prepare(module, job.backbone.name))
 

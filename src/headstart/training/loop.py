@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data import to_device
 from ..errors import HeadstartError
 from ..evaluation import classification_metrics
 
@@ -174,10 +175,7 @@ class Trainer:
     # -- pieces --------------------------------------------------------------------------
     def to_device(self, inputs):
         """Move a batch (tensor or tokenizer dict) to the training device, in the memory format used."""
-        if isinstance(inputs, dict):
-            return {k: v.to(self.device, non_blocking=True) for k, v in inputs.items()}
-        memory = torch.channels_last if self.settings.channels_last else torch.contiguous_format
-        return inputs.to(self.device, non_blocking=True, memory_format=memory)
+        return to_device(inputs, self.device, channels_last=self.settings.channels_last, non_blocking=True)
 
     def _autocast(self):
         return torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
