@@ -157,12 +157,12 @@ def test_headstart_has_no_import_cycle(top_level_only):
 # -- the layers of ARCHITECTURE.md ---------------------------------------------------------------
 LAYERS = [  # top first: a module may import its own layer and those below, never one above
     {"cli", "__main__"},
-    {"workflows", "tuning", "comparison", "report", "tracking", "demo"},
+    {"workflows", "tuning", "comparison", "report", "tracking", "demo", "export", "serve"},
     {"transfer"},
     {"strategies", "adaptation"},
     {"training", "features", "inference", "heads", "ranking", "transferability", "peak_memory"},
     {"data", "backbones"},
-    {"config", "registry", "runs", "devices", "errors", "evaluation", "contract", "_version"},
+    {"config", "registry", "runs", "integrity", "runtime", "devices", "errors", "evaluation", "contract", "_version"},
 ]
 
 

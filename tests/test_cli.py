@@ -41,7 +41,7 @@ def test_fit_json_prints_the_metrics_and_writes_a_complete_run(fitted_run):
     run, _, metrics = fitted_run
     assert {"accuracy", "balanced_accuracy", "precision", "recall", "f1", "per_class", "confusion_matrix"} <= set(metrics)
     assert metrics["accuracy"] >= 0.8
-    assert sorted(p.name for p in run.iterdir()) == [".headstart-run", "config.yaml", "contract.json", "labels.json",
+    assert sorted(p.name for p in run.iterdir()) == [".headstart-run", "config.yaml", "contract.json", "labels.json", "manifest.json",
                                                      "metrics.json", "model.safetensors", "predictions.json",
                                                      "report.html"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -288,3 +289,222 @@ def test_image_transform_rejects_a_text_contract():
 
 def test_data_issue_reads_as_location_and_problem():
     assert str(DataIssue("reviews.csv:12", "empty text")) == "reviews.csv:12: empty text"
+
+
+# --- symlinks: followed only inside the root, never into a cycle or a copy of a class --------------
+
+
+def _skipped(data: LabelledData) -> dict[str, str]:
+    return {Path(issue.location).name: issue.problem for issue in data.skipped}
+
+
+def test_links_to_folders_and_files_inside_the_root_are_followed(make_image_folder):
+    root = make_image_folder({"cat": 2, "dog": 2, ".store": {"bird": 2, "more": 1}})
+    (root / "bird").symlink_to(".store/bird")
+    (root / "cat" / "extra").symlink_to("../.store/more")
+    (root / "cat" / "also.png").symlink_to("../dog/0.png")
+    data = ImageFolder(root)
+    assert data.class_counts() == {"bird": 2, "cat": 4, "dog": 2}
+    assert data.skipped == []
+    assert str(root / "cat" / "extra" / "0.png") in data.items
+
+
+def test_link_to_the_root_or_an_ancestor_is_skipped_naming_it_never_a_class(make_image_folder, caplog):
+    root = make_image_folder({"cat": 2, "dog": 2})
+    (root / "loop").symlink_to(".")
+    (root / "cat" / "up").symlink_to("..")
+    (root / "dog" / "self").symlink_to(".")
+    with caplog.at_level(logging.WARNING, logger="headstart"):
+        data = ImageFolder(root)
+    assert data.classes == ["cat", "dog"] and data.class_counts() == {"cat": 2, "dog": 2}
+    problems = _skipped(data)
+    assert set(problems) == {"loop", "up", "self"}
+    assert all("(a cycle); not followed" in problem for problem in problems.values())
+    warning = next(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert "3 unusable images" in warning and str(root / "loop") in warning
+    with pytest.raises(DataError, match="loop: link to .*a cycle"):
+        ImageFolder(root, strict=True)
+
+
+def test_links_leading_outside_the_root_are_skipped(make_image_folder, tmp_path):
+    root = make_image_folder({"cat": 2, "dog": 2})
+    outside = make_image_folder({"owl": 2}, name="outside")
+    (root / "owl").symlink_to(outside / "owl")
+    (root / "cat" / "owls").symlink_to(outside / "owl")
+    (root / "dog" / "owl.png").symlink_to(outside / "owl" / "0.png")
+    (root / "dog" / "gone.png").symlink_to(tmp_path / "missing.png")
+    data = ImageFolder(root)
+    assert data.class_counts() == {"cat": 2, "dog": 2}
+    problems = _skipped(data)
+    assert {name for name, problem in problems.items() if ", outside " in problem} == {"owl", "owls", "owl.png"}
+    assert problems["gone.png"].startswith("broken link to ")
+
+
+def test_a_link_to_another_class_is_no_copy_of_it(make_image_folder):
+    root = make_image_folder({"cat": 2, "dog": 2})
+    (root / "acat").symlink_to("cat")  # sorts before cat: real folders still come first
+    (root / "dog" / "cats").symlink_to("../cat")
+    data = ImageFolder(root)
+    assert data.class_counts() == {"cat": 2, "dog": 2}
+    assert set(_skipped(data)) == {"acat", "cats"}
+    assert all("a folder read already" in p for p in _skipped(data).values())
+
+
+def test_a_split_folder_linked_to_another_split_is_skipped(make_image_folder):
+    root = make_image_folder({"train": {"cat": 2, "dog": 2}, "test": {"cat": 1, "dog": 1}})
+    (root / "val").symlink_to("train")
+    data = ImageFolder(root)
+    assert set(data.splits) == {"train", "test"} and len(data) == 6
+    assert set(_skipped(data)) == {"val"}
+
+
+def test_image_files_skips_a_link_back_into_its_folder(tmp_path):
+    Image.new("RGB", (4, 4)).save(tmp_path / "a.png")
+    (tmp_path / "again").symlink_to(".")
+    data = ImageFiles(tmp_path)
+    assert len(data) == 1 and set(_skipped(data)) == {"again"}
+
+
+# --- the pixel cap: read from the header, before any decoding ---------------------------------
+
+
+def test_image_over_max_pixels_is_skipped_with_its_size(make_image_folder):
+    root = make_image_folder({"cat": 2, "dog": 2})  # 8x6 = 48 pixels each
+    Image.new("RGB", (20, 10)).save(root / "cat" / "big.png")
+    data = ImageFolder(root, max_pixels=100)
+    assert data.class_counts() == {"cat": 2, "dog": 2}
+    assert _skipped(data) == {"big.png": "20x10 = 200 pixels is over the 100 pixels limit; "
+                                         "raise it with --max-pixels (max_pixels in Python)"}
+    assert ImageFolder(root, max_pixels=None).class_counts()["cat"] == 3
+    assert ImageFolder(root, max_pixels=0).class_counts()["cat"] == 3
+    assert len(ImageFiles(root / "cat", max_pixels=100)) == 2
+
+
+def test_load_image_applies_the_cap_and_none_or_zero_lift_it(tmp_path):
+    Image.new("RGB", (20, 10)).save(tmp_path / "x.png")
+    with pytest.raises(DataError, match=r"x\.png: 20x10 = 200 pixels is over the 199 pixels limit"):
+        load_image(tmp_path / "x.png", max_pixels=199)
+    assert load_image(tmp_path / "x.png", max_pixels=200).size == (20, 10)
+    assert load_image(tmp_path / "x.png", max_pixels=None).size == (20, 10)
+    assert load_image(tmp_path / "x.png", max_pixels=0).size == (20, 10)
+    with pytest.raises(ConfigError, match="max_pixels must be a whole number"):
+        load_image(tmp_path / "x.png", max_pixels=-1)
+    with pytest.raises(ConfigError, match="max_pixels must be a whole number"):
+        ImageFolder(tmp_path, max_pixels=2.5)
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` but holds almost no data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def _jpeg_header(width: int, height: int) -> bytes:
+    """A small valid JPEG whose frame header (SOF0) is rewritten to ``width`` x ``height``."""
+    import io
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (90, 90, 90)).save(buffer, "JPEG")
+    data = bytearray(buffer.getvalue())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
+
+
+@pytest.mark.parametrize("name, data, size", [
+    ("huge.png", _png_header(100_000, 100_000), "100000x100000 = 10000.0 MP"),
+    ("huge.jpg", _jpeg_header(60_000, 50_000), "60000x50000 = 3000.0 MP"),
+])
+def test_a_huge_header_is_refused_without_decoding_or_a_bomb_warning(tmp_path, monkeypatch, name, data, size):
+    from PIL import ImageFile
+
+    def no_decoding(self):
+        raise AssertionError("pixels decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    (tmp_path / name).write_bytes(data)
+    limit = Image.MAX_IMAGE_PIXELS
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a DecompressionBombWarning would raise here
+        with pytest.raises(DataError, match=f"{name}: {size} is over the 89.5 MP limit; raise it with --max-pixels"):
+            load_image(tmp_path / name)
+    assert Image.MAX_IMAGE_PIXELS == limit
+
+
+def test_an_image_past_pils_own_limits_is_read_when_the_cap_allows_it(tmp_path):
+    """PIL would warn above 89.5 MP and refuse above 179 MP; with the cap lifted, neither happens."""
+    (tmp_path / "wide.jpg").write_bytes(_jpeg_header(10_000, 9_000))
+    (tmp_path / "huge.jpg").write_bytes(_jpeg_header(15_000, 15_000))
+    limit = Image.MAX_IMAGE_PIXELS
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_image(tmp_path / "wide.jpg", max_pixels=None, size_hint=1).size == (10, 9)  # 1/8, then 1/125
+        assert load_image(tmp_path / "huge.jpg", max_pixels=0, size_hint=1).size == (1, 1)
+        assert len(ImageFiles(tmp_path, max_pixels=None)) == 2
+    assert Image.MAX_IMAGE_PIXELS == limit
+
+
+# --- reduced decoding: as small as the transform allows, never smaller ---------------------------
+
+
+def test_a_jpeg_is_drafted_to_the_smallest_scale_that_keeps_the_hint(tmp_path):
+    Image.new("RGB", (800, 600), (10, 120, 200)).save(tmp_path / "x.jpg")
+    assert load_image(tmp_path / "x.jpg").size == (800, 600)
+    assert load_image(tmp_path / "x.jpg", size_hint=100).size == (200, 150)  # 1/4; 1/8 would be 75 < 100
+    assert load_image(tmp_path / "x.jpg", size_hint=75).size == (100, 75)
+    assert load_image(tmp_path / "x.jpg", size_hint=400).size == (800, 600)
+    Image.new("RGB", (804, 600), (10, 120, 200)).save(tmp_path / "odd.jpg")
+    assert load_image(tmp_path / "odd.jpg", size_hint=70).size == (201, 150)  # 1/8 would leave a partial pixel
+
+
+def test_other_formats_are_reduced_only_when_twice_the_hint(tmp_path):
+    Image.new("RGB", (800, 600), (10, 120, 200)).save(tmp_path / "x.png")
+    assert load_image(tmp_path / "x.png", size_hint=250).size == (400, 300)
+    assert load_image(tmp_path / "x.png", size_hint=301).size == (800, 600)
+    assert load_image(tmp_path / "x.png", size_hint=90).size == (160, 120)  # 6 does not divide 800: 5
+
+
+def test_reduced_decoding_barely_changes_the_final_crop(tmp_path):
+    rng = np.random.default_rng(0)
+    coarse = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8))
+    coarse.resize((1600, 1200), Image.BICUBIC).save(tmp_path / "x.jpg", quality=95)
+    transform = image_transform(CONTRACT)
+    assert transform.size_hint == 32
+    reduced = load_image(tmp_path / "x.jpg", size_hint=transform.size_hint)
+    assert reduced.size == (100, 75)  # drafted to 1/8 (200x150), reduced by 2: the largest factor dividing both
+    difference = (transform(load_image(tmp_path / "x.jpg")) - transform(reduced)).abs().mean() * 0.5 * 255
+    assert difference < 1.0  # mean absolute difference of 8-bit pixels
+
+
+def test_the_transform_size_hint_covers_the_resize_and_the_smallest_training_crop():
+    contract = InputContract(modality="image", feature_dim=8, input_size=224, crop_pct=0.875,
+                             mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    assert image_transform(contract).size_hint == 256
+    assert image_transform(contract, train=True).size_hint == 915  # 224 / sqrt(0.08 * 3/4)
+    assert image_transform(contract, train=True, min_crop=1.0).size_hint == 259
+
+
+def test_loaders_carry_max_pixels_and_the_transform_size_hint(tmp_path):
+    from headstart.data import inference_loader, labelled_loader
+
+    Image.new("RGB", (20, 10)).save(tmp_path / "x.png")
+    loader = inference_loader(CONTRACT, [str(tmp_path / "x.png")], max_pixels=100)
+    assert (loader.dataset.max_pixels, loader.dataset.size_hint) == (100, 32)
+    with pytest.raises(DataError, match="over the 100 pixels limit"):
+        next(iter(loader))
+    assert next(iter(inference_loader(CONTRACT, [str(tmp_path / "x.png")], max_pixels=None))).shape == (1, 3, 32, 32)
+    data = LabelledData("image", [str(tmp_path / "x.png")] * 2, ["a", "b"], max_pixels=500)
+    train = labelled_loader(data, CONTRACT, train=True, batch_size=2)  # the cap the data was read with
+    assert (train.dataset.max_pixels, train.dataset.size_hint) == (500, 131)  # 32 / sqrt(0.08 * 3/4)
+
+
+def test_a_root_holding_only_a_loop_says_why_it_has_no_classes(tmp_path):
+    (tmp_path / "loop").symlink_to(".")
+    with pytest.raises(DataError, match=r"has no class sub-folders \(skipped .*loop: link to .*a cycle"):
+        ImageFolder(tmp_path)

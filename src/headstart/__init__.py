@@ -1,49 +1,60 @@
-"""headstart: transfer learning from a pre-trained model to your small labelled data set."""
+"""headstart: transfer learning from a pre-trained model to your small labelled data set.
+
+The public names below are imported on first use (PEP 562), so ``import headstart`` (and
+``headstart.runtime``, the torch-free predictor of exported bundles) costs nothing until a
+name that needs torch is touched.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
-from .backbones import build_backbone, list_backbones, register_backbone
-from .contract import InputContract
-from .data import ImageFiles, ImageFolder, LabelledData, TextTable
-from .errors import ConfigError, DataError, HeadstartError, WeightsUnavailableError
-from .evaluation import classification_metrics
-from .features import extract_features
-from .strategies import (BitFitConfig, FinetuneConfig, LinearProbeConfig, LoraConfig, Strategy, TrainingConfig,
-                         get_strategy, register_strategy, strategy_names)
-from .transfer import NotFittedError, Transfer, clone, load
-from .comparison import compare_strategies
-from .ranking import rank
-from . import adaptation  # hs.adaptation: domain adaptation methods and the shift score
 
-__all__ = [
-    "__version__",
-    "BitFitConfig",
-    "adaptation",
-    "ConfigError",
-    "DataError",
-    "FinetuneConfig",
-    "LinearProbeConfig",
-    "LoraConfig",
-    "Strategy",
-    "TrainingConfig",
-    "clone",
-    "compare_strategies",
-    "get_strategy",
-    "rank",
-    "register_strategy",
-    "strategy_names",
-    "HeadstartError",
-    "ImageFiles",
-    "ImageFolder",
-    "InputContract",
-    "LabelledData",
-    "NotFittedError",
-    "TextTable",
-    "Transfer",
-    "WeightsUnavailableError",
-    "build_backbone",
-    "classification_metrics",
-    "extract_features",
-    "list_backbones",
-    "load",
-    "register_backbone",
-]
+_EXPORTS = {
+    "build_backbone": "backbones", "list_backbones": "backbones", "register_backbone": "backbones",
+    "InputContract": "contract",
+    "ImageFiles": "data", "ImageFolder": "data", "LabelledData": "data", "TextTable": "data",
+    "ConfigError": "errors", "DataError": "errors", "HeadstartError": "errors", "WeightsUnavailableError": "errors",
+    "classification_metrics": "evaluation",
+    "extract_features": "features",
+    "BitFitConfig": "strategies", "FinetuneConfig": "strategies", "LinearProbeConfig": "strategies",
+    "LoraConfig": "strategies", "Strategy": "strategies", "TrainingConfig": "strategies",
+    "get_strategy": "strategies", "register_strategy": "strategies", "strategy_names": "strategies",
+    "NotFittedError": "transfer", "Transfer": "transfer", "clone": "transfer", "load": "transfer",
+    "compare_strategies": "comparison",
+    "rank": "ranking",
+}
+_SUBMODULES = {"adaptation"}  # hs.adaptation: domain adaptation methods and the shift score
+
+__all__ = ["__version__", "adaptation", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'headstart' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from . import adaptation
+    from .backbones import build_backbone, list_backbones, register_backbone
+    from .comparison import compare_strategies
+    from .contract import InputContract
+    from .data import ImageFiles, ImageFolder, LabelledData, TextTable
+    from .errors import ConfigError, DataError, HeadstartError, WeightsUnavailableError
+    from .evaluation import classification_metrics
+    from .features import extract_features
+    from .ranking import rank
+    from .strategies import (BitFitConfig, FinetuneConfig, LinearProbeConfig, LoraConfig, Strategy,
+                             TrainingConfig, get_strategy, register_strategy, strategy_names)
+    from .transfer import NotFittedError, Transfer, clone, load

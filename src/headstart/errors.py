@@ -9,7 +9,8 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["HeadstartError", "DataError", "ConfigError", "WeightsUnavailableError", "did_you_mean"]
+__all__ = ["HeadstartError", "DataError", "ConfigError", "WeightsUnavailableError", "OutputError", "did_you_mean",
+           "describe_os_error"]
 
 
 class HeadstartError(Exception):
@@ -26,6 +27,21 @@ class ConfigError(HeadstartError, ValueError):
 
 class WeightsUnavailableError(ConfigError):
     """Pre-trained weights are not on this machine and cannot be downloaded."""
+
+
+class OutputError(HeadstartError, OSError):
+    """An output could not be written (disk full, read-only, no permission): nothing half-written is kept."""
+
+
+def describe_os_error(exc: BaseException) -> str:
+    """``'No space left on device'`` for an OSError, else the exception's own first line; torch
+    reports a full disk as a RuntimeError from its zip writer, which says nothing a user can act on."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "inline_container" in text or "unexpected pos" in text or "file write failed" in text:
+        return "the write failed (is the disk full?)"
+    return text[:200]
 
 
 def did_you_mean(given: str, choices: Iterable[str]) -> str:

@@ -27,7 +27,8 @@ def network_probabilities(net: TransferNet, data: LabelledData, backbone: Backbo
     net.eval().to(device)
     out, done = [], 0
     with torch.inference_mode():
-        for batch in inference_loader(backbone, data.items, batch_size=batch_size, num_workers=workers):
+        for batch in inference_loader(backbone, data.items, batch_size=batch_size, num_workers=workers,
+                                      max_pixels=data.max_pixels):
             logits = net(to_device(batch, device, channels_last=channels_last))
             out.append(torch.softmax(logits.float(), dim=1).cpu())
             done += len(out[-1])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -18,14 +19,18 @@ from pathlib import Path
 
 import torch
 import yaml
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save, save_file
 
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, OutputError, describe_os_error
+from .integrity import MANIFEST, changed_files, read_manifest, write_manifest
 
 __all__ = ["RunFiles", "write_run", "read_run", "weights_bytes", "write_text_atomic", "REQUIRED_FILES", "RUN_MARKER",
-           "is_run", "check_output_dir"]
+           "is_run", "check_output_dir", "shared_mode", "share"]
 
 REQUIRED_FILES = ("config.yaml", "labels.json", "contract.json", "metrics.json", "model.safetensors")
+log = logging.getLogger(__name__)
+ESSENTIAL_FILES = ("config.yaml", "labels.json", "contract.json", "model.safetensors")  # a model needs these; the rest is optional
 RUN_MARKER = ".headstart-run"  # written into every run: only a folder holding it (or an older run) is replaced
 
 
@@ -77,8 +82,11 @@ def write_run(path: str | Path, run: RunFiles) -> Path:
     path = Path(path)
     if not _replaceable(path):
         check_output_dir(path)  # raises, saying what is there
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    except OSError as exc:
+        raise OutputError(f"Cannot write the run {path}: {describe_os_error(exc)}.") from None
     try:
         (temp / "config.yaml").write_text(yaml.safe_dump(run.config, sort_keys=False))
         (temp / "labels.json").write_text(json.dumps(run.labels, indent=1))
@@ -90,6 +98,8 @@ def write_run(path: str | Path, run: RunFiles) -> Path:
                 _write_csv(temp / "history.csv", content)
         save_file(_plain(run.tensors), str(temp / "model.safetensors"), metadata=_METADATA)
         (temp / RUN_MARKER).write_text("a headstart run: `headstart fit --out` may replace this folder\n")
+        write_manifest(temp)
+        share(temp)
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
             os.replace(path, old / "run")
@@ -97,6 +107,10 @@ def write_run(path: str | Path, run: RunFiles) -> Path:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(temp, path)
+    except (OSError, SafetensorError) as exc:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise OutputError(f"Cannot write the run {path}: {describe_os_error(exc)}. "
+                          f"{'The previous run there is kept.' if path.exists() else 'Nothing was written.'}") from None
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
@@ -118,12 +132,18 @@ def weights_bytes(tensors: dict[str, torch.Tensor]) -> int:
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """Write one file through a temporary sibling and a rename: readers never see half of it."""
     path = Path(path)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise OutputError(f"Cannot write {path}: {describe_os_error(exc)}.") from None
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as file:
             file.write(text)
-        os.chmod(temp, 0o644)  # mkstemp makes it private; a report or config is for sharing
+        os.chmod(temp, shared_mode(file=True))  # mkstemp makes it private; a report or config is for sharing
         os.replace(temp, path)
+    except OSError as exc:
+        Path(temp).unlink(missing_ok=True)
+        raise OutputError(f"Cannot write {path}: {describe_os_error(exc)}.") from None
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
@@ -141,19 +161,102 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def read_run(path: str | Path) -> RunFiles:
-    """Read a run directory, with a clear error when it is not a complete run."""
+    """Read a run directory, with a clear error when it is incomplete, damaged or changed since it
+    was written (its ``manifest.json`` digests); a damaged optional file (metrics, predictions,
+    history) is skipped with a warning and never blocks using the model."""
     path = Path(path)
     if not path.is_dir():
         raise DataError(f"{path} is not a run directory (it does not exist). Create one with `headstart fit`.")
-    missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
+    missing = [name for name in ESSENTIAL_FILES if not (path / name).is_file()]
     if missing:
         raise DataError(f"{path} is not a complete headstart run: missing {', '.join(missing)}.")
-    return RunFiles(
-        config=yaml.safe_load((path / "config.yaml").read_text()),
-        labels=json.loads((path / "labels.json").read_text()),
-        contract=json.loads((path / "contract.json").read_text()),
-        metrics=json.loads((path / "metrics.json").read_text()),
-        tensors=load_file(str(path / "model.safetensors")),
-        extra={p.stem: json.loads(p.read_text()) for p in sorted(path.glob("*.json"))
-               if p.name not in REQUIRED_FILES},
-    )
+    manifest = read_manifest(path)
+    changed = changed_files(path, list(ESSENTIAL_FILES), manifest)
+    if changed:
+        raise DataError(f"{path}: {', '.join(changed)} changed after the run was written (the SHA-256 in "
+                        f"{MANIFEST} no longer matches); restore the original, or fit the run again.")
+    optional = _optional_documents(path, manifest)
+    return RunFiles(config=_read_config(path / "config.yaml"), labels=_read_labels(path / "labels.json"),
+                    contract=_read_json(path / "contract.json", dict), metrics=optional.pop("metrics", {}),
+                    tensors=_read_weights(path / "model.safetensors"), extra=optional)
+
+
+def _read_json(file: Path, kind: type):
+    try:
+        content = json.loads(file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DataError(f"{file} is damaged: not valid JSON ({exc}).") from None
+    if not isinstance(content, kind):
+        raise DataError(f"{file} is damaged: it holds a {type(content).__name__}, not a {kind.__name__}.")
+    return content
+
+
+def _read_config(file: Path) -> dict:
+    try:
+        config = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise DataError(f"{file} is damaged: not valid YAML ({' '.join(str(exc).split())}).") from None
+    if not isinstance(config, dict):
+        raise DataError(f"{file} is damaged: it holds no mapping of settings.")
+    return config
+
+
+def _read_labels(file: Path) -> list[str]:
+    labels = _read_json(file, list)
+    if not all(isinstance(label, str) for label in labels) or len(set(labels)) != len(labels):
+        raise DataError(f"{file} is damaged: it must list each class name once, as strings.")
+    return labels
+
+
+def _read_weights(file: Path) -> dict[str, torch.Tensor]:
+    """The tensors of ``model.safetensors``; unreadable bytes or a NaN/infinite weight is an error."""
+    try:
+        tensors = load_file(str(file))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise DataError(f"{file} is damaged: not a readable safetensors file ({exc}). Fit the run again.") from None
+    broken = [name for name, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if broken:
+        raise DataError(f"{file} holds NaN or infinite weights (in {', '.join(broken[:3])}); the model is "
+                        "unusable. Fit the run again.")
+    return tensors
+
+
+def _optional_documents(path: Path, manifest: dict[str, str] | None) -> dict[str, object]:
+    """The run's other JSON files by name; a changed or unreadable one is left out with a warning."""
+    documents: dict[str, object] = {}
+    for file in sorted(path.glob("*.json")):
+        if file.name in ESSENTIAL_FILES or file.name == MANIFEST:
+            continue
+        try:
+            if changed_files(path, [file.name], manifest):
+                raise DataError(f"{file} changed after the run was written")
+            documents[file.stem] = _read_json(file, object)
+        except DataError as exc:
+            log.warning("Ignoring %s: %s", file.name, exc)
+    return documents
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it (os.umask can only set it)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def shared_mode(file: bool) -> int:
+    """The mode a plain ``open``/``mkdir`` would give under the user's umask (temp files are private)."""
+    return (0o666 if file else 0o777) & ~current_umask()
+
+
+def share(folder: Path) -> None:
+    """Give a folder made by ``mkdtemp``, and the files in it, the modes the umask asks for."""
+    os.chmod(folder, shared_mode(file=False))
+    for child in folder.iterdir():
+        os.chmod(child, shared_mode(file=not child.is_dir()))

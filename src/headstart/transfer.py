@@ -155,7 +155,7 @@ class Transfer:
             raise ConfigError(f"The 'val_fraction' option must be in (0, 1). Got {self.val_fraction} instead.")
         train.y  # noqa: B018 - raises a DataError on unlabelled data, before any model work
         if val is None:
-            train_idx, val_idx = stratified_split(train.y, [self.val_fraction], self.seed)
+            train_idx, val_idx = stratified_split(train.y, [self.val_fraction], self.seed, class_names=train.classes)
             train, val = train.subset(train_idx), train.subset(val_idx)
         val = val.with_classes(train.classes)
         counts = np.bincount(train.y, minlength=len(train.classes))
@@ -317,7 +317,12 @@ class Transfer:
                 f"The weights of backbone '{self.model}' on this machine (digest {backbone.weights_digest}) "
                 f"are not the ones {path} was trained with (digest {recorded['weights_digest']}). "
                 "Give the same weights (`--weights` when fitting) or fit the run again on these.")
-        strategy.restore(backbone, len(run.labels), run.tensors, run.config)
+        try:
+            strategy.restore(backbone, len(run.labels), run.tensors, run.config)
+        except (RuntimeError, KeyError, ValueError) as exc:  # torch's shape and key mismatches
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DataError(f"{path}: model.safetensors does not fit the model that config.yaml and labels.json "
+                            f"describe ({len(run.labels)} classes, {self.model}): {reason[:200]}") from None
         self.device_, self.backbone_, self.model_name_ = resolve_device(self.device), backbone, self.model
         self.classes_, self.adapt_ = list(run.labels), make_adaptation(self.adapt)
         self.fit_info_, self.metrics_ = run.config.get("fit", {}), run.metrics
@@ -330,12 +335,22 @@ def load(path: str | Path, *, device: str = "auto", cache_dir: str | Path | None
          progress: Progress | None = None) -> Transfer:
     """Load a saved run as a fitted :class:`Transfer`, checking the backbone's weights match."""
     run = read_run(path)
-    backbone = run.config["backbone"]
+    backbone = _recorded_backbone(run.config, path)
     model = Transfer(backbone["name"], run.config["strategy"], config=run.config["strategy_config"],
                      weights=backbone.get("weights"), seed=run.config.get("seed", 0),
                      batch_size=run.config.get("batch_size", 64), cache_dir=cache_dir, device=device,
                      progress=progress, adapt=run.config.get("adapt"))
     return model._restore(run, path)
+
+
+def _recorded_backbone(config: dict, path: str | Path) -> dict:
+    """The ``backbone`` entry of a run's config.yaml, checked to hold what loading needs."""
+    backbone = config.get("backbone")
+    if not isinstance(backbone, dict) or not isinstance(backbone.get("name"), str):
+        raise DataError(f"{path}/config.yaml is damaged: it names no backbone (`backbone: name:`).")
+    if not isinstance(config.get("strategy"), str) or not isinstance(config.get("strategy_config") or {}, dict):
+        raise DataError(f"{path}/config.yaml is damaged: it needs `strategy` and a `strategy_config` mapping.")
+    return backbone
 
 
 def clone(estimator: Transfer, **changes) -> Transfer:

@@ -9,7 +9,9 @@ beside its source-only baseline. The command line only parses, calls these and p
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .data import ImageFiles, ImageFolder, LabelledData, TextTable, stratified_split
+from .data.reading import ReadOptions
 from .errors import ConfigError, DataError
 from .runs import check_output_dir, write_text_atomic
 
@@ -27,36 +30,42 @@ __all__ = ["open_data", "open_inputs", "open_unlabelled", "RunConfig", "read_run
 
 TEXT_SUFFIXES = {".csv", ".tsv", ".txt", ".jsonl", ".ndjson"}
 ARGS_FILE = "args.json"
+DATA_FILE = "data.sha256"
+CHECKPOINT = "checkpoint.pt"
 Progress = Callable[..., None]
 
 
 # -- data on disk ------------------------------------------------------------------------------
 def open_data(path: str | Path, text_column: str = "text", label_column: str | None = "label",
-              strict: bool = False) -> LabelledData:
-    """An image folder (one sub-folder per class) or a text table, from what the path is."""
-    path = Path(path)
+              strict: bool = False, reading: ReadOptions | None = None) -> LabelledData:
+    """An image folder (one sub-folder per class) or a text table, from what the path is;
+    ``reading`` says how (separator, encoding, bad rows, pixel cap) where defaults do not fit."""
+    path, reading = Path(path), reading or ReadOptions()
     if path.is_dir():
-        return ImageFolder(path, strict=strict)
+        return ImageFolder(path, strict=strict, **reading.image_options())
     if path.suffix.lower() in TEXT_SUFFIXES:
-        return TextTable(path, text=text_column, label=label_column, strict=strict)
+        return TextTable(path, text=text_column, label=label_column, strict=strict, **reading.table_options())
     if not path.exists():
         raise DataError(f"{path} does not exist.")
     raise DataError(f"{path} is neither a folder of class folders nor a text table (.csv, .tsv, .jsonl).")
 
 
-def open_inputs(paths: Sequence[str | Path], modality: str, text_column: str = "text") -> LabelledData:
+def open_inputs(paths: Sequence[str | Path], modality: str, text_column: str = "text",
+                reading: ReadOptions | None = None) -> LabelledData:
     """Unlabelled inputs to predict: image files or folders, or one text table."""
+    reading = reading or ReadOptions()
     if modality == "image":
-        return ImageFiles([Path(p) for p in paths])
+        return ImageFiles([Path(p) for p in paths], **reading.image_options())
     if len(paths) != 1:
         raise DataError("For a text model give one table (.csv, .tsv, .jsonl) of texts to predict.")
-    return TextTable(Path(paths[0]), text=text_column, label=None)
+    return TextTable(Path(paths[0]), text=text_column, label=None, **reading.table_options())
 
 
-def open_unlabelled(path: str | Path, text_column: str = "text", modality: str | None = None) -> LabelledData:
+def open_unlabelled(path: str | Path, text_column: str = "text", modality: str | None = None,
+                    reading: ReadOptions | None = None) -> LabelledData:
     """The samples of a domain without their labels: any image folder, or a table's text column."""
     path = Path(path)
-    return open_inputs([path], modality or ("image" if path.is_dir() else "text"), text_column)
+    return open_inputs([path], modality or ("image" if path.is_dir() else "text"), text_column, reading)
 
 
 # -- config files --------------------------------------------------------------------------------
@@ -151,6 +160,7 @@ class RunArgs:
     cv: int | None = None
     track: str | None = None
     track_uri: str | None = None
+    reading: dict = field(default_factory=dict)
 
     @classmethod
     def create(cls, data: str | Path, out_dir: str | Path, **settings: Any) -> RunArgs:
@@ -199,7 +209,7 @@ class FitRun:
 
         self.args, self.resumed = args, resumed
         self.config = get_strategy(args.strategy).make_config(dict(args.options))
-        self.data = open_data(args.data, args.text_column, args.label_column, args.strict)
+        self.data = open_data(args.data, args.text_column, args.label_column, args.strict, ReadOptions(**args.reading))
         self.train: LabelledData | None = None
         self.val: LabelledData | None = None
         self.test: LabelledData | None = None
@@ -210,7 +220,13 @@ class FitRun:
         saved = work_dir(out_dir) / ARGS_FILE
         if not saved.is_file():
             raise DataError(f"{out_dir} has no unfinished training to resume (no {saved}).")
-        return cls(RunArgs.from_dict(json.loads(saved.read_text())), resumed=True)
+        try:
+            values = json.loads(saved.read_text(encoding="utf-8"))
+            args = RunArgs.from_dict(values)
+        except (ValueError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+            raise DataError(f"{saved} is damaged ({exc}); the interrupted run cannot be resumed. Start it again "
+                            f"without `--resume` after removing {saved.parent}.") from None
+        return cls(args, resumed=True)
 
     @property
     def out_dir(self) -> Path:
@@ -236,27 +252,52 @@ class FitRun:
 
     def run(self, progress: Progress | None = None) -> FitRunResult:
         """Fit (continuing from the checkpoint when resumed), evaluate, save; return the result."""
-        from .tracking import open_tracker
-
         check_output_dir(self.out_dir, [self.args.data])
-        train, val, test = self.split()
+        self.split()
         workspace = work_dir(self.out_dir)
         workspace.mkdir(parents=True, exist_ok=True)
         lock = hold_lock(workspace / "lock", self.out_dir)
+        try:
+            return self._run_locked(workspace, progress)
+        except BaseException:
+            if not (workspace / CHECKPOINT).is_file():  # nothing to resume: leave nothing behind
+                shutil.rmtree(workspace, ignore_errors=True)
+            raise
+        finally:
+            lock.close()
+
+    def _run_locked(self, workspace: Path, progress: Progress | None) -> FitRunResult:
+        from .tracking import open_tracker
+
+        train, val, test = self.split()
+        self._check_workspace(workspace)
         write_text_atomic(workspace / ARGS_FILE, json.dumps(asdict(self.args), indent=1))
+        write_text_atomic(workspace / DATA_FILE, data_fingerprint(self.data))
         started = time.perf_counter()
         tracker = open_tracker(self.args.track, self.out_dir.name, uri=self.args.track_uri)
         cv = self._cross_validate(progress) if self.args.cv else None
-        estimator = self.transfer(progress).fit(train, val, checkpoint=workspace / "checkpoint.pt",
+        estimator = self.transfer(progress).fit(train, val, checkpoint=workspace / CHECKPOINT,
                                                 resume=self.resumed, callbacks=[tracker] if tracker else [])
         metrics, predictions = estimator.evaluate_with_predictions(test)
         metrics["fit_seconds"] = round(time.perf_counter() - started, 2)
         self._save(estimator, metrics, predictions, cv)
         shutil.rmtree(workspace, ignore_errors=True)
-        lock.close()
         if tracker:
             _log_run(tracker, estimator, self.args, metrics, cv, self.out_dir)
         return FitRunResult(estimator, metrics, cv, self.out_dir, self.resumed)
+
+    def _check_workspace(self, workspace: Path) -> None:
+        """A new fit never overwrites an interrupted one's checkpoint, and a resumed one needs the
+        data it started on: resuming on changed data would silently mix two data sets."""
+        if not self.resumed and (workspace / CHECKPOINT).is_file():
+            raise ConfigError(f"`--out {self.out_dir}` has an interrupted fit with a checkpoint in {workspace}; "
+                              f"continue it with `headstart fit --resume {self.out_dir}`, or remove {workspace} "
+                              "to start over.")
+        saved = workspace / DATA_FILE
+        if self.resumed and saved.is_file() and saved.read_text() != data_fingerprint(self.data):
+            raise DataError(f"The data at {self.args.data} changed since the interrupted fit to {self.out_dir} "
+                            f"started; resuming would mix two data sets. Restore the data, or remove {workspace} "
+                            "and fit again.")
 
     def _cross_validate(self, progress: Progress | None) -> dict:
         from .tuning import cross_validate
@@ -269,6 +310,19 @@ class FitRun:
         documents = {"test": metrics, "data": self.data.summary(), **({"cv": cv} if cv else {})}
         estimator.save(self.out_dir, metrics=documents, extra={"predictions": predictions})
         write_report(self.out_dir)
+
+
+def data_fingerprint(data: LabelledData) -> str:
+    """A digest of what a fit trains on: each sample's location and label, with the text itself
+    or the image file's size and modification time (cheap: no image is read)."""
+    digest = hashlib.sha256()
+    labels = data.labels if data.labels is not None else [None] * len(data)
+    for location, item, label in zip(data.locations, data.items, labels):
+        if data.modality == "image":
+            stat = os.stat(item)
+            item = f"{stat.st_size}:{stat.st_mtime_ns}"
+        digest.update(json.dumps([location, item, label]).encode("utf-8"))
+    return digest.hexdigest()
 
 
 def _log_run(tracker, estimator, args: RunArgs, metrics: dict, cv: dict | None, out_dir: Path) -> None:
@@ -333,7 +387,7 @@ def refit_best(result, train: LabelledData, test: LabelledData, run_dir: str | P
 
     config = get_strategy(result.strategy).make_config(result.run_config(refit=True)["strategy_config"])
     seed = result.settings.seed
-    _, val_idx = stratified_split(train.y, [result.settings.val_fraction], seed)
+    _, val_idx = stratified_split(train.y, [result.settings.val_fraction], seed, class_names=train.classes)
     model = Transfer(result.model, result.strategy, config=config, seed=seed, progress=progress,
                      **(transfer_options or {}))
     model.fit(train, train.subset(val_idx))

@@ -82,7 +82,8 @@ def with_batchnorm_statistics(backbone: Backbone, data: LabelledData, *, batch_s
     The batches come from :func:`~headstart.data.inference_loader`, so the statistics describe
     exactly the inputs feature extraction and prediction will feed the network.
     """
-    loader = inference_loader(backbone, data.items, batch_size=batch_size, num_workers=num_workers)
+    loader = inference_loader(backbone, data.items, batch_size=batch_size, num_workers=num_workers,
+                              max_pixels=data.max_pixels)
     return reestimate_batchnorm(copy.deepcopy(module if module is not None else backbone.module), loader, device)
 
 

@@ -16,6 +16,9 @@ from ..contract import InputContract, LayerGroup
 __all__ = ["Backbone", "BackboneEntry", "file_digest", "layer_groups_from_names"]
 
 
+DECODING_VERSION = 2  # bump when sample decoding changes the pixels a backbone sees
+
+
 @dataclass
 class Backbone:
     """A pre-trained network that maps a batch of inputs to feature vectors.
@@ -35,8 +38,9 @@ class Backbone:
 
     @property
     def cache_key(self) -> str:
-        """Identifies the features this backbone computes: name, weights and contract."""
-        raw = f"{self.name}|{self.weights_digest}|{self.contract.digest()}"
+        """Identifies the features this backbone computes: name, weights, contract and how inputs
+        are decoded (images larger than needed are decoded at reduced size since version 2)."""
+        raw = f"{self.name}|{self.weights_digest}|{self.contract.digest()}|decode-{DECODING_VERSION}"
         return hashlib.sha256(raw.encode()).hexdigest()[:24]
 
 

@@ -15,11 +15,10 @@ from collections import OrderedDict
 from pathlib import Path
 
 import timm
-import torch
 
 from ..errors import ConfigError, WeightsUnavailableError
 from .base import Backbone, BackboneEntry, file_digest
-from .timm_models import backbone_from_timm_model
+from .timm_models import backbone_from_timm_model, load_state_dict_file
 
 __all__ = ["EFFICIENTNET_LITE_ENTRIES"]
 
@@ -46,7 +45,7 @@ def _build(variant: int, weights: str | Path | None = None, pretrained: bool = T
     digest = "random"
     if pretrained:
         path = Path(weights) if weights else _weights_path(variant)
-        source = torch.load(path, map_location="cpu", weights_only=True)
+        source = load_state_dict_file(path)
         target = model.state_dict()
         if len(source) != len(target) or any(
             s.shape != t.shape for s, t in zip(source.values(), target.values())

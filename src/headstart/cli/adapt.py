@@ -55,6 +55,7 @@ def split_options(method: str, values: dict) -> tuple[Optional[dict], Optional[d
 
 @command(panel="Train")
 @with_config_options(ADAPT_OPTIONS)
+@o.with_read_options
 def adapt(
     source: Path = typer.Argument(..., help="Labelled source data: an image folder (class folders) or a text table."),
     target: Path = typer.Argument(..., help="Unlabelled target data: a folder of images, or a table with a text column."),
@@ -70,15 +71,16 @@ def adapt(
     as_json: bool = o.as_json("{method, source_only, adapted} metrics"),
     batch_size: int = o.batch_size(), workers: Optional[int] = o.workers(),
     device: str = o.device(), cache_dir: Optional[Path] = o.cache_dir(),
-    options: dict = None,
+    options: dict = None, reading: dict = None,
 ) -> None:
     """Adapt a model trained on labelled SOURCE data to unlabelled TARGET data; report it beside source-only."""
     strategy_options, method_options = split_options(method, options)
     strategy = get_adaptation(method).strategies[0]
     config = get_strategy(strategy).make_config(strategy_options) if strategy_options else None
-    source_data = open_data(source, text_column, label_column, strict=False)
-    target_data = open_unlabelled(target, text_column, source_data.modality)
-    evaluation = open_data(target_eval, text_column, label_column, strict=False) if target_eval else None
+    read = o.read_options(reading)
+    source_data = open_data(source, text_column, label_column, strict=False, reading=read)
+    target_data = open_unlabelled(target, text_column, source_data.modality, read)
+    evaluation = open_data(target_eval, text_column, label_column, strict=False, reading=read) if target_eval else None
     for data in (source_data, target_data, evaluation):
         if data is not None:
             report_skipped(data)
@@ -102,6 +104,7 @@ def adapt(
 
 
 @command(panel="Inspect")
+@o.with_read_options
 def shift(
     source: Path = typer.Argument(..., help="Source domain: an image folder or a text table (labels ignored)."),
     target: Path = typer.Argument(..., help="Target domain: an image folder or a text table (labels ignored)."),
@@ -110,11 +113,12 @@ def shift(
     seed: int = o.seed(0, "Seed of the subsampling and cross-validation folds."),
     batch_size: int = o.batch_size(), workers: Optional[int] = o.workers("Image-decoding worker processes (1)."),
     device: str = o.device(), cache_dir: Optional[Path] = o.cache_dir(),
-    as_json: bool = o.as_json("the scores"),
+    as_json: bool = o.as_json("the scores"), reading: dict = None,
 ) -> None:
     """How separable SOURCE and TARGET are in a backbone's features: is adaptation needed?"""
-    source_data = open_unlabelled(source, text_column)
-    target_data = open_unlabelled(target, text_column, source_data.modality)
+    read = o.read_options(reading)
+    source_data = open_unlabelled(source, text_column, reading=read)
+    target_data = open_unlabelled(target, text_column, source_data.modality, read)
     name = model or default_backbone(source_data.modality)
     with progress_bars(not as_json) as progress:
         result = measure_shift(name, source_data, target_data, weights=weights, cache_dir=cache_dir,

@@ -47,6 +47,12 @@ def command(func: Callable | None = None, *, panel: str | None = None):
         except KeyboardInterrupt:
             err.print(INTERRUPTED, highlight=False)
             raise typer.Exit(130) from None
+        except OSError as exc:  # the machine's refusal (disk full, read-only, no permission), not a bug
+            if exc.errno is None:
+                raise
+            where = f"{exc.filename}: " if exc.filename else ""
+            err.print(f"[bold red]error:[/] {where}{exc.strerror}", highlight=False, markup=True)
+            raise typer.Exit(2) from None
 
     return app.command(rich_help_panel=panel)(guarded)
 
@@ -66,8 +72,9 @@ def _quiet_transformers() -> None:
 
 def main() -> None:
     """Entry point of the console script and of ``python -m headstart``."""
-    logging.basicConfig(level=logging.WARNING, format="%(message)s",
-                        handlers=[RichHandler(console=err, show_time=False, show_path=False)])
+    handler = RichHandler(console=err, show_time=False, show_path=False)
+    handler.addFilter(lambda record: record.name != "headstart.data.skipped")  # report_skipped lists them, once
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[handler])
     _quiet_transformers()
     signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop (kill, SLURM) ends a run like Ctrl-C
     app()

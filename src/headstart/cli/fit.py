@@ -51,6 +51,7 @@ NO_CACHE = typer.Option(False, "--no-cache", help="Do not read or write cached f
 
 @command(panel="Train")
 @with_config_options(FIT_OPTIONS)
+@o.with_read_options
 def fit(
     data: Optional[Path] = DATA_ARG,
     text_column: str = o.text_column(), label_column: str = o.label_column(), test: float = o.test_share(),
@@ -62,7 +63,7 @@ def fit(
     track: Optional[str] = TRACK, track_uri: Optional[str] = TRACK_URI, as_json: bool = o.as_json("the test metrics"),
     batch_size: int = o.batch_size(), workers: Optional[int] = o.workers(), device: str = o.device(),
     cache_dir: Optional[Path] = o.cache_dir(), no_cache: bool = NO_CACHE,
-    options: dict = None,
+    options: dict = None, reading: dict = None,
 ) -> None:
     """Fit a transfer model on DATA, evaluate it on a held-out test split, save the run."""
     if resume is not None:
@@ -75,7 +76,8 @@ def fit(
             data, out_dir, model=chosen.model, strategy=chosen.strategy, candidates=names(candidates),
             options=chosen.options, text_column=text_column, label_column=label_column, test=test, val=val,
             seed=chosen.seed, weights=chosen.weights, strict=strict, batch_size=batch_size, workers=workers,
-            device=device, cache_dir=cache_dir, no_cache=no_cache, cv=cv, track=track, track_uri=track_uri))
+            device=device, cache_dir=cache_dir, no_cache=no_cache, cv=cv, track=track, track_uri=track_uri,
+            reading=o.read_options(reading).to_dict()))
     describe_split(job, as_json)
     with progress_bars(not as_json) as progress:
         result = job.run(progress)
@@ -95,6 +97,7 @@ def _run_config(config_file: Optional[Path], model: Optional[str], strategy: Opt
 
 @command(panel="Train")
 @with_config_options(BUDGET_OPTIONS)
+@o.with_read_options
 def compare(
     data: Path = typer.Argument(..., help="An image folder or a text table, with labels."),
     text_column: str = o.text_column(), label_column: str = o.label_column(),
@@ -109,13 +112,13 @@ def compare(
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", rich_help_panel=o.OUTPUT,
                                            help="Save the rows (comparison.json) and report.html here."),
     as_json: bool = o.as_json("the rows"),
-    options: dict = None,
+    options: dict = None, reading: dict = None,
 ) -> None:
     """Train several strategies on the same split and budget: how much did transfer buy over scratch?"""
     finetune = get_strategy("finetune")
     budget = finetune.make_config(require_applicable(options, finetune.config_class, BUDGET_OPTIONS,
                                                      "the budget of the network strategies"))
-    dataset = open_data(data, text_column, label_column, strict=False)
+    dataset = open_data(data, text_column, label_column, strict=False, reading=o.read_options(reading))
     report_skipped(dataset)
     train, test_part = dataset.split(test=test, seed=seed)
     if train_per_class:

@@ -32,6 +32,7 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print JSON instea
 
 
 @command(panel="Inspect")
+@o.with_read_options
 def rank(
     data: Path = typer.Argument(..., help="An image folder or a text table, with labels."),
     text_column: str = o.text_column(), label_column: str = o.label_column(),
@@ -41,12 +42,12 @@ def rank(
                                 rich_help_panel=o.MODEL),
     batch_size: int = o.batch_size(), workers: Optional[int] = o.workers("Image-decoding worker processes (1)."),
     device: str = o.device(), cache_dir: Optional[Path] = o.cache_dir(),
-    as_json: bool = o.as_json("the rows"),
+    as_json: bool = o.as_json("the rows"), reading: dict = None,
 ) -> None:
     """Rank pre-trained backbones for DATA by transferability scores, without fine-tuning."""
     from ..ranking import default_candidates, rank as rank_candidates
 
-    dataset = open_data(data, text_column, label_column, strict=False)
+    dataset = open_data(data, text_column, label_column, strict=False, reading=o.read_options(reading))
     report_skipped(dataset)
     candidates = name_list(models) or default_candidates(dataset.modality)
     with progress_bars(not as_json) as progress:
@@ -62,15 +63,16 @@ def rank(
 
 
 @command(panel="Inspect")
+@o.with_read_options
 def evaluate(
     run: Path = typer.Argument(..., help="A run directory written by `headstart fit`."),
     data: Path = typer.Argument(..., help="Labelled data: an image folder or a text table."),
     text_column: str = o.text_column(), label_column: str = o.label_column(),
     device: str = o.device(), cache_dir: Optional[Path] = o.cache_dir(),
-    as_json: bool = o.as_json("the metrics"),
+    as_json: bool = o.as_json("the metrics"), reading: dict = None,
 ) -> None:
     """Evaluate a saved run on labelled data: accuracy, precision, recall, F1, confusion matrix."""
-    dataset = open_data(data, text_column, label_column, strict=False)
+    dataset = open_data(data, text_column, label_column, strict=False, reading=o.read_options(reading))
     report_skipped(dataset)
     with progress_bars(not as_json) as progress:
         model = load(run, device=device, cache_dir=cache_dir, progress=progress)
@@ -82,16 +84,17 @@ def evaluate(
 
 
 @command(panel="Inspect")
+@o.with_read_options
 def predict(
     run: Path = typer.Argument(..., help="A run directory written by `headstart fit`."),
     inputs: list[Path] = typer.Argument(..., help="Image files or folders, or one text table."),
     text_column: str = o.text_column(), device: str = o.device(), cache_dir: Optional[Path] = o.cache_dir(),
     top: int = typer.Option(3, help="Classes shown per input.", rich_help_panel=o.OUTPUT),
-    as_json: bool = o.as_json("the predictions"),
+    as_json: bool = o.as_json("the predictions"), reading: dict = None,
 ) -> None:
     """Predict the class of each input, with class probabilities."""
     model = load(run, device=device, cache_dir=cache_dir)
-    data = open_inputs(inputs, model.contract_.modality, text_column)
+    data = open_inputs(inputs, model.contract_.modality, text_column, o.read_options(reading))
     report_skipped(data)
     probabilities = model.predict_proba(data)
     rows = [{"input": location, "label": model.classes_[int(p.argmax())],

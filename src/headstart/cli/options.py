@@ -24,7 +24,7 @@ from ..errors import ConfigError
 __all__ = ["ConfigOption", "config_options", "with_config_options", "given", "flags_of", "require_applicable",
            "default_panel", "default_of", "shown_value", "strategy_owners", "adaptation_owners", "DATA", "MODEL", "STRATEGY", "COMPUTE", "OUTPUT",
            "text_column", "label_column", "model", "weights", "batch_size", "workers", "device", "cache_dir",
-           "as_json", "seed", "test_share"]
+           "as_json", "seed", "test_share", "READ_OPTIONS", "with_read_options", "read_options"]
 
 
 @dataclass(frozen=True)
@@ -302,3 +302,26 @@ def cache_dir() -> Any:
 
 def as_json(what: str) -> Any:
     return typer.Option(False, "--json", help=f"Print {what} as JSON.", rich_help_panel=OUTPUT)
+
+
+# -- how data files are read: the same four flags on every command that reads data ----------------
+def _read_options() -> list[ConfigOption]:
+    from ..data.reading import ReadOptions
+
+    return config_options({"reading": ReadOptions}, panel=lambda owners: DATA)
+
+
+READ_OPTIONS = _read_options()
+
+
+def with_read_options(func: Callable) -> Callable:
+    """Decorator: add ``--sep``, ``--encoding``, ``--skip-bad-rows`` and ``--max-pixels``; the
+    command receives them as ``reading`` (a dict; :func:`read_options` makes the config)."""
+    return with_config_options(READ_OPTIONS, into="reading")(func)
+
+
+def read_options(values: Mapping[str, Any] | None):
+    """The :class:`~headstart.data.reading.ReadOptions` the user gave (defaults for the rest)."""
+    from ..data.reading import ReadOptions
+
+    return ReadOptions(**given(values or {}))

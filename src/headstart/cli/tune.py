@@ -44,6 +44,7 @@ TRACK_URI = typer.Option(None, help="MLflow tracking URI or folder, or TensorBoa
 
 @command(panel="Train")
 @with_config_options(TUNE_OPTIONS)
+@o.with_read_options
 def tune(
     data: Path = typer.Argument(..., help="An image folder or a text table, with labels."),
     text_column: str = o.text_column(), label_column: str = o.label_column(),
@@ -56,7 +57,7 @@ def tune(
     as_json: bool = o.as_json("the best trial"),
     batch_size: int = o.batch_size(), workers: Optional[int] = o.workers(), device: str = o.device(),
     cache_dir: Optional[Path] = o.cache_dir(),
-    options: dict = None,
+    options: dict = None, reading: dict = None,
 ) -> None:
     """Search a strategy's options with Optuna (TPE, per-epoch pruning); write the best as config.yaml.
 
@@ -72,7 +73,7 @@ def tune(
     settings = TuneSettings(trials=trials, cv=cv, storage=storage or f"sqlite:///{(out_dir / 'study.db').resolve()}",
                             study=study, pruner=pruner, pruner_startup=pruner_startup, timeout=timeout, seed=seed,
                             shared=storage is not None)
-    dataset = open_data(data, text_column, label_column, strict=False)
+    dataset = open_data(data, text_column, label_column, strict=False, reading=o.read_options(reading))
     report_skipped(dataset)
     train, test_part = dataset.split(test=test, seed=seed)
     transfer_options = dict(weights=weights, cache_dir=cache_dir, batch_size=batch_size, num_workers=workers,

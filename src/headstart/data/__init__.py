@@ -3,12 +3,13 @@
 from headstart.data.loaders import (ImageSamples, call_module, collate_for, inference_loader, labelled_loader,
                                      to_device)
 from headstart.data.images import IMAGE_EXTENSIONS, ImageFiles, ImageFolder, load_image
-from headstart.data.samples import DataIssue, LabelledData
+from headstart.data.samples import DEFAULT_MAX_PIXELS, DataIssue, LabelledData
 from headstart.data.splits import few_shot_indices, stratified_kfold, stratified_split
 from headstart.data.text import TextTable
 from headstart.data.transforms import ImageCollate, TextCollate, image_transform
 
 __all__ = [
+    "DEFAULT_MAX_PIXELS",
     "IMAGE_EXTENSIONS",
     "DataIssue",
     "ImageCollate",

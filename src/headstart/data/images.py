@@ -1,29 +1,38 @@
-"""Image sources: class folders and loose files, every image decoded once up front.
+"""Image sources: class folders and loose files, every image checked once up front.
 
-Opening every file before any model work means a corrupt JPEG costs the user one
-warning naming it, not a crash an hour into training.
+Opening every file before any model work (its header, then a decode at the smallest scale
+the format allows) means a corrupt JPEG, a decompression bomb or a symlink loop costs the
+user one warning naming it, not a crash or an endless walk an hour into training.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+import stat
+import threading
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from headstart.data.samples import DataIssue, LabelledData, report_issues, sorted_classes
-from headstart.errors import DataError
+from headstart.data.samples import DEFAULT_MAX_PIXELS, DataIssue, LabelledData, report_issues, sorted_classes
+from headstart.errors import ConfigError, DataError
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageFiles", "ImageFolder", "load_image"]
+__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "ImageFiles", "ImageFolder", "load_image"]
 
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"})
 SPLIT_NAMES = ("train", "val", "test")
+# Formats read; PIL's others (EPS runs Ghostscript, ICO/ICNS change size on load) are refused.
+_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF")  # JPEG includes MPO (camera JPEGs)
+_REDUCIBLE = frozenset({"RGB", "L", "CMYK"})  # modes Image.reduce averages exactly (no alpha, no palette)
+_CHECK_SIZE = 1  # validation decodes as small as a format allows: it needs the errors, not the pixels
 
 
 # --- decoding ------------------------------------------------------------------------------
@@ -71,43 +80,155 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_image(path: str | os.PathLike[str]) -> Image.Image:
+def _megapixels(pixels: int) -> str:
+    return f"{pixels / 1e6:.1f} MP" if pixels >= 100_000 else f"{pixels} pixels"
+
+
+def _pixel_cap(max_pixels: int | None) -> int | None:
+    """The cap as a positive pixel count, or None for no cap (``None`` or 0)."""
+    if max_pixels is None or max_pixels == 0:
+        return None
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 0:
+        raise ConfigError(f"max_pixels must be a whole number of pixels (0 or None for no limit). "
+                          f"Got {max_pixels!r} instead.")
+    return max_pixels
+
+
+def _check_size(path: str, size: tuple[int, int], cap: int | None) -> None:
+    width, height = size
+    if width < 1 or height < 1:
+        raise DataError(f"{path}: empty image ({width}x{height} pixels)")
+    if cap is not None and width * height > cap:
+        raise DataError(f"{path}: {width}x{height} = {_megapixels(width * height)} is over the "
+                        f"{_megapixels(cap)} limit; raise it with --max-pixels (max_pixels in Python)")
+
+
+@contextmanager
+def _pil_limit_lifted() -> Iterator[None]:
+    """Switch off PIL's own bomb check for the duration: headstart's cap replaces it.
+
+    PIL checks ``Image.MAX_IMAGE_PIXELS`` inside ``Image.open``, before the caller sees the size:
+    it prints a raw DecompressionBombWarning above the limit and refuses twice it, so a raised
+    ``max_pixels`` could not win and a refusal could not name the size. The global is lifted only
+    while a header is parsed (or a file over PIL's limit that the cap allows is decoded), under a
+    lock so concurrent loads always restore the caller's value.
+    """
+    with _PIL_LIMIT_LOCK:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def _new_lock() -> None:
+    """A forked DataLoader worker must not inherit the lock held by another thread of its parent."""
+    global _PIL_LIMIT_LOCK
+    _PIL_LIMIT_LOCK = threading.Lock()
+
+
+_PIL_LIMIT_LOCK = threading.Lock()
+os.register_at_fork(after_in_child=_new_lock)
+
+
+def _decode(image: Image.Image) -> None:
+    """Decode the pixels; PIL's load-time check (TIFF) is lifted only when the cap allowed more."""
+    with _PIL_LIMIT_LOCK:
+        limit = Image.MAX_IMAGE_PIXELS
+    if limit is None or image.width * image.height <= limit:
+        image.load()
+        return
+    with _pil_limit_lifted():
+        image.load()
+
+
+def _factor(size: tuple[int, int], size_hint: int, factors: Iterable[int], exact: bool = True) -> int:
+    """The first factor that keeps the shorter side >= ``size_hint`` and, if ``exact``, divides both sides.
+
+    Dividing exactly keeps every reduced pixel the same area: a partial last one would shift
+    the picture by up to half a reduced pixel, which the final resize makes visible.
+    """
+    width, height = size
+    return next((f for f in factors if min(width, height) // f >= size_hint
+                 and (not exact or (width % f == 0 and height % f == 0))), 1)
+
+
+def _reduced(image: Image.Image, size_hint: int | None) -> Image.Image:
+    """Shrink by a whole factor (>= 2) while the shorter side stays >= ``size_hint``: resizing costs less."""
+    if not size_hint or image.mode not in _REDUCIBLE:
+        return image
+    factor = _factor(image.size, size_hint, range(min(image.size) // size_hint, 1, -1))
+    return image.reduce(factor) if factor > 1 else image
+
+
+def _read(path: str, cap: int | None, size_hint: int | None, exact: bool) -> Image.Image:
+    """Header first (size checked before any pixel is decoded), then a decode as small as allowed.
+
+    ``exact=False`` (validation: only errors matter) lets a JPEG decode at 1/8 whatever its size.
+    """
+    if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or device would block or never end
+        raise DataError(f"{path}: not a regular file")
+    with open(path, "rb") as fp:
+        with _pil_limit_lifted():
+            image = Image.open(fp, formats=_FORMATS)
+            image.seek(0)
+        _check_size(path, image.size, cap)
+        scale = _factor(image.size, size_hint, (8, 4, 2), exact) if size_hint else 1
+        if scale > 1:  # JPEG only (a no-op for others): libjpeg decodes at 1/2, 1/4 or 1/8 scale
+            image.draft("RGB", (image.width // scale, image.height // scale))
+        _decode(image)
+        ImageOps.exif_transpose(image, in_place=True)
+    return _reduced(_to_rgb(_reduced(image, size_hint)), size_hint)
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def _load(path: str, cap: int | None, size_hint: int | None, exact: bool) -> Image.Image:
+    """:func:`_read`, with every way a file can fail turned into a DataError naming it."""
+    try:
+        return _read(path, cap, size_hint, exact)
+    except DataError:
+        raise
+    except UnidentifiedImageError:
+        raise DataError(f"{path}: not an image file (cannot identify image)") from None
+    except OSError as exc:
+        if "truncated" in str(exc).lower():
+            raise DataError(f"{path}: truncated image") from None
+        raise DataError(f"{path}: unreadable image ({_describe(exc)})") from None
+    except Exception as exc:  # noqa: BLE001 - on hostile bytes PIL raises struct.error, TypeError, ...
+        raise DataError(f"{path}: unreadable image ({_describe(exc)})") from None
+
+
+def load_image(path: str | os.PathLike[str], *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+               size_hint: int | None = None) -> Image.Image:
     """Open any supported image as upright 8-bit RGB, the form every backbone expects.
 
     EXIF orientation is applied, transparency is composited onto white, 16-bit and
     float images are scaled down (not clipped), and an animated GIF gives its first frame.
+    An image over ``max_pixels`` (None or 0: no cap) is refused from its header, before
+    decoding. With ``size_hint`` the image may come back smaller by a whole factor, its
+    shorter side never below the hint: a JPEG is decoded at 1/2 to 1/8 scale, others are
+    reduced when 2x larger. Any unusable file raises :class:`DataError` naming it.
     """
-    try:
-        with Image.open(path) as image:
-            image.seek(0)
-            image.load()
-            upright = ImageOps.exif_transpose(image)
-            rgb = _to_rgb(upright)
-            return rgb.copy() if rgb is image else rgb
-    except UnidentifiedImageError:
-        raise DataError(f"{path}: not an image file (cannot identify image)") from None
-    except Image.DecompressionBombError as exc:
-        raise DataError(f"{path}: image too large ({exc})") from None
-    except OSError as exc:
-        if "truncated" in str(exc).lower():
-            raise DataError(f"{path}: truncated image") from None
-        raise DataError(f"{path}: unreadable image ({exc})") from None
-    except (ValueError, SyntaxError, EOFError) as exc:  # raised by some broken decoders
-        raise DataError(f"{path}: unreadable image ({exc})") from None
+    return _load(os.fspath(path), _pixel_cap(max_pixels), size_hint, exact=True)
 
 
-def _problem(path: str) -> str | None:
+def _problem(path: str, cap: int | None) -> str | None:
+    """Why ``path`` is unusable, or None: its header, then a decode at the smallest scale, are checked."""
     try:
-        load_image(path)
+        _load(path, cap, _CHECK_SIZE, exact=False)
     except DataError as exc:
         return str(exc)[len(path) + 2:]
     return None
 
 
-def _validate(paths: list[str], workers: int) -> tuple[list[str], list[DataIssue]]:
+def _validate(paths: list[str], workers: int, cap: int | None) -> tuple[list[str], list[DataIssue]]:
     """Decode every image in a thread pool; return the readable ones and the issues."""
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        problems = list(pool.map(_problem, paths))
+        problems = list(pool.map(partial(_problem, cap=cap), paths))
     good = [p for p, problem in zip(paths, problems) if problem is None]
     issues = [DataIssue(p, problem) for p, problem in zip(paths, problems) if problem is not None]
     return good, issues
@@ -115,24 +236,90 @@ def _validate(paths: list[str], workers: int) -> tuple[list[str], list[DataIssue
 
 # --- finding files -------------------------------------------------------------------------
 
-def _image_files(folder: Path) -> list[str]:
-    """All image files under ``folder`` (recursively), hidden files and folders excluded."""
-    found: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if name.startswith("."):
-                continue
-            path = os.path.join(os.path.abspath(dirpath), name)
-            if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
-                found.append(path)
+def _within(path: str, folder: str) -> bool:
+    """Whether the real path ``path`` is ``folder`` or lies under it."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+class _Walk:
+    """Finds the image files under one data root, following only symlinks that stay inside it.
+
+    ``os.walk(followlinks=True)`` would loop on a link to an ancestor and read a linked class
+    twice, so links are resolved here one by one. Folders read whole (class folders, then the
+    targets of followed links) are claimed by real path; a folder link is followed only when its
+    target is inside the root, holds no part of its own path (a cycle) and overlaps no claimed
+    folder, so no image is read twice and no link becomes a copy of a class. Every link not
+    followed is kept as a skipped-file issue naming it.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = os.path.realpath(root)
+        self.claimed: list[str] = []
+        self.issues: list[DataIssue] = []
+
+    def _skip(self, path: str, problem: str) -> None:
+        self.issues.append(DataIssue(path, problem))
+
+    def _link_problem(self, link: str) -> str | None:
+        target = os.path.realpath(link)
+        if not os.path.exists(target):
+            return f"broken link to {target}"
+        if not _within(target, self.root):
+            return f"link to {target}, outside {self.root}; not followed"
+        if os.path.isdir(target) and _within(os.path.realpath(os.path.dirname(link)), target):
+            return f"link to {target}, a folder holding the link itself (a cycle); not followed"
+        return None
+
+    def select(self, folders: list[Path], taken: list[str]) -> list[Path]:
+        """The folders to read, real ones before links; each must overlap none in ``taken``."""
+        kept = []
+        for folder in sorted(folders, key=lambda f: (f.is_symlink(), f)):
+            path, target = os.path.abspath(folder), os.path.realpath(folder)
+            problem = self._link_problem(path) if folder.is_symlink() else None
+            if problem is None and any(_within(target, t) or _within(t, target) for t in taken):
+                problem = f"leads to {target}, a folder read already; not followed"
+            if problem is None:
+                taken.append(target)
+                kept.append(folder)
             else:
-                logger.debug("ignoring %s: not an image extension", path)
-    return found
+                self._skip(path, problem)
+        return sorted(kept)
+
+    def skipped_note(self) -> str:
+        """The links skipped so far, for an error that their skipping caused."""
+        return f" (skipped {'; '.join(str(issue) for issue in self.issues)})" if self.issues else ""
+
+    def _unreadable(self, error: OSError) -> None:
+        self._skip(str(error.filename), f"cannot list the folder ({error.strerror or error})")
+
+    def _wanted(self, path: str) -> bool:
+        if os.path.splitext(path)[1].lower() not in IMAGE_EXTENSIONS:
+            logger.debug("ignoring %s: not an image extension", path)
+            return False
+        problem = self._link_problem(path) if os.path.islink(path) else None
+        if problem is not None:
+            self._skip(path, problem)
+        return problem is None
+
+    def files(self, folder: Path) -> list[str]:
+        """Image files under a claimed ``folder``, recursively, hidden files and folders excluded."""
+        found: list[str] = []
+        for dirpath, dirnames, filenames in os.walk(folder, onerror=self._unreadable):
+            dirpath = os.path.abspath(dirpath)
+            paths = [os.path.join(dirpath, n) for n in sorted(filenames) if not n.startswith(".")]
+            found.extend(p for p in paths if self._wanted(p))
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            links = [Path(dirpath, d) for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+            dirnames[:] = [d for d in dirnames if Path(dirpath, d) not in links]
+            for link in self.select(links, self.claimed):
+                found.extend(self.files(link))
+        return found
 
 
 def _class_folders(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    """Visible sub-folders, links to folders and broken links (reported when read) of ``root``."""
+    return sorted(p for p in root.iterdir() if not p.name.startswith(".")
+                  and (p.is_dir() or (p.is_symlink() and not p.exists())))
 
 
 def _check_folder(root: Path) -> None:
@@ -143,37 +330,46 @@ def _check_folder(root: Path) -> None:
                         "per class, or use ImageFiles for single images.")
 
 
-def _read_class_tree(root: Path) -> dict[str, list[str]]:
-    """Map each class (sub-folder name) to its image files, before validation."""
-    folders = _class_folders(root)
-    if not folders:
-        raise DataError(
-            f"{root} has no class sub-folders: put the images of each class in their own "
-            f"folder, e.g. {root}/cat/1.jpg"
-        )
-    return {folder.name: _image_files(folder) for folder in folders}
-
-
 def _build(source: Path, files: dict[str, list[str]], good: set[str],
-           classes: list[str]) -> LabelledData:
+           classes: list[str], max_pixels: int | None) -> LabelledData:
     items = [p for name in sorted_classes(files) for p in files[name] if p in good]
     index = {p: name for name in files for p in files[name]}
     return LabelledData("image", items, [index[p] for p in items], classes=classes,
-                        source=str(source))
+                        source=str(source), max_pixels=max_pixels)
 
 
-def _read_trees(root: Path) -> dict[str, dict[str, list[str]]]:
-    """Class trees keyed by split name ("train", "val", "test"), or by "" without splits."""
-    present = [name for name in SPLIT_NAMES if (root / name).is_dir()]
+def _split_parts(root: Path, walk: _Walk) -> dict[str, Path]:
+    """The folders holding class trees: train/, val/, test/ when present (no two the same), else root."""
+    present = [root / name for name in SPLIT_NAMES if (root / name).is_dir()]
     if not present:
-        return {"": _read_class_tree(root)}
-    if "train" not in present:
-        raise DataError(f"{root} has {' and '.join(n + '/' for n in present)} but no train/ "
-                        "folder; add train/, or point at a folder of class sub-folders.")
+        return {"": root}
+    kept = {part.name: part for part in walk.select(present, [])}
+    if "train" not in kept:
+        have = " and ".join(name + "/" for name in kept) or "no usable split folder"
+        raise DataError(f"{root} has {have} but no train/ folder{walk.skipped_note()}; add train/, "
+                        "or point at a folder of class sub-folders.")
     others = [p.name for p in _class_folders(root) if p.name not in SPLIT_NAMES]
     if others:
         logger.warning("%s: ignoring folders beside train/: %s", root, ", ".join(others))
-    return {name: _read_class_tree(root / name) for name in present}
+    return {name: kept[name] for name in SPLIT_NAMES if name in kept}
+
+
+def _read_trees(root: Path, walk: _Walk) -> dict[str, dict[str, list[str]]]:
+    """Class trees (class -> image files, before validation) keyed by split name, or by "" without splits.
+
+    Every split's class folders are claimed before any is read, so a link inside one class
+    can never take over another class's real folder.
+    """
+    parts = _split_parts(root, walk)
+    folders = walk.select([f for part in parts.values() for f in _class_folders(part)], walk.claimed)
+    trees = {}
+    for name, part in parts.items():
+        classes = [folder for folder in folders if folder.parent == part]
+        if not classes:
+            raise DataError(f"{part} has no class sub-folders{walk.skipped_note()}: put the images of "
+                            f"each class in their own folder, e.g. {part}/cat/1.jpg")
+        trees[name] = {folder.name: walk.files(folder) for folder in classes}
+    return trees
 
 
 def _check_classes(root: Path, trees: dict[str, dict[str, list[str]]], good: set[str]) -> list[str]:
@@ -199,28 +395,33 @@ def _check_classes(root: Path, trees: dict[str, dict[str, list[str]]], good: set
 
 
 def ImageFolder(root: str | os.PathLike[str], *, strict: bool = False, min_per_class: int = 1,
-                workers: int = 4) -> LabelledData:
+                workers: int = 4, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> LabelledData:
     """Read a folder with one sub-folder of images per class (class = folder name).
 
     If ``root`` holds ``train/`` (and optionally ``val/``, ``test/``), each is read as its
-    own class tree and kept in ``splits``. Unreadable images are skipped with one warning,
-    or raise :class:`DataError` when ``strict``. ``workers`` threads decode the images.
+    own class tree and kept in ``splits``. Unreadable images, images over ``max_pixels``
+    (None or 0: no cap) and symlinks leading outside ``root`` or back into folders read
+    already are skipped with one warning, or raise :class:`DataError` when ``strict``.
+    ``workers`` threads check the images. Give the loaders the same ``max_pixels``.
     """
     root = Path(root).expanduser()
+    cap = _pixel_cap(max_pixels)
     _check_folder(root)
-    trees = _read_trees(root)
+    walk = _Walk(root)
+    trees = _read_trees(root, walk)
     all_files = [p for tree in trees.values() for paths in tree.values() for p in paths]
-    good_list, issues = _validate(all_files, workers)
+    good_list, unreadable = _validate(all_files, workers, cap)
+    issues = walk.issues + unreadable
     report_issues(issues, str(root), "images", strict)
     good = set(good_list)
     classes = _check_classes(root, trees, good)
 
-    parts = {name: _build(root / name, tree, good, classes) for name, tree in trees.items()}
+    parts = {name: _build(root / name, tree, good, classes, max_pixels) for name, tree in trees.items()}
     items = [p for part in parts.values() for p in part.items]
     labels = [label for part in parts.values() for label in (part.labels or [])]
     splits = {} if "" in parts else parts
     data = LabelledData("image", items, labels, classes=classes, skipped=issues,
-                        splits=splits, source=str(root))
+                        splits=splits, source=str(root), max_pixels=max_pixels)
     _check_min_per_class(data, min_per_class)
     logger.info("%s: %d images in %d classes", root, len(data), len(classes))
     return data
@@ -236,26 +437,41 @@ def _check_min_per_class(data: LabelledData, min_per_class: int) -> None:
             )
 
 
-def ImageFiles(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *,
-               strict: bool = False, workers: int = 4) -> LabelledData:
-    """Collect unlabelled images (files, or folders searched recursively) for prediction."""
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
+def _listed_files(entries: list[Path]) -> tuple[list[str], list[DataIssue]]:
+    """The files named, and the images under the folders named, each folder its own data root."""
     found: list[str] = []
-    for entry in (Path(p).expanduser() for p in paths):
+    issues: list[DataIssue] = []
+    for entry in entries:
         if entry.is_dir():
-            found.extend(_image_files(entry))
-        elif entry.is_file():
+            walk = _Walk(entry)
+            walk.claimed.append(walk.root)
+            found.extend(walk.files(entry))
+            issues.extend(walk.issues)
+        elif entry.exists():  # named by the caller: read whatever it is, load_image judges it
             found.append(os.path.abspath(entry))
         else:
             raise DataError(f"{entry} does not exist; check the image path.")
-    found = list(dict.fromkeys(found))
+    return list(dict.fromkeys(found)), issues
+
+
+def ImageFiles(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *,
+               strict: bool = False, workers: int = 4,
+               max_pixels: int | None = DEFAULT_MAX_PIXELS) -> LabelledData:
+    """Collect unlabelled images (files, or folders searched recursively) for prediction.
+
+    Skips what :func:`ImageFolder` skips; give the loaders the same ``max_pixels``.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    cap = _pixel_cap(max_pixels)
+    found, issues = _listed_files([Path(p).expanduser() for p in paths])
     source = ", ".join(str(p) for p in paths[:3]) + (", ..." if len(paths) > 3 else "")
     if not found:
         raise DataError(f"no images found in {source}; supported extensions: "
                         f"{', '.join(sorted(IMAGE_EXTENSIONS))}")
-    good, issues = _validate(found, workers)
+    good, unreadable = _validate(found, workers, cap)
+    issues += unreadable
     report_issues(issues, source, "images", strict)
     if not good:
         raise DataError(f"no readable images in {source}; all {len(found)} were unusable.")
-    return LabelledData("image", good, None, skipped=issues, source=source)
+    return LabelledData("image", good, None, skipped=issues, source=source, max_pixels=max_pixels)

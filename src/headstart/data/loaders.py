@@ -15,24 +15,31 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..contract import InputContract
-from .images import load_image
+from .images import DEFAULT_MAX_PIXELS, load_image
 from .samples import LabelledData
-from .transforms import ImageCollate, TextCollate, image_transform
+from .transforms import ImageCollate, ImageTransform, TextCollate, image_transform
 
 __all__ = ["ImageSamples", "call_module", "collate_for", "inference_loader", "labelled_loader", "to_device"]
 
 
 class ImageSamples(Dataset):
-    """Image paths, decoded and transformed one by one; with labels, ``(image, label)`` pairs."""
+    """Image paths, decoded and transformed one by one; with labels, ``(image, label)`` pairs.
 
-    def __init__(self, paths: Sequence[str], transform: Callable, labels: Sequence[int] | None = None) -> None:
+    Each image is refused over ``max_pixels`` and may be decoded at reduced size down to
+    ``size_hint`` (the transform's ``size_hint``; None: full size): see :func:`~headstart.data.load_image`.
+    """
+
+    def __init__(self, paths: Sequence[str], transform: Callable, labels: Sequence[int] | None = None, *,
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS, size_hint: int | None = None) -> None:
         self.paths, self.transform, self.labels = list(paths), transform, labels
+        self.max_pixels, self.size_hint = max_pixels, size_hint
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int):
-        image = self.transform(load_image(self.paths[index]))
+        image = load_image(self.paths[index], max_pixels=self.max_pixels, size_hint=self.size_hint)
+        image = self.transform(image)
         return image if self.labels is None else (image, self.labels[index])
 
 
@@ -43,27 +50,31 @@ def collate_for(contract: InputContract, tokenizer: Any = None) -> ImageCollate 
     return TextCollate(tokenizer, contract.max_length or 512)
 
 
-def _samples(contract: InputContract, items: Sequence[str], labels: Sequence[int] | None,
-             transform: Callable | None) -> Dataset | list:
-    if contract.modality == "image":
-        return ImageSamples(items, transform, labels)
+def _samples(items: Sequence[str], labels: Sequence[int] | None, transform: ImageTransform | None,
+             max_pixels: int | None) -> Dataset | list:
+    """Images (there is a transform) as :class:`ImageSamples`; texts as they are."""
+    if transform is not None:
+        return ImageSamples(items, transform, labels, max_pixels=max_pixels, size_hint=transform.size_hint)
     return list(items) if labels is None else list(zip(items, labels))
 
 
 def inference_loader(source: Any, items: Sequence[str], *, tokenizer: Any = None, batch_size: int = 64,
-                     num_workers: int = 0) -> DataLoader:
+                     num_workers: int = 0, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> DataLoader:
     """Batches of model inputs for ``items``, in order, prepared with the evaluation transform.
 
     ``source`` is a Backbone (its contract and tokenizer are used) or an InputContract (give
     ``tokenizer`` for text). Images come as one tensor in the contract's memory layout, texts as
     the tokenizer's dict. Only images use worker processes: decoding is the slow part, and
     tokenizing is fast and does not fork well. Workers prefetch 4 batches so the model never waits.
+    Images over ``max_pixels`` raise :class:`~headstart.errors.DataError`: pass the value the
+    data was read with (``ImageFolder``/``ImageFiles``); images far larger than the contract's
+    input are decoded at reduced size.
     """
     contract = getattr(source, "contract", source)
     tokenizer = tokenizer if tokenizer is not None else getattr(source, "tokenizer", None)
     image = contract.modality == "image"
     workers = num_workers if image else 0
-    samples = _samples(contract, items, None, image_transform(contract) if image else None)
+    samples = _samples(items, None, image_transform(contract) if image else None, max_pixels)
     return DataLoader(samples, batch_size=batch_size, num_workers=workers, collate_fn=collate_for(contract, tokenizer),
                       persistent_workers=False, prefetch_factor=4 if workers else None)
 
@@ -78,13 +89,14 @@ def labelled_loader(data: LabelledData, contract: InputContract, *, tokenizer: A
 
     Shuffling (and worker seeds) draw from ``generator`` when given, else from torch's global
     generator; augmentation in the main process draws from the global ones. Seeding them at the
-    start of an epoch fixes that epoch's batches (resume relies on this).
+    start of an epoch fixes that epoch's batches (resume relies on this). Images are decoded
+    under the pixel cap ``data`` was read with.
     """
     labels = data.y.tolist() if data.labels is not None else [-1] * len(data)
     image = contract.modality == "image"
     workers = num_workers if image else 0
     transform = image_transform(contract, train, randaugment, min_crop) if image else None
-    samples = _samples(contract, data.items, labels, transform)
+    samples = _samples(data.items, labels, transform, data.max_pixels)
     return DataLoader(samples, batch_size=batch_size, shuffle=train, num_workers=workers,
                       collate_fn=collate_for(contract, tokenizer), drop_last=train and len(samples) > batch_size,
                       persistent_workers=False, prefetch_factor=2 if workers else None, generator=generator)

@@ -7,9 +7,11 @@ feature extraction and training never care where the samples came from.
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Literal
 
 import numpy as np
@@ -17,12 +19,18 @@ import numpy as np
 from headstart.data.splits import stratified_split
 from headstart.errors import DataError
 
-__all__ = ["DataIssue", "LabelledData", "sorted_classes", "report_issues"]
+__all__ = ["DEFAULT_MAX_PIXELS", "DataIssue", "LabelledData", "canonical_number", "report_issues", "sorted_classes"]
 
 logger = logging.getLogger(__name__)
+# Skipped samples have a logger of their own: the CLI lists them itself (data.skipped) and silences it.
+skipped_logger = logging.getLogger("headstart.data.skipped")
 
 Modality = Literal["image", "text"]
 _LISTED = 20  # how many problem locations a warning or error spells out
+# PIL's own warning threshold: a 0.27 GB RGB image (about 9500 x 9500), far above any photo a
+# backbone needs, far below the 12000 x 12000 JPEGs that took 2 GB each to decode.
+DEFAULT_MAX_PIXELS: int = 89_478_485
+_NUMBER = re.compile(r"([+-]?)([0-9]*)(?:\.([0-9]*))?")
 
 
 @dataclass(frozen=True)
@@ -36,13 +44,24 @@ class DataIssue:
         return f"{self.location}: {self.problem}"
 
 
+def canonical_number(name: str) -> str | None:
+    """``name`` written the one way its number is ("07.50" -> "7.5", "+0" -> "0"), or None
+    when it is not a plain decimal number; this lets "7" and "7.0" name one class."""
+    match = _NUMBER.fullmatch(name.strip())
+    if match is None or not (match[2] or match[3]):
+        return None
+    whole, fraction = match[2].lstrip("0") or "0", (match[3] or "").rstrip("0")
+    digits = whole + (f".{fraction}" if fraction else "")
+    return f"-{digits}" if match[1] == "-" and digits != "0" else digits
+
+
 def sorted_classes(labels: Iterable[str]) -> list[str]:
-    """Sort class names; all-integer names sort numerically ("2" before "10")."""
+    """Sort class names; all-number names sort numerically ("2" before "10", "1.5" before "2")."""
     names = set(labels)
-    try:
-        return sorted(names, key=int)
-    except ValueError:
-        return sorted(names)
+    numbers = {name: canonical_number(name) for name in names}
+    if names and None not in numbers.values():
+        return sorted(names, key=lambda name: (Decimal(numbers[name]), name))
+    return sorted(names)
 
 
 def report_issues(issues: Sequence[DataIssue], source: str, what: str, strict: bool) -> None:
@@ -56,7 +75,7 @@ def report_issues(issues: Sequence[DataIssue], source: str, what: str, strict: b
             f"{source}: {len(issues)} unusable {what}: {listed}{more}. "
             "Fix or remove them, or load without `strict` to skip them."
         )
-    logger.warning("%s: skipped %d unusable %s: %s%s", source, len(issues), what, listed, more)
+    skipped_logger.warning("%s: skipped %d unusable %s: %s%s", source, len(issues), what, listed, more)
 
 
 class LabelledData:
@@ -65,7 +84,9 @@ class LabelledData:
     ``items`` are absolute image paths or the texts; ``labels`` the class name of each
     item (None when unlabelled); ``classes`` the class names in index order; ``locations``
     where each item came from ("path" or "file.csv:LINE"); ``skipped`` the samples dropped
-    by validation; ``splits`` predefined parts ("train", "val", "test") of the source.
+    by validation; ``splits`` predefined parts ("train", "val", "test") of the source;
+    ``label_reading`` how a reader turned raw labels into classes (see ``TextTable``), kept
+    so a run can record it.
     """
 
     def __init__(
@@ -79,6 +100,8 @@ class LabelledData:
         skipped: Sequence[DataIssue] = (),
         splits: dict[str, LabelledData] | None = None,
         source: str = "",
+        label_reading: dict[str, Any] | None = None,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> None:
         if modality not in ("image", "text"):
             raise DataError(f"modality must be 'image' or 'text'. Got {modality!r} instead.")
@@ -97,6 +120,8 @@ class LabelledData:
         self.skipped: list[DataIssue] = list(skipped)
         self.splits: dict[str, LabelledData] = dict(splits or {})
         self.source: str = source
+        self.label_reading: dict[str, Any] | None = label_reading
+        self.max_pixels = max_pixels  # the pixel cap the images were read with: loaders decode under the same
 
     def __len__(self) -> int:
         return len(self.items)
@@ -128,6 +153,8 @@ class LabelledData:
             locations=[self.locations[i] for i in picked],
             skipped=self.skipped,
             source=self.source,
+            label_reading=self.label_reading,
+            max_pixels=self.max_pixels,
         )
 
     def split(self, test: float = 0.2, val: float = 0.0,
@@ -180,7 +207,7 @@ class LabelledData:
             self.modality, self.items, self.labels,
             classes=list(classes), locations=self.locations, skipped=self.skipped,
             splits={name: part.with_classes(classes) for name, part in self.splits.items()},
-            source=self.source,
+            source=self.source, label_reading=self.label_reading, max_pixels=self.max_pixels,
         )
 
     def summary(self) -> dict[str, Any]:
@@ -191,4 +218,5 @@ class LabelledData:
             "samples": len(self),
             "classes": self.class_counts(),
             "skipped": [str(issue) for issue in self.skipped],
+            **({"label_reading": self.label_reading} if self.label_reading is not None else {}),
         }

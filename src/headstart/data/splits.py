@@ -27,6 +27,13 @@ def _part_names(n_held_out: int) -> list[str]:
     return ["train"] + [f"part {i + 1}" for i in range(n_held_out)]
 
 
+def _class_name(cls: np.integer, class_names: Sequence[str] | None) -> str:
+    """A class as the user knows it: its name, never the index models use."""
+    if class_names is not None:
+        return f"class '{class_names[int(cls)]}'"
+    return f"the class with index {cls} (pass `class_names=` to name it)"
+
+
 def _check_split(y: np.ndarray, fractions: list[float], names: list[str], class_names: Sequence[str] | None,
                  noun: str) -> np.ndarray:
     """The classes of ``y``, once the fractions are valid and every class can fill every part."""
@@ -38,9 +45,8 @@ def _check_split(y: np.ndarray, fractions: list[float], names: list[str], class_
     classes, counts = np.unique(y, return_counts=True)
     for cls, count in zip(classes, counts):
         if count < len(names):
-            name = class_names[int(cls)] if class_names is not None else str(cls)
             raise DataError(
-                f"class '{name}' has {count} sample{'s' if count != 1 else ''}: too few for a "
+                f"{_class_name(cls, class_names)} has {count} sample{'s' if count != 1 else ''}: too few for a "
                 f"stratified split into {'/'.join(names)}; add {noun} or lower --test/--val"
             )
     return classes
@@ -110,9 +116,8 @@ def stratified_kfold(
     classes, counts = np.unique(y, return_counts=True)
     for cls, count in zip(classes, counts):
         if count < k:
-            name = class_names[int(cls)] if class_names is not None else str(cls)
             raise DataError(
-                f"class '{name}' has {count} sample{'s' if count != 1 else ''} in the training split: "
+                f"{_class_name(cls, class_names)} has {count} sample{'s' if count != 1 else ''} in the training split: "
                 f"too few for {k}-fold cross-validation; add {noun} or lower --cv to at most {count}"
             )
     folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y)

@@ -6,18 +6,20 @@ always fed the way it was pre-trained (the silent mismatch headstart exists to p
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from PIL import Image
 from timm.data import create_transform
+from timm.data.constants import DEFAULT_CROP_PCT
 from torch.utils.data import get_worker_info
 
 from headstart.contract import InputContract
 from headstart.errors import ConfigError
 
-__all__ = ["ImageCollate", "TextCollate", "image_transform"]
+__all__ = ["ImageCollate", "ImageTransform", "TextCollate", "image_transform"]
 
 
 class _ToRGB:
@@ -30,14 +32,27 @@ class _ToRGB:
         return "ToRGB()"
 
 
+def _size_hint(size: int, crop_pct: float | None, train: bool, min_crop: float) -> int | None:
+    """The shorter image side the transform needs to lose nothing when decoding is reduced.
+
+    Evaluation resizes the shorter side to ``size / crop_pct`` (as timm does); in training the
+    smallest random crop (``min_crop`` of the area at aspect 3:4) must still span ``size`` pixels.
+    """
+    resized = math.floor(size / (crop_pct or DEFAULT_CROP_PCT))
+    if not train:
+        return resized
+    return max(resized, math.ceil(size / math.sqrt(min_crop * 0.75))) if min_crop > 0 else None
+
+
 def image_transform(contract: InputContract, train: bool = False, randaugment: str | None = None,
-                    min_crop: float = 0.08) -> Callable[[Image.Image], torch.Tensor]:
+                    min_crop: float = 0.08) -> ImageTransform:
     """Build the PIL -> (3, H, W) float tensor transform a backbone's contract asks for.
 
     ``train=True`` gives timm's training transform (random resized crop, horizontal flip,
     colour jitter, and RandAugment when ``randaugment`` is a timm policy such as
     ``rand-m9-mstd0.5``; random crops cover at least ``min_crop`` of the image); otherwise
-    resize, centre crop at ``crop_pct``.
+    resize, centre crop at ``crop_pct``. Its ``size_hint`` tells :func:`load_image` how small
+    an image may be decoded without changing the result.
     """
     if contract.modality != "image":
         raise ConfigError(f"image_transform needs an image contract. Got a {contract.modality} "
@@ -58,15 +73,20 @@ def image_transform(contract: InputContract, train: bool = False, randaugment: s
         auto_augment=randaugment if train else None,
         scale=(min_crop, 1.0),
     )
-    return _Compose(transform)
+    return ImageTransform(transform, _size_hint(size, contract.crop_pct, train, min_crop))
 
 
-class _Compose:
-    """RGB conversion followed by the timm transform; picklable for DataLoader workers."""
+class ImageTransform:
+    """RGB conversion followed by the timm transform; picklable for DataLoader workers.
 
-    def __init__(self, transform: Callable[[Image.Image], torch.Tensor]) -> None:
+    ``size_hint`` is the shorter image side the transform needs at full quality (None: any
+    size), so images far larger can be decoded at reduced size (see :func:`load_image`).
+    """
+
+    def __init__(self, transform: Callable[[Image.Image], torch.Tensor], size_hint: int | None = None) -> None:
         self.to_rgb = _ToRGB()
         self.transform = transform
+        self.size_hint = size_hint
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         return self.transform(self.to_rgb(image))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ import yaml
 from ..errors import DataError
 from ..runs import write_text_atomic
 from . import plots
+
+log = logging.getLogger(__name__)
 
 __all__ = ["read_documents", "build_report", "write_report", "SECTIONS", "MAX_EXAMPLES"]
 
@@ -55,8 +58,11 @@ def read_documents(path: str | Path) -> dict[str, Any]:
     for name in DOCUMENTS:
         file = path / name
         if file.is_file():
-            text = file.read_text()
-            documents[file.stem] = yaml.safe_load(text) if file.suffix == ".yaml" else json.loads(text)
+            try:
+                text = file.read_text(encoding="utf-8")
+                documents[file.stem] = yaml.safe_load(text) if file.suffix == ".yaml" else json.loads(text)
+            except (ValueError, UnicodeDecodeError, yaml.YAMLError) as exc:  # a damaged file leaves its part out
+                log.warning("Leaving %s out of the report: it is damaged (%s)", file, " ".join(str(exc).split()))
     if not {"metrics", "comparison", "tuning"} & set(documents):
         raise DataError(f"{path} holds no metrics.json, comparison.json or tuning.json: it is not a run, a "
                         "comparison or a search. Write one with `headstart fit`, `compare --out` or `tune`.")

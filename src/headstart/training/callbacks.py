@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import DataError, OutputError, describe_os_error
 from .loop import Callback, Trainer, TrainingStep, seed_everything
 from .param_groups import set_trainable
 
@@ -142,10 +143,15 @@ class Checkpointing(Callback):
             "should_stop": trainer.should_stop,
             "callbacks": {key: c.state_dict() for key, c in zip(state_keys(trainer.callbacks), trainer.callbacks)},
         }
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         temp = self.path.with_suffix(".tmp")
-        torch.save(state, temp)
-        os.replace(temp, self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(state, temp)
+            os.replace(temp, self.path)
+        except (OSError, RuntimeError) as exc:  # torch reports a full disk as a RuntimeError
+            temp.unlink(missing_ok=True)
+            raise OutputError(f"Cannot write the checkpoint {self.path}: {describe_os_error(exc)}. "
+                              "The previous epoch's checkpoint is kept.") from None
 
 
 def load_checkpoint(trainer: Trainer, path: str | Path) -> None:
@@ -154,13 +160,17 @@ def load_checkpoint(trainer: Trainer, path: str | Path) -> None:
     Callbacks get their state by name; one without saved state keeps its own. A checkpoint of
     an older version lists the states by position instead, and is read that way.
     """
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    trainer.net.load_state_dict(state["net"])
-    trainer.optimizer.load_state_dict(state["optimizer"])
-    trainer.scheduler.load_state_dict(state["scheduler"])
-    trainer.scaler.load_state_dict(state["scaler"])
-    trainer.epoch, trainer.history, trainer.should_stop = state["epoch"], state["history"], state["should_stop"]
-    saved = state["callbacks"]
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        trainer.net.load_state_dict(state["net"])
+        trainer.optimizer.load_state_dict(state["optimizer"])
+        trainer.scheduler.load_state_dict(state["scheduler"])
+        trainer.scaler.load_state_dict(state["scaler"])
+        trainer.epoch, trainer.history, trainer.should_stop = state["epoch"], state["history"], state["should_stop"]
+        saved = state["callbacks"]
+    except Exception as exc:  # torch raises many kinds on a truncated or foreign file
+        raise DataError(f"The checkpoint {path} is damaged or does not match this run ({describe_os_error(exc)}); "
+                        f"it cannot be resumed. Remove {Path(path).parent} and fit again.") from None
     if isinstance(saved, list):
         pairs = zip(trainer.callbacks, saved)
     else:

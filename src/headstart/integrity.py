@@ -1,0 +1,57 @@
+"""SHA-256 manifests: a folder headstart wrote records the digest of each file in it, so a
+file changed afterwards (edited, truncated, swapped) is found on reading, by name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from .errors import DataError
+
+__all__ = ["MANIFEST", "sha256_of", "write_manifest", "read_manifest", "changed_files"]
+
+MANIFEST = "manifest.json"
+_FORMAT = 1
+
+
+def sha256_of(path: str | Path) -> str:
+    """The hex SHA-256 of a file's bytes, read in blocks (weights files can be large)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def write_manifest(folder: str | Path, extra: dict | None = None) -> dict[str, str]:
+    """Record the digest of every file directly in ``folder`` in its ``manifest.json``;
+    ``extra`` adds entries beside the digests (e.g. where the folder came from)."""
+    folder = Path(folder)
+    digests = {p.name: sha256_of(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST}
+    document = {"format": _FORMAT, "sha256": digests, **(extra or {})}
+    (folder / MANIFEST).write_text(json.dumps(document, indent=1))
+    return digests
+
+
+def read_manifest(folder: str | Path) -> dict[str, str] | None:
+    """The recorded digests, by file name; None for a folder written before manifests existed."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path} is damaged ({exc}); the files of {folder} cannot be checked. "
+                        "Restore it, or write the folder again.") from None
+    digests = document.get("sha256") if isinstance(document, dict) else None
+    if not isinstance(digests, dict) or not all(isinstance(v, str) for v in digests.values()):
+        raise DataError(f"{path} is not a headstart manifest (it has no `sha256` table of digests).")
+    return digests
+
+
+def changed_files(folder: str | Path, names: list[str], manifest: dict[str, str] | None) -> list[str]:
+    """Which of ``names`` (files in ``folder``) differ from the manifest, or are missing from
+    it; none when there is no manifest."""
+    if manifest is None:
+        return []
+    folder = Path(folder)
+    return [name for name in names if manifest.get(name) != sha256_of(folder / name)]
