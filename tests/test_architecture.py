@@ -160,9 +160,10 @@ LAYERS = [  # top first: a module may import its own layer and those below, neve
     {"workflows", "tuning", "comparison", "report", "tracking", "demo", "export", "serve"},
     {"transfer"},
     {"strategies", "adaptation"},
-    {"training", "features", "inference", "heads", "ranking", "transferability", "peak_memory"},
+    {"training", "features", "feature_cache", "inference", "heads", "ranking", "transferability", "peak_memory"},
     {"data", "backbones"},
-    {"config", "registry", "runs", "integrity", "runtime", "devices", "errors", "evaluation", "contract", "_version"},
+    {"config", "registry", "runs", "integrity", "runtime", "imaging", "devices", "errors", "evaluation", "contract",
+     "_version"},
 ]
 
 

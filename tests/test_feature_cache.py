@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 from safetensors.numpy import load_file, save_file
 
+import headstart.feature_cache as feature_cache
 import headstart.features as features
 from headstart.backbones import build_backbone
 from headstart.data import ImageFolder
@@ -241,8 +242,8 @@ def test_a_lookup_reads_only_the_shards_holding_its_digests(tmp_path, monkeypatc
     for seed in range(1, 6):
         FeatureCache(tmp_path, "k", DIM).store(*_rows(seed, 50))
     opened = []
-    safe_open = features.safe_open
-    monkeypatch.setattr(features, "safe_open", lambda path, *a, **k: opened.append(path) or safe_open(path, *a, **k))
+    safe_open = feature_cache.safe_open
+    monkeypatch.setattr(feature_cache, "safe_open", lambda path, *a, **k: opened.append(path) or safe_open(path, *a, **k))
     cache = FeatureCache(tmp_path, "k", DIM)
     wanted = ours[10:20] + [bytes(32)]
     for _ in range(2):  # the second time from the rows alone, the shard having been verified
@@ -284,7 +285,7 @@ def test_two_processes_storing_at_once_lose_nothing(tmp_path, caplog):
 
 
 def test_digests_sharing_an_index_key_cost_a_miss_never_a_wrong_row(tmp_path, monkeypatch):
-    monkeypatch.setattr(features, "_key", lambda digest: 7)  # every digest collides
+    monkeypatch.setattr(feature_cache, "_key", lambda digest: 7)  # every digest collides
     digests, feats = _rows(0, 3)
     FeatureCache(tmp_path, "k", DIM).store(digests, feats)
     found = FeatureCache(tmp_path, "k", DIM).lookup(digests)

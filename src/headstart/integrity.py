@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .errors import DataError
 
-__all__ = ["MANIFEST", "sha256_of", "write_manifest", "read_manifest", "changed_files"]
+__all__ = ["MANIFEST", "sha256_of", "write_manifest", "read_manifest", "changed_files", "read_json"]
 
 MANIFEST = "manifest.json"
 _FORMAT = 1
@@ -55,3 +55,16 @@ def changed_files(folder: str | Path, names: list[str], manifest: dict[str, str]
         return []
     folder = Path(folder)
     return [name for name in names if manifest.get(name) != sha256_of(folder / name)]
+
+
+def read_json(path: str | Path, kind: type = object):
+    """A JSON file headstart wrote, of the ``kind`` it must hold; anything else is a
+    :class:`DataError` naming the file (a damaged file is never a traceback)."""
+    path = Path(path)
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        raise DataError(f"{path} is damaged or unreadable ({exc}).") from None
+    if not isinstance(content, kind):
+        raise DataError(f"{path} is damaged: it holds a {type(content).__name__}, not a {kind.__name__}.")
+    return content

@@ -13,7 +13,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,10 +23,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save, save_file
 
 from .errors import ConfigError, DataError, OutputError, describe_os_error
-from .integrity import MANIFEST, changed_files, read_manifest, write_manifest
+from .integrity import MANIFEST, changed_files, read_json, read_manifest, write_manifest
 
 __all__ = ["RunFiles", "write_run", "read_run", "weights_bytes", "write_text_atomic", "REQUIRED_FILES", "RUN_MARKER",
-           "is_run", "check_output_dir", "shared_mode", "share"]
+           "is_run", "check_output_dir", "shared_mode", "share", "place_folder"]
 
 REQUIRED_FILES = ("config.yaml", "labels.json", "contract.json", "metrics.json", "model.safetensors")
 log = logging.getLogger(__name__)
@@ -77,8 +77,11 @@ class RunFiles:
     extra: dict[str, object] = field(default_factory=dict)  # more JSON files, e.g. {"ranking": [...]}
 
 
-def write_run(path: str | Path, run: RunFiles) -> Path:
-    """Write ``run`` to ``path`` atomically and return the path; only a previous run is replaced."""
+def write_run(path: str | Path, run: RunFiles, finish: Callable[[Path], object] | None = None) -> Path:
+    """Write ``run`` to ``path`` atomically and return the path; only a previous run is replaced.
+
+    ``finish(folder)`` adds files (e.g. the report) to the run before it is renamed into place,
+    so a failure there leaves the previous run as it was."""
     path = Path(path)
     if not _replaceable(path):
         check_output_dir(path)  # raises, saying what is there
@@ -98,15 +101,10 @@ def write_run(path: str | Path, run: RunFiles) -> Path:
                 _write_csv(temp / "history.csv", content)
         save_file(_plain(run.tensors), str(temp / "model.safetensors"), metadata=_METADATA)
         (temp / RUN_MARKER).write_text("a headstart run: `headstart fit --out` may replace this folder\n")
+        if finish is not None:
+            finish(temp)
         write_manifest(temp)
-        share(temp)
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
-            os.replace(path, old / "run")
-            os.replace(temp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(temp, path)
+        place_folder(temp, path)
     except (OSError, SafetensorError) as exc:
         shutil.rmtree(temp, ignore_errors=True)
         raise OutputError(f"Cannot write the run {path}: {describe_os_error(exc)}. "
@@ -115,6 +113,19 @@ def write_run(path: str | Path, run: RunFiles) -> Path:
         shutil.rmtree(temp, ignore_errors=True)
         raise
     return path
+
+
+def place_folder(temp: Path, path: Path) -> None:
+    """Rename a finished folder (made by ``mkdtemp`` beside ``path``) into place with the modes the
+    umask asks for; a previous folder at ``path`` is replaced only now, in two renames."""
+    share(temp)
+    if path.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+        os.replace(path, old / "previous")
+        os.replace(temp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(temp, path)
 
 
 _METADATA = {"format": "pt"}
@@ -177,18 +188,8 @@ def read_run(path: str | Path) -> RunFiles:
                         f"{MANIFEST} no longer matches); restore the original, or fit the run again.")
     optional = _optional_documents(path, manifest)
     return RunFiles(config=_read_config(path / "config.yaml"), labels=_read_labels(path / "labels.json"),
-                    contract=_read_json(path / "contract.json", dict), metrics=optional.pop("metrics", {}),
+                    contract=read_json(path / "contract.json", dict), metrics=optional.pop("metrics", {}),
                     tensors=_read_weights(path / "model.safetensors"), extra=optional)
-
-
-def _read_json(file: Path, kind: type):
-    try:
-        content = json.loads(file.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise DataError(f"{file} is damaged: not valid JSON ({exc}).") from None
-    if not isinstance(content, kind):
-        raise DataError(f"{file} is damaged: it holds a {type(content).__name__}, not a {kind.__name__}.")
-    return content
 
 
 def _read_config(file: Path) -> dict:
@@ -202,7 +203,7 @@ def _read_config(file: Path) -> dict:
 
 
 def _read_labels(file: Path) -> list[str]:
-    labels = _read_json(file, list)
+    labels = read_json(file, list)
     if not all(isinstance(label, str) for label in labels) or len(set(labels)) != len(labels):
         raise DataError(f"{file} is damaged: it must list each class name once, as strings.")
     return labels
@@ -230,7 +231,7 @@ def _optional_documents(path: Path, manifest: dict[str, str] | None) -> dict[str
         try:
             if changed_files(path, [file.name], manifest):
                 raise DataError(f"{file} changed after the run was written")
-            documents[file.stem] = _read_json(file, object)
+            documents[file.stem] = read_json(file, object)
         except DataError as exc:
             log.warning("Ignoring %s: %s", file.name, exc)
     return documents

@@ -296,15 +296,17 @@ class Transfer:
             config["backbone"]["chosen_by"] = "LogME ranking of " + ", ".join(r["model"] for r in self.ranking_)
         return {**config, **self.strategy_.run_entries()}
 
-    def save(self, path: str | Path, metrics: dict | None = None, extra: dict | None = None) -> Path:
+    def save(self, path: str | Path, metrics: dict | None = None, extra: dict | None = None,
+             finish: Callable[[Path], object] | None = None) -> Path:
         """Write a run directory (config, labels, contract, metrics, safetensors weights);
-        ``extra`` adds JSON files by name, e.g. ``{"predictions": rows}``."""
+        ``extra`` adds JSON files by name, e.g. ``{"predictions": rows}``; ``finish(folder)``
+        adds more (the report) before the run is renamed into place."""
         extra = {**({"ranking": self.ranking_} if self.ranking_ else {}), **(extra or {})}
         if self.history_:
             extra["history"] = self.history_
         run = RunFiles(self.run_config(), self.classes_, self.contract_.to_dict(), metrics or {},
                        self.checkpoint_tensors(), extra)
-        return write_run(path, run)
+        return write_run(path, run, finish)
 
     def _restore(self, run: RunFiles, path: str | Path) -> Transfer:
         """Become the fitted model a run directory describes, checking its backbone's weights."""

@@ -305,23 +305,30 @@ class FitRun:
         return cross_validate(self.transfer(progress), self.train, self.args.cv, self.args.seed, progress)
 
     def _save(self, estimator, metrics: dict, predictions: list[dict], cv: dict | None) -> None:
-        from .report import write_report
-
         documents = {"test": metrics, "data": self.data.summary(), **({"cv": cv} if cv else {})}
-        estimator.save(self.out_dir, metrics=documents, extra={"predictions": predictions})
-        write_report(self.out_dir)
+        estimator.save(self.out_dir, metrics=documents, extra={"predictions": predictions},
+                       finish=with_report(self.out_dir))
+
+
+def with_report(out_dir: str | Path) -> Callable[[Path], object]:
+    """What ``Transfer.save(finish=...)`` calls to write the report inside the run before it is
+    renamed into place: a run is never left (or replaced) without its report."""
+    from .report import write_report
+
+    return lambda folder: write_report(folder, f"headstart report: {Path(out_dir).name}")
 
 
 def data_fingerprint(data: LabelledData) -> str:
-    """A digest of what a fit trains on: each sample's location and label, with the text itself
-    or the image file's size and modification time (cheap: no image is read)."""
+    """A digest of what a fit trains on: each sample's label with the text itself, or with the image
+    file's path inside the data folder, size and modification time (cheap: no image is read; a
+    moved data folder keeps its digest)."""
     digest = hashlib.sha256()
     labels = data.labels if data.labels is not None else [None] * len(data)
-    for location, item, label in zip(data.locations, data.items, labels):
+    for item, label in zip(data.items, labels):
         if data.modality == "image":
             stat = os.stat(item)
-            item = f"{stat.st_size}:{stat.st_mtime_ns}"
-        digest.update(json.dumps([location, item, label]).encode("utf-8"))
+            item = f"{os.path.relpath(item, data.source)}:{stat.st_size}:{stat.st_mtime_ns}"
+        digest.update(json.dumps([item, label]).encode("utf-8"))
     return digest.hexdigest()
 
 
@@ -381,7 +388,6 @@ def refit_best(result, train: LabelledData, test: LabelledData, run_dir: str | P
     A network trains for the best trial's best epoch count without early stopping; its
     validation curve is in-sample here (the val part is inside ``train``).
     """
-    from .report import write_report
     from .strategies import get_strategy
     from .transfer import Transfer
 
@@ -394,8 +400,8 @@ def refit_best(result, train: LabelledData, test: LabelledData, run_dir: str | P
     metrics, predictions = model.evaluate_with_predictions(test)
     summary = {**result.summary(), **({"data": data_summary} if data_summary is not None else {})}
     documents = {"test": metrics, **({"data": data_summary} if data_summary is not None else {})}
-    model.save(run_dir, metrics=documents, extra={"predictions": predictions, "tuning": summary})
-    write_report(run_dir)
+    model.save(run_dir, metrics=documents, extra={"predictions": predictions, "tuning": summary},
+               finish=with_report(run_dir))
     return metrics
 
 
@@ -459,7 +465,6 @@ def adapt_run(source: LabelledData, target: LabelledData, out_dir: str | Path, m
     check_output_dir(out_dir, [source.source, target.source])
     from .adaptation import get_adaptation
     from .comparison import compare_adaptation
-    from .report import write_report
 
     strategy = get_adaptation(method).strategies[0]
     train, source_test = source.split(test=test, seed=seed)
@@ -474,6 +479,5 @@ def adapt_run(source: LabelledData, target: LabelledData, out_dir: str | Path, m
     fitted.save(out_dir, metrics={"test": source_metrics,
                                   "target": adapted["metrics"] if evaluate_on is not None else None,
                                   "source_only": baseline["metrics"], "data": source.summary(),
-                                  "target_data": target.summary()})
-    write_report(out_dir)
+                                  "target_data": target.summary()}, finish=with_report(out_dir))
     return AdaptRunResult(baseline, adapted, source_metrics, train, judged_on, Path(out_dir))

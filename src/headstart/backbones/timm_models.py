@@ -51,6 +51,17 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def _mismatch(model: nn.Module, state: dict[str, torch.Tensor]) -> str:
+    """How a state dict differs from a model's, in a few words (torch's message lists every key)."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    shapes = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    parts = [f"{len(missing)} of its {len(expected)} tensors are missing (e.g. {missing[0]})" if missing else "",
+             f"{len(shapes)} have another shape (e.g. {shapes[0]})" if shapes else "",
+             f"{len(set(state) - set(expected))} are unknown to it" if set(state) - set(expected) else ""]
+    return ", ".join(p for p in parts if p) or "they do not load"
+
+
 def timm_contract(model: nn.Module) -> InputContract:
     """Read the input contract from a timm model's pretrained config and group matcher."""
     cfg = model.pretrained_cfg
@@ -112,11 +123,9 @@ def build_timm_backbone(spec: str, weights: str | Path | None = None, pretrained
         model = timm.create_model(spec, pretrained=False, num_classes=_num_classes_in(state, probe))
         try:
             model.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            first = str(exc).splitlines()[1:4]
-            raise ConfigError(
-                f"Weights in {path} do not fit timm:{spec}: " + " ".join(s.strip() for s in first)
-            ) from exc
+        except RuntimeError:
+            raise ConfigError(f"Weights in {path} do not fit timm:{spec}: {_mismatch(model, state)}; give the "
+                              "weights of that architecture, or its name with `--model timm:NAME`.") from None
         digest = file_digest([path])
     else:
         model = probe

@@ -86,19 +86,27 @@ def evaluate(
 @command(panel="Inspect")
 @o.with_read_options
 def predict(
-    run: Path = typer.Argument(..., help="A run directory written by `headstart fit`."),
+    run: Path = typer.Argument(..., help="A run directory written by `headstart fit`, or a bundle written by "
+                                         "`headstart export` (predicted with ONNX Runtime, as deployed)."),
     inputs: list[Path] = typer.Argument(..., help="Image files or folders, or one text table."),
     text_column: str = o.text_column(), device: str = o.device(), cache_dir: Optional[Path] = o.cache_dir(),
-    top: int = typer.Option(3, help="Classes shown per input.", rich_help_panel=o.OUTPUT),
+    top: int = typer.Option(3, help="Classes shown per input.", rich_help_panel=o.OUTPUT, min=1),
     as_json: bool = o.as_json("the predictions"), reading: dict = None,
 ) -> None:
     """Predict the class of each input, with class probabilities."""
-    model = load(run, device=device, cache_dir=cache_dir)
-    data = open_inputs(inputs, model.contract_.modality, text_column, o.read_options(reading))
+    from ..runtime import Bundle, is_bundle
+
+    if is_bundle(run):
+        model = Bundle.load(run)
+        classes, modality = model.labels, model.modality
+    else:
+        model = load(run, device=device, cache_dir=cache_dir)
+        classes, modality = model.classes_, model.contract_.modality
+    data = open_inputs(inputs, modality, text_column, o.read_options(reading))
     report_skipped(data)
-    probabilities = model.predict_proba(data)
-    rows = [{"input": location, "label": model.classes_[int(p.argmax())],
-             "probabilities": {c: float(v) for c, v in zip(model.classes_, p)}}
+    probabilities = model.predict_proba(data.items if is_bundle(run) else data)
+    rows = [{"input": location, "label": classes[int(p.argmax())],
+             "probabilities": {c: float(v) for c, v in zip(classes, p)}}
             for location, p in zip(data.locations, probabilities)]
     if as_json:
         print(json.dumps(rows, indent=1))

@@ -269,7 +269,7 @@ def test_share(help: str = "Share of the data held out for the test split.") -> 
 
 
 def seed(default: int | None = 0, help: str = "Seed of the split and of training.") -> Any:  # noqa: A002
-    return typer.Option(default, "--seed", help=help, rich_help_panel=STRATEGY)
+    return typer.Option(default, "--seed", help=help, rich_help_panel=STRATEGY, min=0, max=2**32 - 1)
 
 
 def model(help: str = "Backbone (default: efficientnet_lite0 for images, minilm for text).") -> Any:  # noqa: A002
@@ -283,12 +283,12 @@ def weights() -> Any:
 
 def batch_size() -> Any:
     return typer.Option(64, "--batch-size", help="Batch size of feature extraction and prediction.",
-                        rich_help_panel=COMPUTE)
+                        rich_help_panel=COMPUTE, min=1)
 
 
 def workers(help: str = "Image-decoding worker processes (default: none on <= 2 cores, else cores / 2, "  # noqa: A002
                          "at most 4).") -> Any:
-    return typer.Option(None, "--workers", help=help, rich_help_panel=COMPUTE)
+    return typer.Option(None, "--workers", help=help, rich_help_panel=COMPUTE, min=0)
 
 
 def device(default: str = "auto") -> Any:

@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
-import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
-import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from headstart.data.samples import DEFAULT_MAX_PIXELS, DataIssue, LabelledData, report_issues, sorted_classes
 from headstart.errors import ConfigError, DataError
+from headstart.imaging import decode_image
 
 __all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "ImageFiles", "ImageFolder", "load_image"]
 
@@ -29,59 +26,18 @@ logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"})
 SPLIT_NAMES = ("train", "val", "test")
-# Formats read; PIL's others (EPS runs Ghostscript, ICO/ICNS change size on load) are refused.
-_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF")  # JPEG includes MPO (camera JPEGs)
-_REDUCIBLE = frozenset({"RGB", "L", "CMYK"})  # modes Image.reduce averages exactly (no alpha, no palette)
 _CHECK_SIZE = 1  # validation decodes as small as a format allows: it needs the errors, not the pixels
 
 
 # --- decoding ------------------------------------------------------------------------------
 
-def _to_uint8(array: np.ndarray, full_scale: float) -> Image.Image:
-    """Scale a one-channel array whose maximum possible value is ``full_scale`` to 8 bits."""
-    scaled = np.clip(array.astype(np.float64) * (255.0 / full_scale), 0, 255)
-    return Image.fromarray(np.round(scaled).astype(np.uint8), mode="L").convert("RGB")
-
-
-def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
-    """Convert 16-bit, 32-bit integer and float images by scaling, not clipping."""
-    array = np.asarray(image)
-    if image.mode == "F":
-        low, high = float(array.min()), float(array.max())
-        if low >= 0.0 and high <= 1.0:
-            return _to_uint8(array, 1.0)
-        return _to_uint8(array - low, max(high - low, 1e-12))
-    if image.mode.startswith("I;16"):
-        return _to_uint8(array, 65535.0)
-    low, high = int(array.min()), int(array.max())  # mode "I": guess the bit depth
-    if low >= 0 and high <= 255:
-        return _to_uint8(array, 255.0)
-    if low >= 0 and high <= 65535:
-        return _to_uint8(array, 65535.0)
-    return _to_uint8(array - low, max(high - low, 1))
-
-
-def _composite_on_white(image: Image.Image) -> Image.Image:
-    rgba = image.convert("RGBA")
-    background = Image.new("RGB", rgba.size, (255, 255, 255))
-    background.paste(rgba, mask=rgba.getchannel("A"))
-    return background
-
-
-def _to_rgb(image: Image.Image) -> Image.Image:
-    mode = image.mode
-    if mode == "RGB":
-        return image
-    has_alpha = mode in ("RGBA", "RGBa", "LA", "La", "PA")
-    if has_alpha or (mode == "P" and "transparency" in image.info):
-        return _composite_on_white(image)
-    if mode == "F" or mode == "I" or mode.startswith("I;16"):
-        return _high_depth_to_rgb(image)
-    return image.convert("RGB")
-
-
 def _megapixels(pixels: int) -> str:
     return f"{pixels / 1e6:.1f} MP" if pixels >= 100_000 else f"{pixels} pixels"
+
+
+def _over_cap(path: str, width: int, height: int, cap: int) -> str:
+    return (f"{path}: {width}x{height} = {_megapixels(width * height)} is over the "
+            f"{_megapixels(cap)} limit; raise it with --max-pixels (max_pixels in Python)")
 
 
 def _pixel_cap(max_pixels: int | None) -> int | None:
@@ -92,114 +48,6 @@ def _pixel_cap(max_pixels: int | None) -> int | None:
         raise ConfigError(f"max_pixels must be a whole number of pixels (0 or None for no limit). "
                           f"Got {max_pixels!r} instead.")
     return max_pixels
-
-
-def _check_size(path: str, size: tuple[int, int], cap: int | None) -> None:
-    width, height = size
-    if width < 1 or height < 1:
-        raise DataError(f"{path}: empty image ({width}x{height} pixels)")
-    if cap is not None and width * height > cap:
-        raise DataError(f"{path}: {width}x{height} = {_megapixels(width * height)} is over the "
-                        f"{_megapixels(cap)} limit; raise it with --max-pixels (max_pixels in Python)")
-
-
-@contextmanager
-def _pil_limit_lifted() -> Iterator[None]:
-    """Switch off PIL's own bomb check for the duration: headstart's cap replaces it.
-
-    PIL checks ``Image.MAX_IMAGE_PIXELS`` inside ``Image.open``, before the caller sees the size:
-    it prints a raw DecompressionBombWarning above the limit and refuses twice it, so a raised
-    ``max_pixels`` could not win and a refusal could not name the size. The global is lifted only
-    while a header is parsed (or a file over PIL's limit that the cap allows is decoded), under a
-    lock so concurrent loads always restore the caller's value.
-    """
-    with _PIL_LIMIT_LOCK:
-        saved = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = None
-        try:
-            yield
-        finally:
-            Image.MAX_IMAGE_PIXELS = saved
-
-
-def _new_lock() -> None:
-    """A forked DataLoader worker must not inherit the lock held by another thread of its parent."""
-    global _PIL_LIMIT_LOCK
-    _PIL_LIMIT_LOCK = threading.Lock()
-
-
-_PIL_LIMIT_LOCK = threading.Lock()
-os.register_at_fork(after_in_child=_new_lock)
-
-
-def _decode(image: Image.Image) -> None:
-    """Decode the pixels; PIL's load-time check (TIFF) is lifted only when the cap allowed more."""
-    with _PIL_LIMIT_LOCK:
-        limit = Image.MAX_IMAGE_PIXELS
-    if limit is None or image.width * image.height <= limit:
-        image.load()
-        return
-    with _pil_limit_lifted():
-        image.load()
-
-
-def _factor(size: tuple[int, int], size_hint: int, factors: Iterable[int], exact: bool = True) -> int:
-    """The first factor that keeps the shorter side >= ``size_hint`` and, if ``exact``, divides both sides.
-
-    Dividing exactly keeps every reduced pixel the same area: a partial last one would shift
-    the picture by up to half a reduced pixel, which the final resize makes visible.
-    """
-    width, height = size
-    return next((f for f in factors if min(width, height) // f >= size_hint
-                 and (not exact or (width % f == 0 and height % f == 0))), 1)
-
-
-def _reduced(image: Image.Image, size_hint: int | None) -> Image.Image:
-    """Shrink by a whole factor (>= 2) while the shorter side stays >= ``size_hint``: resizing costs less."""
-    if not size_hint or image.mode not in _REDUCIBLE:
-        return image
-    factor = _factor(image.size, size_hint, range(min(image.size) // size_hint, 1, -1))
-    return image.reduce(factor) if factor > 1 else image
-
-
-def _read(path: str, cap: int | None, size_hint: int | None, exact: bool) -> Image.Image:
-    """Header first (size checked before any pixel is decoded), then a decode as small as allowed.
-
-    ``exact=False`` (validation: only errors matter) lets a JPEG decode at 1/8 whatever its size.
-    """
-    if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or device would block or never end
-        raise DataError(f"{path}: not a regular file")
-    with open(path, "rb") as fp:
-        with _pil_limit_lifted():
-            image = Image.open(fp, formats=_FORMATS)
-            image.seek(0)
-        _check_size(path, image.size, cap)
-        scale = _factor(image.size, size_hint, (8, 4, 2), exact) if size_hint else 1
-        if scale > 1:  # JPEG only (a no-op for others): libjpeg decodes at 1/2, 1/4 or 1/8 scale
-            image.draft("RGB", (image.width // scale, image.height // scale))
-        _decode(image)
-        ImageOps.exif_transpose(image, in_place=True)
-    return _reduced(_to_rgb(_reduced(image, size_hint)), size_hint)
-
-
-def _describe(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__
-
-
-def _load(path: str, cap: int | None, size_hint: int | None, exact: bool) -> Image.Image:
-    """:func:`_read`, with every way a file can fail turned into a DataError naming it."""
-    try:
-        return _read(path, cap, size_hint, exact)
-    except DataError:
-        raise
-    except UnidentifiedImageError:
-        raise DataError(f"{path}: not an image file (cannot identify image)") from None
-    except OSError as exc:
-        if "truncated" in str(exc).lower():
-            raise DataError(f"{path}: truncated image") from None
-        raise DataError(f"{path}: unreadable image ({_describe(exc)})") from None
-    except Exception as exc:  # noqa: BLE001 - on hostile bytes PIL raises struct.error, TypeError, ...
-        raise DataError(f"{path}: unreadable image ({_describe(exc)})") from None
 
 
 def load_image(path: str | os.PathLike[str], *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
@@ -213,13 +61,13 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int | None = DEFAULT
     shorter side never below the hint: a JPEG is decoded at 1/2 to 1/8 scale, others are
     reduced when 2x larger. Any unusable file raises :class:`DataError` naming it.
     """
-    return _load(os.fspath(path), _pixel_cap(max_pixels), size_hint, exact=True)
+    return decode_image(os.fspath(path), cap=_pixel_cap(max_pixels), over_cap=_over_cap, size_hint=size_hint)
 
 
 def _problem(path: str, cap: int | None) -> str | None:
     """Why ``path`` is unusable, or None: its header, then a decode at the smallest scale, are checked."""
     try:
-        _load(path, cap, _CHECK_SIZE, exact=False)
+        decode_image(path, cap=cap, over_cap=_over_cap, size_hint=_CHECK_SIZE, exact=False)
     except DataError as exc:
         return str(exc)[len(path) + 2:]
     return None

@@ -18,6 +18,7 @@ import numpy as np
 
 from headstart.data.splits import stratified_split
 from headstart.errors import DataError
+from headstart.imaging import DEFAULT_MAX_PIXELS
 
 __all__ = ["DEFAULT_MAX_PIXELS", "DataIssue", "LabelledData", "canonical_number", "report_issues", "sorted_classes"]
 
@@ -27,9 +28,6 @@ skipped_logger = logging.getLogger("headstart.data.skipped")
 
 Modality = Literal["image", "text"]
 _LISTED = 20  # how many problem locations a warning or error spells out
-# PIL's own warning threshold: a 0.27 GB RGB image (about 9500 x 9500), far above any photo a
-# backbone needs, far below the 12000 x 12000 JPEGs that took 2 GB each to decode.
-DEFAULT_MAX_PIXELS: int = 89_478_485
 _NUMBER = re.compile(r"([+-]?)([0-9]*)(?:\.([0-9]*))?")
 
 
@@ -76,6 +74,15 @@ def report_issues(issues: Sequence[DataIssue], source: str, what: str, strict: b
             "Fix or remove them, or load without `strict` to skip them."
         )
     skipped_logger.warning("%s: skipped %d unusable %s: %s%s", source, len(issues), what, listed, more)
+
+
+def _check_shares(test: float, val: float) -> None:
+    """Held-out shares, checked with the names a user gave them (``--test``, ``--val``)."""
+    if not 0 < test < 1:
+        raise DataError(f"The test share (`--test`, `test=`) must be between 0 and 1, e.g. 0.2. Got {test} instead.")
+    if not 0 <= val < 1 or test + val >= 1:
+        raise DataError(f"The validation share (`--val`, `val=`) must be at least 0 and leave data to train on: "
+                        f"test {test} + val {val} must be below 1.")
 
 
 class LabelledData:
@@ -166,6 +173,7 @@ class LabelledData:
         """
         if self.splits:
             return self._predefined_split(want_val=val > 0)
+        _check_shares(test, val)
         noun = "images" if self.modality == "image" else "samples"
         fractions = [val, test] if val > 0 else [test]
         parts = stratified_split(self.y, fractions, seed, class_names=self.classes, noun=noun)

@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 __all__ = ["read_documents", "build_report", "write_report", "SECTIONS", "MAX_EXAMPLES"]
 
+# What each document holds when it is whole: a file of another shape is left out, as a damaged one.
+_KINDS = {"config": dict, "labels": list, "contract": dict, "metrics": dict, "history": list, "predictions": list,
+          "ranking": list, "comparison": dict, "tuning": dict}
 DOCUMENTS = ("config.yaml", "labels.json", "contract.json", "metrics.json", "history.json", "predictions.json",
              "ranking.json", "comparison.json", "tuning.json")
 # Section ids in page order, with their headings.
@@ -60,9 +63,15 @@ def read_documents(path: str | Path) -> dict[str, Any]:
         if file.is_file():
             try:
                 text = file.read_text(encoding="utf-8")
-                documents[file.stem] = yaml.safe_load(text) if file.suffix == ".yaml" else json.loads(text)
+                content = yaml.safe_load(text) if file.suffix == ".yaml" else json.loads(text)
             except (ValueError, UnicodeDecodeError, yaml.YAMLError) as exc:  # a damaged file leaves its part out
                 log.warning("Leaving %s out of the report: it is damaged (%s)", file, " ".join(str(exc).split()))
+                continue
+            if not isinstance(content, _KINDS.get(file.stem, object)):
+                log.warning("Leaving %s out of the report: it holds a %s, not a %s", file,
+                            type(content).__name__, _KINDS[file.stem].__name__)
+                continue
+            documents[file.stem] = content
     if not {"metrics", "comparison", "tuning"} & set(documents):
         raise DataError(f"{path} holds no metrics.json, comparison.json or tuning.json: it is not a run, a "
                         "comparison or a search. Write one with `headstart fit`, `compare --out` or `tune`.")
