@@ -9,6 +9,7 @@ imports this package.
 """
 
 from . import adapt, export, fit, inspect, tune  # noqa: F401 - importing a command module registers its commands
+from . import serve  # noqa: F401 - registers `headstart serve`
 from .app import app, main
 
 __all__ = ["app", "main"]
