@@ -282,3 +282,26 @@ def test_python_dash_m_headstart_runs_the_cli():
     result = subprocess.run([sys.executable, "-m", "headstart", "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "fit" in result.stdout and "export-merged" in result.stdout
+
+
+def test_a_text_run_predicts_sentences_given_as_arguments_or_on_standard_input(tmp_path, monkeypatch, capsys):
+    import io
+
+    from helpers import review_table, tiny_bert_folder
+
+    monkeypatch.setenv("HEADSTART_CACHE", str(tmp_path / "cache"))
+    table = review_table(tmp_path / "reviews.csv", per_class=20)
+    code, _, err = run_cli(monkeypatch, capsys, "fit", table, "--model", f"hf:{tiny_bert_folder(tmp_path / 'bert')}",
+                           "--out", tmp_path / "run")
+    assert code == 0, err
+    code, out, err = run_cli(monkeypatch, capsys, "predict", tmp_path / "run", "great phone", "it broke", "--json")
+    assert code == 0, err
+    rows = json.loads(out)
+    assert [row["input"] for row in rows] == ["great phone", "it broke"]
+    assert all(abs(sum(row["probabilities"].values()) - 1) < 1e-5 for row in rows)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("great phone\n\nit broke\n"))
+    code, out, err = run_cli(monkeypatch, capsys, "predict", tmp_path / "run", "-", "--json")
+    assert code == 0, err
+    assert json.loads(out) == rows
+    code, _, err = run_cli(monkeypatch, capsys, "predict", tmp_path / "run", tmp_path / "missing.csv")
+    assert code == 2 and "does not exist" in " ".join(err.split())

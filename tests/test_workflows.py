@@ -68,3 +68,19 @@ def test_fit_run_writes_the_run_directory_the_cli_writes(tmp_path, monkeypatch):
     assert not work_dir(tmp_path / "run").exists()  # finished: nothing left to resume
     with pytest.raises(DataError, match="no unfinished training to resume"):
         resume_run(tmp_path / "run")
+
+
+def test_a_text_model_predicts_texts_given_directly_or_from_a_table(tmp_path):
+    from headstart.workflows import open_inputs
+
+    texts = open_inputs(["great phone", "  awful battery "], "text")
+    assert texts.items == ["great phone", "awful battery"] and texts.locations == texts.items
+    table = tmp_path / "t.csv"
+    table.write_text("text\nfine\nbad\n")
+    assert open_inputs([table], "text").items == ["fine", "bad"]
+    with pytest.raises(DataError, match="does not exist"):
+        open_inputs([tmp_path / "typo.csv"], "text")
+    with pytest.raises(DataError, match="is a file among texts"):
+        open_inputs([table, "great phone"], "text")
+    with pytest.raises(DataError, match="No text to predict"):
+        open_inputs(["  "], "text")

@@ -24,7 +24,7 @@ from .data.reading import ReadOptions
 from .errors import ConfigError, DataError
 from .runs import check_output_dir, write_text_atomic
 
-__all__ = ["open_data", "open_inputs", "open_unlabelled", "RunConfig", "read_run_config", "RunArgs", "FitRun",
+__all__ = ["open_data", "open_inputs", "open_texts", "open_unlabelled", "RunConfig", "read_run_config", "RunArgs", "FitRun",
            "FitRunResult", "fit_run", "resume_run", "work_dir", "save_search", "refit_best", "trial_trackers",
            "AdaptRunResult", "adapt_run"]
 
@@ -52,13 +52,28 @@ def open_data(path: str | Path, text_column: str = "text", label_column: str | N
 
 def open_inputs(paths: Sequence[str | Path], modality: str, text_column: str = "text",
                 reading: ReadOptions | None = None) -> LabelledData:
-    """Unlabelled inputs to predict: image files or folders, or one text table."""
+    """Unlabelled inputs to predict: image files or folders; for a text model one table, or the
+    texts themselves (arguments that name no file, e.g. ``predict RUN "great phone"``)."""
     reading = reading or ReadOptions()
     if modality == "image":
         return ImageFiles([Path(p) for p in paths], **reading.image_options())
-    if len(paths) != 1:
-        raise DataError("For a text model give one table (.csv, .tsv, .jsonl) of texts to predict.")
-    return TextTable(Path(paths[0]), text=text_column, label=None, **reading.table_options())
+    files = [p for p in paths if Path(p).exists()]
+    if len(paths) == 1 and files:
+        return TextTable(Path(paths[0]), text=text_column, label=None, **reading.table_options())
+    if files:
+        raise DataError(f"{files[0]} is a file among texts; give one table (.csv, .tsv, .jsonl), or texts only.")
+    tables = [p for p in paths if Path(p).suffix.lower() in TEXT_SUFFIXES]
+    if tables:
+        raise DataError(f"{tables[0]} does not exist; check the path to the text table.")
+    return open_texts([str(p) for p in paths])
+
+
+def open_texts(texts: Sequence[str], source: str = "the command line") -> LabelledData:
+    """Texts given directly (arguments, or lines of standard input) as unlabelled data to predict."""
+    texts = [text.strip() for text in texts if text.strip()]
+    if not texts:
+        raise DataError(f"No text to predict in {source}: give one text per argument or line.")
+    return LabelledData("text", texts, None, source=source)  # each text is its own location
 
 
 def open_unlabelled(path: str | Path, text_column: str = "text", modality: str | None = None,

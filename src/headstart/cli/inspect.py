@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -11,7 +12,7 @@ import typer
 from ..backbones import list_backbones
 from ..devices import resolve_device
 from ..transfer import load
-from ..workflows import FitRun, RunArgs, open_data, open_inputs
+from ..workflows import FitRun, RunArgs, open_data, open_inputs, open_texts
 from . import options as o
 from .app import command, err, out
 from .output import (backbones_table, describe_split, predictions_table, progress_bars, ranking_table, report_skipped,
@@ -88,7 +89,9 @@ def evaluate(
 def predict(
     run: Path = typer.Argument(..., help="A run directory written by `headstart fit`, or a bundle written by "
                                          "`headstart export` (predicted with ONNX Runtime, as deployed)."),
-    inputs: list[Path] = typer.Argument(..., help="Image files or folders, or one text table."),
+    inputs: list[str] = typer.Argument(..., help="Image files or folders; for a text model one table, or the texts "
+                                                 "themselves (`\"great phone\"`), or - to read one text per line "
+                                                 "from standard input."),
     text_column: str = o.text_column(), device: str = o.device(), cache_dir: Optional[Path] = o.cache_dir(),
     top: int = typer.Option(3, help="Classes shown per input.", rich_help_panel=o.OUTPUT, min=1),
     as_json: bool = o.as_json("the predictions"), reading: dict = None,
@@ -102,7 +105,10 @@ def predict(
     else:
         model = load(run, device=device, cache_dir=cache_dir)
         classes, modality = model.classes_, model.contract_.modality
-    data = open_inputs(inputs, modality, text_column, o.read_options(reading))
+    if inputs == ["-"] and modality == "text":
+        data = open_texts(sys.stdin.read().splitlines(), "standard input")
+    else:
+        data = open_inputs(inputs, modality, text_column, o.read_options(reading))
     report_skipped(data)
     probabilities = model.predict_proba(data.items if is_bundle(run) else data)
     rows = [{"input": location, "label": classes[int(p.argmax())],
