@@ -27,7 +27,9 @@ BUDGET_OPTIONS = config_options(strategy_owners(["finetune"]),
 # fit's own options, defined here to keep the command short
 DATA_ARG = typer.Argument(None, show_default=False, help=(
     "An image folder (one sub-folder per class) or a .csv/.tsv/.jsonl table."))
-VAL = typer.Option(0.0, help="Share held out for validation (default: taken from train).", rich_help_panel=o.DATA)
+VAL = typer.Option(0.0, show_default=False, rich_help_panel=o.DATA, help=(
+    "Share of the data held out as its own validation split. Default 0: the fit takes its validation part "
+    "(15%) out of the training split."))
 STRICT = typer.Option(False, help="Fail on unreadable samples instead of skipping them.", rich_help_panel=o.DATA)
 MODEL = o.model("Backbone: see `headstart models` (default: efficientnet_lite0 for images, minilm for text); "
                 "`auto` ranks the candidates by LogME and fits the best.")
