@@ -10,7 +10,8 @@ from pathlib import Path
 
 from .errors import DataError
 
-__all__ = ["MANIFEST", "sha256_of", "write_manifest", "read_manifest", "changed_files", "read_json"]
+__all__ = ["MANIFEST", "sha256_of", "write_manifest", "read_manifest", "read_manifest_document", "changed_files",
+           "read_json"]
 
 MANIFEST = "manifest.json"
 _FORMAT = 1
@@ -32,20 +33,23 @@ def write_manifest(folder: str | Path, extra: dict | None = None) -> dict[str, s
     return digests
 
 
-def read_manifest(folder: str | Path) -> dict[str, str] | None:
-    """The recorded digests, by file name; None for a folder written before manifests existed."""
+def read_manifest_document(folder: str | Path) -> dict | None:
+    """The whole ``manifest.json`` (digests and what else was recorded), its digest table checked;
+    None for a folder written before manifests existed."""
     path = Path(folder) / MANIFEST
     if not path.is_file():
         return None
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path} is damaged ({exc}); the files of {folder} cannot be checked. "
-                        "Restore it, or write the folder again.") from None
-    digests = document.get("sha256") if isinstance(document, dict) else None
+    document = read_json(path, dict)
+    digests = document.get("sha256")
     if not isinstance(digests, dict) or not all(isinstance(v, str) for v in digests.values()):
         raise DataError(f"{path} is not a headstart manifest (it has no `sha256` table of digests).")
-    return digests
+    return document
+
+
+def read_manifest(folder: str | Path) -> dict[str, str] | None:
+    """The recorded digests, by file name; None for a folder written before manifests existed."""
+    document = read_manifest_document(folder)
+    return None if document is None else document["sha256"]
 
 
 def changed_files(folder: str | Path, names: list[str], manifest: dict[str, str] | None) -> list[str]:

@@ -285,9 +285,10 @@ class FitRun:
         from .tracking import open_tracker
 
         train, val, test = self.split()
-        self._check_workspace(workspace)
+        fingerprint = data_fingerprint(self.data)
+        self._check_workspace(workspace, fingerprint)
         write_text_atomic(workspace / ARGS_FILE, json.dumps(asdict(self.args), indent=1))
-        write_text_atomic(workspace / DATA_FILE, data_fingerprint(self.data))
+        write_text_atomic(workspace / DATA_FILE, fingerprint)
         started = time.perf_counter()
         tracker = open_tracker(self.args.track, self.out_dir.name, uri=self.args.track_uri)
         cv = self._cross_validate(progress) if self.args.cv else None
@@ -301,7 +302,7 @@ class FitRun:
             _log_run(tracker, estimator, self.args, metrics, cv, self.out_dir)
         return FitRunResult(estimator, metrics, cv, self.out_dir, self.resumed)
 
-    def _check_workspace(self, workspace: Path) -> None:
+    def _check_workspace(self, workspace: Path, fingerprint: str) -> None:
         """A new fit never overwrites an interrupted one's checkpoint, and a resumed one needs the
         data it started on: resuming on changed data would silently mix two data sets."""
         if not self.resumed and (workspace / CHECKPOINT).is_file():
@@ -309,7 +310,7 @@ class FitRun:
                               f"continue it with `headstart fit --resume {self.out_dir}`, or remove {workspace} "
                               "to start over.")
         saved = workspace / DATA_FILE
-        if self.resumed and saved.is_file() and saved.read_text() != data_fingerprint(self.data):
+        if self.resumed and saved.is_file() and saved.read_text() != fingerprint:
             raise DataError(f"The data at {self.args.data} changed since the interrupted fit to {self.out_dir} "
                             f"started; resuming would mix two data sets. Restore the data, or remove {workspace} "
                             "and fit again.")

@@ -99,7 +99,8 @@ def predict(
     """Predict the class of each input, with class probabilities."""
     from ..runtime import Bundle, is_bundle
 
-    if is_bundle(run):
+    bundled = is_bundle(run)
+    if bundled:
         model = Bundle.load(run)
         classes, modality = model.labels, model.modality
     else:
@@ -110,7 +111,7 @@ def predict(
     else:
         data = open_inputs(inputs, modality, text_column, o.read_options(reading))
     report_skipped(data)
-    probabilities = model.predict_proba(data.items if is_bundle(run) else data)
+    probabilities = model.predict_proba(data.items if bundled else data)  # the runtime takes plain inputs
     rows = [{"input": location, "label": classes[int(p.argmax())],
              "probabilities": {c: float(v) for c, v in zip(classes, p)}}
             for location, p in zip(data.locations, probabilities)]

@@ -20,7 +20,7 @@ import onnxruntime as ort
 from PIL import Image
 
 from ..errors import DataError
-from ..integrity import MANIFEST, changed_files, read_json, read_manifest
+from ..integrity import MANIFEST, changed_files, read_json, read_manifest_document
 from .images import ImageContract, decode_file, in_memory_image, prepare_image
 from .text import TextEncoder
 
@@ -50,7 +50,8 @@ def _verified(folder: Path) -> dict:
     if not is_bundle(folder):
         raise DataError(f"{folder} is not a headstart bundle: it has no {MANIFEST} of kind '{BUNDLE_KIND}' "
                         f"beside a {MODEL_FILE}. Make one with `headstart export RUN --out DIR`.")
-    digests = read_manifest(folder) or {}
+    document = read_manifest_document(folder)
+    digests = document["sha256"]
     names = sorted({*digests, MODEL_FILE, CONTRACT_FILE, LABELS_FILE})
     missing = [name for name in names if not (folder / name).is_file()]
     if missing:
@@ -59,7 +60,7 @@ def _verified(folder: Path) -> dict:
     if changed:
         raise DataError(f"{folder}: {', '.join(changed)} changed after the bundle was written (its SHA-256 in "
                         f"{MANIFEST} no longer matches); restore the original, or export the bundle again.")
-    return json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    return document
 
 
 def _session(path: Path, threads: int | None, providers: Sequence[str] | None) -> ort.InferenceSession:
