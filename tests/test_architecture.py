@@ -157,12 +157,12 @@ def test_headstart_has_no_import_cycle(top_level_only):
 # -- the layers of ARCHITECTURE.md ---------------------------------------------------------------
 LAYERS = [  # top first: a module may import its own layer and those below, never one above
     {"cli", "__main__"},
-    {"workflows", "tuning", "comparison", "report", "tracking", "demo", "export", "serve"},
+    {"workflows", "tuning", "comparison", "report", "tracking", "demo", "export", "serve", "data_audit"},
     {"transfer"},
     {"strategies", "adaptation"},
     {"training", "features", "feature_cache", "inference", "heads", "ranking", "transferability", "peak_memory"},
     {"data", "backbones"},
-    {"config", "registry", "runs", "integrity", "runtime", "imaging", "devices", "errors", "evaluation", "contract",
+    {"config", "registry", "runs", "integrity", "runtime", "imaging", "devices", "distributed", "errors", "evaluation", "contract",
      "_version"},
 ]
 

@@ -263,7 +263,7 @@ def test_dann_and_mmd_give_one_auxiliary_callback_drawing_from_the_target():
     contract = InputContract("text", feature_dim=8, max_length=16)
     job = SimpleNamespace(backbone=SimpleNamespace(contract=contract, tokenizer=None), num_workers=0, seed=3,
                           target=LabelledData("text", ["a b", "c d", "e f"]))
-    config = SimpleNamespace(batch_size=2, randaugment=None, min_crop=0.5)
+    config = SimpleNamespace(batch_size=2, accumulate=1, randaugment=None, min_crop=0.5)
     before = torch.get_rng_state()
     [dann] = Dann({"hidden": 5}).training_callbacks(job, config)
     [again] = Dann({"hidden": 5}).training_callbacks(job, config)

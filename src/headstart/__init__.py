@@ -25,6 +25,7 @@ _EXPORTS = {
     "NotFittedError": "transfer", "Transfer": "transfer", "clone": "transfer", "load": "transfer",
     "compare_strategies": "comparison",
     "rank": "ranking",
+    "audit": "data_audit", "Audit": "data_audit",
 }
 _SUBMODULES = {"adaptation"}  # hs.adaptation: domain adaptation methods and the shift score
 
@@ -50,6 +51,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .backbones import build_backbone, list_backbones, register_backbone
     from .comparison import compare_strategies
     from .contract import InputContract
+    from .data_audit import Audit, audit
     from .data import ImageFiles, ImageFolder, LabelledData, TextTable
     from .errors import ConfigError, DataError, HeadstartError, WeightsUnavailableError
     from .evaluation import classification_metrics

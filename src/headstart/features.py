@@ -18,12 +18,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import distributed
 from .backbones import Backbone
 from .errors import ConfigError
 from .data import DEFAULT_MAX_PIXELS, LabelledData, call_module, inference_loader, to_device
 from .feature_cache import FeatureCache
 
-__all__ = ["embed", "extract_features", "default_cache_dir", "content_digests", "FeatureCache"]
+__all__ = ["embed", "extract_features", "share_features", "default_cache_dir", "content_digests", "FeatureCache"]
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
@@ -37,12 +38,14 @@ def default_cache_dir() -> Path:
     return base / "headstart"
 
 
-def content_digests(data: LabelledData) -> list[bytes]:
-    """SHA-256 of each sample's content: the file's bytes for images, the text for texts."""
+def content_digests(data: LabelledData, positions: list[int] | None = None) -> list[bytes]:
+    """SHA-256 of each sample's content (of those at ``positions``, default all): the file's bytes for
+    images, the text for texts."""
+    items = data.items if positions is None else [data.items[i] for i in positions]
     if data.modality == "text":
-        return [hashlib.sha256(text.encode("utf-8")).digest() for text in data.items]
+        return [hashlib.sha256(text.encode("utf-8")).digest() for text in items]
     digests = []
-    for path in data.items:
+    for path in items:
         with open(path, "rb") as handle:
             digests.append(hashlib.file_digest(handle, "sha256").digest())
     return digests
@@ -110,3 +113,47 @@ def extract_features(backbone: Backbone, data: LabelledData, *, cache_dir: str |
         elif progress:
             progress(len(digests), len(digests))
     return out
+
+
+def share_features(backbone: Backbone, data: LabelledData, *, cache_dir: str | Path | None = None,
+                   batch_size: int = 64, num_workers: int = 1, device: str | torch.device = "cpu",
+                   progress: Progress | None = None) -> int:
+    """Under a launcher, fill the cache with ``data``'s features, each rank embedding a disjoint
+    share of what the cache lacks; every rank returns once all are stored, and any of them then
+    reads every feature from the cache. Return how many samples this rank embedded.
+
+    Every rank must call it with the same arguments (it is collective); in a job of one it does nothing.
+    """
+    device = distributed.join(torch.device(device))
+    world = distributed.current()
+    if world.size == 1:
+        return 0
+    if data.modality != backbone.contract.modality:
+        raise ConfigError(f"Backbone '{backbone.name}' takes {backbone.contract.modality} data, "
+                          f"but {data.source} holds {data.modality}.")
+    mine = distributed.shard_positions(len(data), world)  # hashing files is shared out too
+    digests: list[bytes] = [b""] * len(data)
+    for part in distributed.gather(list(zip(mine, content_digests(data, mine)))):
+        for position, digest in part:
+            digests[position] = digest
+    root = Path(cache_dir) if cache_dir else default_cache_dir()
+    with closing(FeatureCache(root, backbone.cache_key, backbone.contract.feature_dim)) as cache:
+        missing = distributed.broadcast(_missing_unique(cache, digests) if world.is_main else None)
+        share = missing[world.rank::world.size]
+        if share:
+            fresh = embed(backbone, [data.items[i] for i in share], batch_size=batch_size, num_workers=num_workers, device=device,
+                          progress=progress, max_pixels=data.max_pixels)
+            cache.store([digests[i] for i in share], fresh)
+    distributed.barrier()
+    return len(share)
+
+
+def _missing_unique(cache: FeatureCache, digests: list[bytes]) -> list[int]:
+    """Indices into ``digests`` of the first sample of each content the cache lacks."""
+    found = cache.lookup(digests)
+    first: dict[bytes, int] = {}
+    for i, digest in enumerate(digests):
+        if i not in found:
+            first.setdefault(digest, i)
+    return sorted(first.values())
+

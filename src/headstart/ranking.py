@@ -18,7 +18,8 @@ from .backbones import Backbone, build_backbone, list_backbones
 from .backbones.layers import FINAL, layer_candidates, tap_layers
 from .data import LabelledData
 from .errors import ConfigError
-from .features import extract_features
+from . import distributed
+from .features import extract_features, share_features
 from .transferability import score_features
 
 __all__ = ["RankRow", "rank", "default_candidates"]
@@ -74,6 +75,7 @@ def rank(models: Sequence[str | Backbone], data: LabelledData, *, layers: bool =
     if not models:
         raise ConfigError("Give at least one candidate model to rank.")
     y = data.y
+    device = distributed.join(torch.device(device))
     rows: list[RankRow] = []
     for candidate in models:
         backbone = candidate if isinstance(candidate, Backbone) else build_backbone(candidate)
@@ -82,6 +84,8 @@ def rank(models: Sequence[str | Backbone], data: LabelledData, *, layers: bool =
                            else (backbone, [(FINAL, slice(None))]))
         start = time.perf_counter()
         report = (lambda done, total, n=name: progress(f"features {n}", done, total)) if progress else None
+        share_features(tapped, data, cache_dir=cache_dir, batch_size=batch_size, num_workers=num_workers,
+                       device=device, progress=report)  # under a launcher: each rank a share, into the cache
         features = extract_features(tapped, data, cache_dir=cache_dir, use_cache=use_cache, batch_size=batch_size,
                                     num_workers=num_workers, device=device, progress=report)
         feature_seconds = time.perf_counter() - start

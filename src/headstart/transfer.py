@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import distributed
 from ._version import __version__
 from .adaptation import AdaptationMethod, make_adaptation
 from .backbones import Backbone, build_backbone, default_backbone
@@ -192,7 +193,7 @@ class Transfer:
         strategy = get_strategy(self.strategy)(self.config)
         method = self._adaptation(type(strategy), train, target)
         train, val = self._split(train, val)
-        self.device_ = resolve_device(self.device)
+        self.device_ = distributed.join(resolve_device(self.device))
         started = time.perf_counter()
         self._choose_backbone(train)
         with torch.random.fork_rng(devices=[]):  # random weights (scratch) follow the run's seed, not the global state

@@ -19,14 +19,16 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from . import distributed
 from .data import ImageFiles, ImageFolder, LabelledData, TextTable, stratified_split
 from .data.reading import ReadOptions
-from .errors import ConfigError, DataError
+from .devices import resolve_device
+from .errors import ConfigError, DataError, HeadstartError
 from .runs import check_output_dir, write_text_atomic
 
 __all__ = ["open_data", "open_inputs", "open_texts", "open_unlabelled", "RunConfig", "read_run_config", "RunArgs", "FitRun",
            "FitRunResult", "fit_run", "resume_run", "work_dir", "save_search", "refit_best", "trial_trackers",
-           "AdaptRunResult", "adapt_run"]
+           "AdaptRunResult", "adapt_run", "share_features_of"]
 
 TEXT_SUFFIXES = {".csv", ".tsv", ".txt", ".jsonl", ".ndjson"}
 ARGS_FILE = "args.json"
@@ -151,7 +153,8 @@ class RunArgs:
     ``options`` are the strategy's (a dict of its config fields); ``test`` and ``val`` the
     held-out shares; ``batch_size``, ``workers`` and ``device`` how extraction and prediction
     run; ``cv`` adds a K-fold estimate on the training split; ``track`` logs to mlflow or
-    tensorboard (``track_uri``: where).
+    tensorboard (``track_uri``: where); ``audit`` audits the data before the split, ``drop``
+    removes the samples it flags as those kinds (names of ``data_audit.DROP_KINDS``).
     """
 
     data: str
@@ -176,6 +179,8 @@ class RunArgs:
     track: str | None = None
     track_uri: str | None = None
     reading: dict = field(default_factory=dict)
+    audit: bool = False
+    drop: list[str] | None = None
 
     @classmethod
     def create(cls, data: str | Path, out_dir: str | Path, **settings: Any) -> RunArgs:
@@ -228,6 +233,8 @@ class FitRun:
         self.train: LabelledData | None = None
         self.val: LabelledData | None = None
         self.test: LabelledData | None = None
+        self._followers = False  # other ranks wait for rank 0's go (a distributed network fit)
+        self.audit_result, self.dropped, self.leakage = None, [], None  # fit --audit / --drop; the split's copies
 
     @classmethod
     def resume(cls, out_dir: str | Path) -> FitRun:
@@ -251,10 +258,24 @@ class FitRun:
         """(train, val or None, test), stratified, from the run's seed."""
         if self.train is None:
             a = self.args
+            if a.drop:
+                self.audit()
             parts = self.data.split(test=a.test, val=a.val, seed=a.seed) if a.val > 0 else \
                 self.data.split(test=a.test, seed=a.seed)
             self.train, self.val, self.test = (parts[0], None, parts[1]) if len(parts) == 2 else parts
         return self.train, self.val, self.test
+
+    def audit(self, progress: Progress | None = None):
+        """Audit the data before it is split (``fit --audit``) and drop what ``args.drop`` names."""
+        from .data_audit import audit, drop_flagged
+
+        if self.audit_result is None:
+            a, model = self.args, None if self.args.model == "auto" else self.args.model
+            self.audit_result = audit(self.data, model=model, weights=a.weights if model else None, seed=a.seed,
+                                      cache_dir=a.cache_dir, use_cache=not a.no_cache, batch_size=a.batch_size,
+                                      num_workers=a.workers, device=a.device, progress=progress)
+            self.data, self.dropped = drop_flagged(self.data, self.audit_result, a.drop or [])
+        return self.audit_result
 
     def transfer(self, progress: Progress | None = None):
         """A fresh, unfitted estimator as the run configures it."""
@@ -265,13 +286,27 @@ class FitRun:
                         cache_dir=a.cache_dir, use_cache=not a.no_cache, batch_size=a.batch_size,
                         num_workers=a.workers, device=a.device, seed=a.seed, progress=progress)
 
-    def run(self, progress: Progress | None = None) -> FitRunResult:
-        """Fit (continuing from the checkpoint when resumed), evaluate, save; return the result."""
+    def run(self, progress: Progress | None = None) -> FitRunResult | None:
+        """Fit (continuing from the checkpoint when resumed), evaluate, save; return the result.
+
+        Under a launcher every rank calls it: a network trains on all of them, features are
+        shared out among them first, and rank 0 alone writes the run and returns its result
+        (the others return None).
+        """
         check_output_dir(self.out_dir, [self.args.data])
         self.split()
+        world = distributed.current()
+        if world.size > 1 and not self._share(progress if world.is_main else None):
+            return None
+        if not world.is_main:
+            return self._follow()
         workspace = work_dir(self.out_dir)
-        workspace.mkdir(parents=True, exist_ok=True)
-        lock = hold_lock(workspace / "lock", self.out_dir)
+        try:
+            workspace.mkdir(parents=True, exist_ok=True)
+            lock = hold_lock(workspace / "lock", self.out_dir)
+        except HeadstartError as exc:
+            self._tell_followers(exc)  # they stop with it instead of waiting
+            raise
         try:
             return self._run_locked(workspace, progress)
         except BaseException:
@@ -281,12 +316,50 @@ class FitRun:
         finally:
             lock.close()
 
+    def _share(self, progress: Progress | None) -> bool:
+        """Join the launcher's job and share out the features a strategy reads; whether this rank
+        has more to do (a strategy that trains no network is then fit by rank 0 alone)."""
+        from .strategies import get_strategy
+
+        strategy = get_strategy(self.args.strategy)
+        if strategy.reads_features:
+            a = self.args
+            models = a.candidates or None if a.model == "auto" else [a.model]
+            share_features_of(models, [self.data], weights=a.weights, cache_dir=a.cache_dir, use_cache=not a.no_cache,
+                              batch_size=a.batch_size, workers=a.workers, device=a.device, progress=progress)
+        else:
+            distributed.join(resolve_device(self.args.device))
+        self._followers = strategy.trains_backbone
+        return strategy.trains_backbone or distributed.current().is_main
+
+    def _tell_followers(self, failure: HeadstartError | None) -> None:
+        """Rank 0's go (None) or refusal to the other ranks of a distributed network fit."""
+        if self._followers:
+            distributed.broadcast(failure)
+
+    def _follow(self) -> None:
+        """A rank other than 0 in a distributed network fit: train and predict its shards; rank 0 writes."""
+        failure = distributed.broadcast(None)
+        if failure is not None:
+            raise failure
+        train, val, test = self.split()
+        if self.args.cv:
+            self._cross_validate(None)
+        estimator = self.transfer().fit(train, val, checkpoint=work_dir(self.out_dir) / CHECKPOINT,
+                                        resume=self.resumed)
+        estimator.evaluate_with_predictions(test)
+
     def _run_locked(self, workspace: Path, progress: Progress | None) -> FitRunResult:
         from .tracking import open_tracker
 
         train, val, test = self.split()
         fingerprint = data_fingerprint(self.data)
-        self._check_workspace(workspace, fingerprint)
+        try:
+            self._check_workspace(workspace, fingerprint)
+        except HeadstartError as exc:
+            self._tell_followers(exc)
+            raise
+        self._tell_followers(None)  # they may start
         write_text_atomic(workspace / ARGS_FILE, json.dumps(asdict(self.args), indent=1))
         write_text_atomic(workspace / DATA_FILE, fingerprint)
         started = time.perf_counter()
@@ -295,6 +368,7 @@ class FitRun:
         estimator = self.transfer(progress).fit(train, val, checkpoint=workspace / CHECKPOINT,
                                                 resume=self.resumed, callbacks=[tracker] if tracker else [])
         metrics, predictions = estimator.evaluate_with_predictions(test)
+        self.leakage = _split_leakage(estimator, train, test, self.args)
         metrics["fit_seconds"] = round(time.perf_counter() - started, 2)
         self._save(estimator, metrics, predictions, cv)
         shutil.rmtree(workspace, ignore_errors=True)
@@ -321,9 +395,20 @@ class FitRun:
         return cross_validate(self.transfer(progress), self.train, self.args.cv, self.args.seed, progress)
 
     def _save(self, estimator, metrics: dict, predictions: list[dict], cv: dict | None) -> None:
-        documents = {"test": metrics, "data": self.data.summary(), **({"cv": cv} if cv else {})}
-        estimator.save(self.out_dir, metrics=documents, extra={"predictions": predictions},
+        documents = {"test": metrics, "data": self.data.summary(), **({"cv": cv} if cv else {}),
+                     "split_leakage": self.leakage}
+        audited = {"audit": self.audit_result.to_dict(), "dropped": self.dropped} if self.audit_result else {}
+        estimator.save(self.out_dir, metrics=documents, extra={"predictions": predictions, **audited},
                        finish=with_report(self.out_dir))
+
+
+def _split_leakage(estimator, train: LabelledData, test: LabelledData, args: RunArgs) -> dict:
+    """Copies across the fit's own split, logged as a warning: near copies from the frozen backbone's
+    cached features where the fit left them all, else exact copies only (no extra feature pass)."""
+    from .data_audit import warn_split_leakage
+
+    backbone = None if args.no_cache else estimator.backbone_
+    return warn_split_leakage(train, test, backbone, cache_dir=args.cache_dir)
 
 
 def with_report(out_dir: str | Path) -> Callable[[Path], object]:
@@ -357,7 +442,7 @@ def _log_run(tracker, estimator, args: RunArgs, metrics: dict, cv: dict | None, 
 
 
 def fit_run(data: str | Path, out_dir: str | Path, *, progress: Progress | None = None,
-            **settings: Any) -> FitRunResult:
+            **settings: Any) -> FitRunResult | None:
     """Fit on the data at ``data`` (an image folder or a text table), evaluate on a held-out
     test split and write the run directory ``out_dir`` (model, metrics, predictions, report),
     exactly as ``headstart fit`` does.
@@ -369,9 +454,55 @@ def fit_run(data: str | Path, out_dir: str | Path, *, progress: Progress | None 
     return FitRun(RunArgs.create(data, out_dir, **settings)).run(progress)
 
 
-def resume_run(out_dir: str | Path, *, progress: Progress | None = None) -> FitRunResult:
+def resume_run(out_dir: str | Path, *, progress: Progress | None = None) -> FitRunResult | None:
     """Continue an interrupted :func:`fit_run` (or ``headstart fit``) to ``out_dir``."""
     return FitRun.resume(out_dir).run(progress)
+
+
+def _share_adaptation(strategy: str, model: str | None, datasets: list[LabelledData | None],
+                      options: dict) -> bool:
+    """Under a launcher: share out the features a feature-based adaptation (coral, adabn) reads;
+    whether this rank has more to do (rank 0 then adapts alone, from the cache)."""
+    from .strategies import get_strategy
+
+    if not distributed.launched():
+        return True
+    if get_strategy(strategy).trains_backbone:  # dann, mmd: every rank trains
+        distributed.join(resolve_device(options.get("device", "auto")))
+        return True
+    share_features_of([model], [d for d in datasets if d is not None], weights=options.get("weights"),
+                      cache_dir=options.get("cache_dir"), use_cache=options.get("use_cache", True),
+                      batch_size=options.get("batch_size", 64), workers=options.get("num_workers"),
+                      device=options.get("device", "auto"))
+    return distributed.current().is_main
+
+
+def share_features_of(models: Sequence[str | None] | None, datasets: Sequence[LabelledData], *,
+                      weights: str | Path | None = None, cache_dir: str | Path | None = None, use_cache: bool = True,
+                      batch_size: int = 64, workers: int | None = None, device: str = "auto",
+                      progress: Progress | None = None) -> None:
+    """Under a launcher, embed ``datasets`` with each backbone in ``models`` (None: the modality's
+    default; ``models=None``: the default candidates), each rank a disjoint share, into the feature
+    cache; afterwards every rank reads them from the cache. Nothing happens in a job of one."""
+    from .backbones import build_backbone, default_backbone
+    from .devices import default_workers
+    from .features import share_features
+    from .ranking import default_candidates
+
+    torch_device = distributed.join(resolve_device(device))
+    if distributed.current().size == 1 or not datasets:
+        return
+    if not use_cache:
+        raise ConfigError("Processes of a distributed job share features through the feature cache: drop "
+                          "`--no-cache`, or give `--cache-dir` a folder every process can reach.")
+    modality = datasets[0].modality
+    for name in models if models is not None else default_candidates(modality):
+        backbone = build_backbone(name or default_backbone(modality), weights=weights if models else None)
+        for data in datasets:
+            report = (lambda done, total, stage=f"sharing {backbone.name} features": progress(stage, done, total)) \
+                if progress else None
+            share_features(backbone, data, cache_dir=cache_dir, batch_size=batch_size,
+                           num_workers=default_workers(workers), device=torch_device, progress=report)
 
 
 # -- finishing a search -----------------------------------------------------------------------------
@@ -470,13 +601,14 @@ class AdaptRunResult:
 def adapt_run(source: LabelledData, target: LabelledData, out_dir: str | Path, method: str, *,
               evaluate_on: LabelledData | None = None, test: float = 0.2, seed: int = 0, model: str | None = None,
               config: object | dict | None = None, adapt_options: dict | None = None,
-              progress: Progress | None = None, **transfer_options: Any) -> AdaptRunResult:
+              progress: Progress | None = None, **transfer_options: Any) -> AdaptRunResult | None:
     """Adapt a model trained on labelled ``source`` data to unlabelled ``target`` data with
     ``method``, beside the source-only model of the same strategy, and save the adapted run.
 
     ``config`` configures the method's strategy (its default, the first it names) and
     ``adapt_options`` the method. Both models are measured on ``evaluate_on`` (labelled
-    target data) or, without it, on the source's test split (a ``test`` share).
+    target data) or, without it, on the source's test split (a ``test`` share). Under a
+    launcher, rank 0 saves and returns the result, the other ranks return None.
     """
     check_output_dir(out_dir, [source.source, target.source])
     from .adaptation import get_adaptation
@@ -485,6 +617,8 @@ def adapt_run(source: LabelledData, target: LabelledData, out_dir: str | Path, m
     strategy = get_adaptation(method).strategies[0]
     train, source_test = source.split(test=test, seed=seed)
     judged_on = evaluate_on if evaluate_on is not None else source_test
+    if not _share_adaptation(strategy, model, [source, target, evaluate_on], transfer_options):
+        return None
     rows = compare_adaptation(train, target, [method], evaluate_on=judged_on, model=model,
                               configs={strategy: config} if config is not None else None,
                               adapt_options={method: adapt_options} if adapt_options else None,
@@ -492,6 +626,8 @@ def adapt_run(source: LabelledData, target: LabelledData, out_dir: str | Path, m
     baseline, adapted = rows[0], rows[-1]
     fitted = adapted["transfer"]
     source_metrics = fitted.evaluate(source_test) if evaluate_on is not None else adapted["metrics"]
+    if not distributed.current().is_main:
+        return None
     fitted.save(out_dir, metrics={"test": source_metrics,
                                   "target": adapted["metrics"] if evaluate_on is not None else None,
                                   "source_only": baseline["metrics"], "data": source.summary(),

@@ -23,7 +23,8 @@ from sklearn.preprocessing import StandardScaler
 from ..backbones import build_backbone
 from ..data import LabelledData
 from ..errors import DataError
-from ..features import extract_features
+from .. import distributed
+from ..features import extract_features, share_features
 from .mmd import multi_kernel_mmd
 
 __all__ = ["DomainShift", "domain_shift", "measure_shift"]
@@ -94,9 +95,12 @@ def measure_shift(model: str, source: LabelledData, target: LabelledData, *, wei
         raise DataError(f"{source.source} holds {source.modality} data but {target.source} holds {target.modality}; "
                         "compare two domains of one modality.")
     backbone = build_backbone(model, weights=weights)
+    device = distributed.join(torch.device(device))
     features = []
     for stage, data in (("source features", source), ("target features", target)):
         report = (lambda done, total, stage=stage: progress(stage, done, total)) if progress else None
+        share_features(backbone, data, cache_dir=cache_dir, batch_size=batch_size, num_workers=num_workers,
+                       device=device, progress=report)  # under a launcher: each rank a share, into the cache
         features.append(extract_features(backbone, data, cache_dir=cache_dir, use_cache=use_cache, batch_size=batch_size,
                                          num_workers=num_workers, device=device, progress=report))
     return domain_shift(*features, seed=seed)

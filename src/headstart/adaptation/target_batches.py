@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 import torch
 from torch.utils.data import DataLoader
 
+from .. import distributed
 from ..config import Config
-from ..data import labelled_loader
+from ..data import labelled_loader, set_loader_epoch
 from ..training import Callback, Trainer, TrainingStep
 from .base import AdaptationMethod
 
@@ -37,9 +38,11 @@ def make_target_loader(job: FitJob, config: Config) -> DataLoader:
     (a network strategy's TrainingConfig: batch size, RandAugment policy, smallest crop)."""
     contract = job.backbone.contract
     workers = job.num_workers if contract.modality == "image" else 0
+    world = distributed.current()
     return labelled_loader(job.target, contract, tokenizer=job.backbone.tokenizer, train=True,
-                           batch_size=config.batch_size, num_workers=workers, randaugment=config.randaugment,
-                           min_crop=config.min_crop)
+                           batch_size=distributed.micro_batch(config.batch_size, config.accumulate, world.size),
+                           num_workers=workers, randaugment=config.randaugment, min_crop=config.min_crop,
+                           world=world, seed=job.seed + 1)
 
 
 class TargetFeatureLoss(Callback):
@@ -51,6 +54,7 @@ class TargetFeatureLoss(Callback):
         self._batches = None
 
     def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
+        set_loader_epoch(self.target_loader, epoch)
         self._batches = iter(self.target_loader)
 
     def target_features(self, trainer: Trainer) -> torch.Tensor:

@@ -2,13 +2,13 @@
 
 One typer app (``app``) in :mod:`.app`; each command group registers itself on import:
 :mod:`.fit` (fit, compare), :mod:`.tune`, :mod:`.adapt` (adapt, shift), :mod:`.inspect`
-(models, rank, evaluate, predict, report, demo) and :mod:`.export` (export-merged). The
+(models, rank, evaluate, predict, report, demo), :mod:`.audit` and :mod:`.export` (export-merged). The
 options of the strategies and adaptation methods are generated from their configs
 (:mod:`.options`). Nothing here computes anything the library does not; the library never
 imports this package.
 """
 
-from . import adapt, export, fit, inspect, tune  # noqa: F401 - importing a command module registers its commands
+from . import adapt, audit, export, fit, inspect, tune  # noqa: F401 - importing a command module registers its commands
 from . import serve  # noqa: F401 - registers `headstart serve`
 from .app import app, main
 

@@ -17,6 +17,7 @@ from ..strategies import get_strategy
 from ..workflows import adapt_run, open_data, open_unlabelled
 from . import options as o
 from .app import command, out
+from .launch import launch
 from .options import (adaptation_owners, config_options, default_panel, flags_of, given, strategy_owners,
                       with_config_options)
 from .output import adaptation_table, progress_bars, report_skipped, shift_table
@@ -70,10 +71,12 @@ def adapt(
                                  rich_help_panel=o.OUTPUT),
     as_json: bool = o.as_json("{method, source_only, adapted} metrics"),
     batch_size: int = o.batch_size(), workers: Optional[int] = o.workers(),
-    device: str = o.device(), cache_dir: Optional[Path] = o.cache_dir(),
+    device: str = o.device(), cache_dir: Optional[Path] = o.cache_dir(), nproc: int = o.nproc(),
     options: dict = None, reading: dict = None,
 ) -> None:
     """Adapt a model trained on labelled SOURCE data to unlabelled TARGET data; report it beside source-only."""
+    if nproc > 1:
+        return launch(nproc)
     strategy_options, method_options = split_options(method, options)
     strategy = get_adaptation(method).strategies[0]
     config = get_strategy(strategy).make_config(strategy_options) if strategy_options else None
@@ -89,6 +92,8 @@ def adapt(
                            model=model, config=config, adapt_options=method_options, batch_size=batch_size,
                            weights=weights, num_workers=workers, device=device, cache_dir=cache_dir,
                            progress=progress)
+    if result is None:  # a rank other than 0 of a distributed job
+        return
     if as_json:
         print(json.dumps({"method": method, "source_only": result.baseline["metrics"],
                           "adapted": result.adapted["metrics"]}, indent=1))
@@ -112,10 +117,12 @@ def shift(
     model: Optional[str] = o.model("Backbone whose features are compared."), weights: Optional[Path] = o.weights(),
     seed: int = o.seed(0, "Seed of the subsampling and cross-validation folds."),
     batch_size: int = o.batch_size(), workers: Optional[int] = o.workers("Image-decoding worker processes (1)."),
-    device: str = o.device(), cache_dir: Optional[Path] = o.cache_dir(),
+    device: str = o.device(), cache_dir: Optional[Path] = o.cache_dir(), nproc: int = o.nproc(),
     as_json: bool = o.as_json("the scores"), reading: dict = None,
 ) -> None:
     """How separable SOURCE and TARGET are in a backbone's features: is adaptation needed?"""
+    if nproc > 1:
+        return launch(nproc)
     read = o.read_options(reading)
     source_data = open_unlabelled(source, text_column, reading=read)
     target_data = open_unlabelled(target, text_column, source_data.modality, read)

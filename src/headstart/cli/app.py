@@ -2,13 +2,17 @@
 
 A user error (bad data, unknown model, missing weights) prints one red line and exits 2;
 an interruption (Ctrl-C, SIGTERM) says what was kept and exits 130; never a traceback.
+Under a launcher (torchrun, ``--nproc``) rank 0 alone prints: the other ranks meet the same
+user errors and say nothing, and only what is theirs alone (a lost peer, a crash) reaches stderr.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
 import signal
+import sys
 from collections.abc import Callable
 
 import typer
@@ -17,12 +21,17 @@ from rich.logging import RichHandler
 
 from ..errors import HeadstartError
 
-__all__ = ["app", "out", "err", "command", "main"]
+__all__ = ["app", "out", "err", "command", "main", "other_rank", "LAUNCHABLE"]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Transfer learning from a pre-trained model to your labelled images or texts.")
 out = Console()
 err = Console(stderr=True)
+
+# Commands that run as one job of several processes under torchrun or --nproc.
+LAUNCHABLE = ("fit", "rank", "adapt", "shift")
+LOST_PEER = ("another process of this distributed job stopped ({}); the job ends here. A fine-tuning run keeps "
+             "its last epoch's checkpoint: continue it with `headstart fit --resume RUN`.")
 
 INTERRUPTED = ("[yellow]interrupted:[/] no finished run was written or changed; a fine-tuning run keeps its last "
                "epoch's checkpoint: continue it with `headstart fit --resume RUN`.")
@@ -40,13 +49,23 @@ def command(func: Callable | None = None, *, panel: str | None = None):
     @functools.wraps(func)
     def guarded(*args, **kwargs):
         try:
+            _check_launchable(func.__name__)
             return func(*args, **kwargs)
         except HeadstartError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            if not other_rank():
+                err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            err.print(INTERRUPTED, highlight=False)
+            if not other_rank():
+                err.print(INTERRUPTED, highlight=False)
             raise typer.Exit(130) from None
+        except RuntimeError as exc:  # torch.distributed's errors when a peer is gone are RuntimeErrors
+            if not _lost_peer(exc):
+                raise
+            if not os.environ.get("HEADSTART_LAUNCHER"):  # --nproc's launcher names the process that stopped
+                reason = str(exc).strip().splitlines()[0][:120]
+                print(f"error: rank {os.environ.get('RANK')}: {LOST_PEER.format(reason)}", file=sys.stderr)
+            raise typer.Exit(3) from None
         except OSError as exc:  # the machine's refusal (disk full, read-only, no permission), not a bug
             if exc.errno is None:
                 raise
@@ -55,6 +74,26 @@ def command(func: Callable | None = None, *, panel: str | None = None):
             raise typer.Exit(2) from None
 
     return app.command(rich_help_panel=panel)(guarded)
+
+
+def other_rank() -> bool:
+    """Whether this process is a rank other than 0 of a launched job (which prints nothing of its own)."""
+    return os.environ.get("RANK", "0") != "0"
+
+
+def _check_launchable(name: str) -> None:
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 and name not in LAUNCHABLE:
+        raise HeadstartError(f"`headstart {name}` runs in one process; under torchrun or --nproc only "
+                             f"{', '.join(LAUNCHABLE)} do.")
+
+
+def _lost_peer(exc: RuntimeError) -> bool:
+    """Whether a distributed collective failed because another rank is gone (gloo, nccl, the store)."""
+    text = str(exc)
+    return int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 and any(
+        sign in text for sign in ("Connection closed by peer", "Connection reset by peer", "Broken pipe",
+                                  "NCCL communicator was aborted", "failed to recv", "Socket Timeout",
+                                  "DistNetworkError", "Connection refused"))
 
 
 def _interrupt(signum, frame) -> None:
@@ -74,7 +113,11 @@ def main() -> None:
     """Entry point of the console script and of ``python -m headstart``."""
     handler = RichHandler(console=err, show_time=False, show_path=False)
     handler.addFilter(lambda record: record.name != "headstart.data.skipped")  # report_skipped lists them, once
-    logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[handler])
+    logging.basicConfig(level=logging.ERROR if other_rank() else logging.WARNING, format="%(message)s",
+                        handlers=[handler])
+    if other_rank():  # rank 0 prints results and progress; the others would repeat them
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+        out.quiet = err.quiet = True
     _quiet_transformers()
     signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop (kill, SLURM) ends a run like Ctrl-C
     app()

@@ -9,14 +9,16 @@ from typing import Optional
 import typer
 
 from ..comparison import DEFAULT_COMPARISON, compare_strategies, write_comparison
+from ..data_audit import check_drop_kinds
 from ..data import few_shot_indices
 from ..errors import ConfigError
 from ..strategies import get_strategy, strategy_names
-from ..workflows import FitRun, RunArgs, RunConfig, open_data, read_run_config
-from .app import command, out
+from ..workflows import CHECKPOINT, FitRun, RunArgs, RunConfig, open_data, read_run_config, work_dir
+from .app import command, err, out
+from .launch import launch
 from . import options as o
 from .options import config_options, require_applicable, strategy_owners, with_config_options
-from .output import comparison_table, describe_split, names, progress_bars, report_skipped, show_fit
+from .output import comparison_table, describe_split, names, progress_bars, report_skipped, show_audit, show_fit
 
 FIT_OPTIONS = config_options(strategy_owners())
 # compare's network strategies share one budget: finetune's options (lora and bitfit keep their own lr)
@@ -49,6 +51,11 @@ TRACK = typer.Option(None, rich_help_panel=o.OUTPUT, help=(
 TRACK_URI = typer.Option(None, rich_help_panel=o.OUTPUT, help=(
     "MLflow tracking URI or folder (./mlruns), or TensorBoard folder (./tensorboard)."))
 NO_CACHE = typer.Option(False, "--no-cache", help="Do not read or write cached features.", rich_help_panel=o.COMPUTE)
+AUDIT = typer.Option(False, "--audit", rich_help_panel=o.DATA, help=(
+    "Audit the data first (as `headstart audit` does) and print its summary; the run keeps it as audit.json."))
+DROP = typer.Option(None, "--drop", rich_help_panel=o.DATA, help=(
+    "Remove what the audit flags before the split: comma-separated duplicates, leakage, label-issues, outliers "
+    "(duplicates keeps one of each group). The run lists each dropped sample and why in dropped.json."))
 
 
 @command(panel="Train")
@@ -57,17 +64,19 @@ NO_CACHE = typer.Option(False, "--no-cache", help="Do not read or write cached f
 def fit(
     data: Optional[Path] = DATA_ARG,
     text_column: str = o.text_column(), label_column: str = o.label_column(), test: float = o.test_share(),
-    val: float = VAL, strict: bool = STRICT,
+    val: float = VAL, strict: bool = STRICT, audit: bool = AUDIT, drop: Optional[str] = DROP,
     model: Optional[str] = MODEL, candidates: Optional[str] = CANDIDATES, weights: Optional[Path] = o.weights(),
     strategy: Optional[str] = STRATEGY, config_file: Optional[Path] = CONFIG, cv: Optional[int] = CV,
     seed: Optional[int] = o.seed(None, "Seed of the split and of training (default 0)."),
     out_dir: Optional[Path] = OUT, resume: Optional[Path] = RESUME,
     track: Optional[str] = TRACK, track_uri: Optional[str] = TRACK_URI, as_json: bool = o.as_json("the test metrics"),
     batch_size: int = o.batch_size(), workers: Optional[int] = o.workers(), device: str = o.device(),
-    cache_dir: Optional[Path] = o.cache_dir(), no_cache: bool = NO_CACHE,
+    cache_dir: Optional[Path] = o.cache_dir(), no_cache: bool = NO_CACHE, nproc: int = o.nproc(),
     options: dict = None, reading: dict = None,
 ) -> None:
     """Fit a transfer model on DATA, evaluate it on a held-out test split, save the run."""
+    if nproc > 1:
+        return launch(nproc, lambda: _resumable(resume or out_dir, nproc))
     if resume is not None:
         job = FitRun.resume(resume)
     else:
@@ -79,11 +88,33 @@ def fit(
             options=chosen.options, text_column=text_column, label_column=label_column, test=test, val=val,
             seed=chosen.seed, weights=chosen.weights, strict=strict, batch_size=batch_size, workers=workers,
             device=device, cache_dir=cache_dir, no_cache=no_cache, cv=cv, track=track, track_uri=track_uri,
-            reading=o.read_options(reading).to_dict()))
+            reading=o.read_options(reading).to_dict(), audit=audit, drop=check_drop_kinds(names(drop)) or None))
+    _audit_first(job, as_json)
     describe_split(job, as_json)
     with progress_bars(not as_json) as progress:
         result = job.run(progress)
-    show_fit(result, job.data.source, as_json)
+    if result is not None:  # None on ranks other than 0 of a distributed fit
+        show_fit(result, job.data.source, as_json)
+
+
+def _audit_first(job: FitRun, as_json: bool) -> None:
+    """``--audit`` / ``--drop``: audit the data before the split; show the summary and what was dropped."""
+    if not (job.args.audit or job.args.drop):
+        return
+    with progress_bars(not as_json) as progress:
+        result = job.audit(progress)
+    if job.args.audit and not as_json:
+        show_audit(result)
+    if job.dropped:
+        err.print(f"dropped {len(job.dropped)} flagged sample(s) ({', '.join(job.args.drop)}) before the split; the "
+                  "run lists them, with the reason, in dropped.json", highlight=False)
+
+
+def _resumable(out_dir: Optional[Path], nproc: int) -> str:
+    """What a failed distributed fit kept: its last checkpoint, if it wrote one."""
+    if out_dir is None or not (work_dir(out_dir) / CHECKPOINT).is_file():
+        return ""
+    return f"Its last checkpoint is kept: continue with `headstart fit --resume {out_dir} --nproc {nproc}`."
 
 
 def _run_config(config_file: Optional[Path], model: Optional[str], strategy: Optional[str], options: dict,

@@ -42,10 +42,12 @@ def rank(
     layers: bool = typer.Option(False, "--layers", help="Also rank earlier layer groups of each backbone.",
                                 rich_help_panel=o.MODEL),
     batch_size: int = o.batch_size(), workers: Optional[int] = o.workers("Image-decoding worker processes (1)."),
-    device: str = o.device(), cache_dir: Optional[Path] = o.cache_dir(),
+    device: str = o.device(), cache_dir: Optional[Path] = o.cache_dir(), nproc: int = o.nproc(),
     as_json: bool = o.as_json("the rows"), reading: dict = None,
 ) -> None:
     """Rank pre-trained backbones for DATA by transferability scores, without fine-tuning."""
+    if nproc > 1:
+        return launch(nproc)
     from ..ranking import default_candidates, rank as rank_candidates
 
     dataset = open_data(data, text_column, label_column, strict=False, reading=o.read_options(reading))

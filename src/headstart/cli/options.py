@@ -291,6 +291,12 @@ def workers(help: str = "Image-decoding worker processes (default: none on <= 2 
     return typer.Option(None, "--workers", help=help, rich_help_panel=COMPUTE, min=0)
 
 
+def nproc() -> Any:
+    return typer.Option(1, "--nproc", min=1, rich_help_panel=COMPUTE, help=(
+        "Run as N processes on this machine (torch.distributed: gloo on CPU, nccl with one GPU each); for "
+        "several machines use torchrun (see the README)."))
+
+
 def device(default: str = "auto") -> Any:
     return typer.Option(default, "--device", help="auto, cpu or cuda.", rich_help_panel=COMPUTE)
 

@@ -10,14 +10,15 @@ from typing import TYPE_CHECKING, Optional
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .app import err, out
+from .app import err, other_rank, out
 
 if TYPE_CHECKING:
     from ..workflows import FitRunResult
 
 __all__ = ["progress_bars", "report_skipped", "names", "show_metrics", "metrics_table", "confusion_table",
            "ranking_table", "cv_table", "backbones_table", "comparison_table", "adaptation_table", "shift_table",
-           "predictions_table", "trials_table", "data_line", "describe_split", "show_fit"]
+           "predictions_table", "trials_table", "data_line", "describe_split", "show_fit", "audit_summary_table",
+           "findings_table", "show_audit"]
 
 
 def names(text: Optional[str]) -> Optional[list[str]]:
@@ -43,7 +44,7 @@ def progress_bars(enabled: bool = True):
     Where stderr is no terminal (a log file, nohup, a batch job) a live display would show
     nothing until the end, so each finished stage prints one plain line instead.
     """
-    if not enabled:
+    if not enabled or other_rank():
         yield None
         return
     if not err.is_terminal:
@@ -237,3 +238,51 @@ def trials_table(summary: dict, limit: int = 15) -> Table:
         table.add_row(str(t["number"]), t["state"].lower(), value, f"{t['epochs_run'] or 0}/{t['epochs_budget'] or 0}",
                       *values)
     return table
+
+
+# -- the data audit --------------------------------------------------------------------------------
+def audit_summary_table(result) -> Table:
+    """One row per kind of finding: how many samples, and what it means."""
+    table = Table(title=f"audit of {result.source}: {result.samples} {result.modality} samples, {result.model} features",
+                  title_justify="left")
+    for column in ("finding", "samples", "what it means"):
+        table.add_column(column, justify="right" if column == "samples" else "left")
+    for kind, count in result.counts().items():
+        table.add_row(kind, f"[bold red]{count}[/]" if count else "0", _kinds()[kind])
+    return table
+
+
+def _kinds() -> dict:
+    from ..data_audit import KINDS
+
+    return KINDS
+
+
+def findings_table(result, top: int) -> Table:
+    """The surest ``top`` findings of each kind: where, label (and the suggested one), score, detail."""
+    table = Table(title=f"findings, surest first (up to {top} of each kind; `--json` or `--out` has all)",
+                  title_justify="left")
+    for column in ("kind", "sample", "label", "score", "detail"):
+        table.add_column(column, overflow="fold", justify="right" if column == "score" else "left")
+    inside = result.source.rstrip("/") + "/"  # paths inside the data folder are shown from there
+    for kind in _kinds():
+        for f in result.of_kind(kind)[:top]:
+            label = (f.label or "") + (f" → {f.suggested}" if f.suggested else "")
+            where = f.location.replace(inside, "") + (f" [{f.split}]" if f.split else "")
+            detail = (f"group {f.group}: " if f.group is not None else "") + f.detail.replace(inside, "")
+            table.add_row(kind, where, label, f"{f.score:.2f}", detail)
+    return table
+
+
+def show_audit(result, top: int = 5) -> None:
+    """Print an audit: the summary, the surest findings, class balance and notes."""
+    out.print(audit_summary_table(result))
+    if result.findings:
+        out.print(findings_table(result, top))
+    counts = ", ".join(f"{name}: {count}" for name, count in result.classes.items())
+    balance = f"; largest / smallest class {result.imbalance():.1f}" if result.imbalance() else ""
+    crossing = sum(group["cross_class"] for group in result.groups)
+    out.print(f"classes: {counts}{balance}" + (f"; [bold red]{crossing} copy group(s) carry two labels[/]"
+                                                 if crossing else ""), highlight=False)
+    for note in result.notes:
+        out.print(f"note: {note}", highlight=False)

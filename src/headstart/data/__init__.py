@@ -1,7 +1,7 @@
 """Reading, validating and splitting data, and preparing it the way a backbone expects."""
 
 from headstart.data.loaders import (ImageSamples, call_module, collate_for, inference_loader, labelled_loader,
-                                     to_device)
+                                     set_loader_epoch, to_device)
 from headstart.data.images import IMAGE_EXTENSIONS, ImageFiles, ImageFolder, load_image
 from headstart.data.samples import DEFAULT_MAX_PIXELS, DataIssue, LabelledData
 from headstart.data.splits import few_shot_indices, stratified_kfold, stratified_split
@@ -26,6 +26,7 @@ __all__ = [
     "inference_loader",
     "labelled_loader",
     "load_image",
+    "set_loader_epoch",
     "stratified_kfold",
     "stratified_split",
     "to_device",

@@ -12,14 +12,16 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from ..contract import InputContract
+from ..distributed import ShardSampler, World
 from .images import DEFAULT_MAX_PIXELS, load_image
 from .samples import LabelledData
 from .transforms import ImageCollate, ImageTransform, TextCollate, image_transform
 
-__all__ = ["ImageSamples", "call_module", "collate_for", "inference_loader", "labelled_loader", "to_device"]
+__all__ = ["ImageSamples", "call_module", "collate_for", "inference_loader", "labelled_loader", "set_loader_epoch",
+           "to_device"]
 
 
 class ImageSamples(Dataset):
@@ -81,25 +83,44 @@ def inference_loader(source: Any, items: Sequence[str], *, tokenizer: Any = None
 
 def labelled_loader(data: LabelledData, contract: InputContract, *, tokenizer: Any = None, train: bool,
                     batch_size: int, num_workers: int = 0, randaugment: str | None = None,
-                    min_crop: float = 0.08, generator: torch.Generator | None = None) -> DataLoader:
+                    min_crop: float = 0.08, generator: torch.Generator | None = None,
+                    world: World = World(), seed: int = 0) -> DataLoader:
     """Batches of ``(inputs, labels)``: augmented and shuffled for training, plain otherwise.
 
     Built on the samples and collate of :func:`inference_loader`, so evaluation batches equal
     the ones prediction sees. Unlabelled data (a domain-adaptation target) gives label -1.
 
-    Shuffling (and worker seeds) draw from ``generator`` when given, else from torch's global
-    generator; augmentation in the main process draws from the global ones. Seeding them at the
-    start of an epoch fixes that epoch's batches (resume relies on this). Images are decoded
-    under the pixel cap ``data`` was read with.
+    Training order is a permutation drawn from ``seed`` and the epoch (:func:`set_loader_epoch`),
+    dealt out over the job's processes (``world``): rank r takes every ``world.size``-th sample
+    from r, so one process with batch B and N processes with batch B/N see the same global
+    batches. Evaluation gives each rank every ``world.size``-th sample, none twice.
+    Worker seeds draw from ``generator`` when given; augmentation in the main process draws
+    from the global generators. Images are decoded under the pixel cap ``data`` was read with.
     """
     labels = data.y.tolist() if data.labels is not None else [-1] * len(data)
     image = contract.modality == "image"
     workers = num_workers if image else 0
     transform = image_transform(contract, train, randaugment, min_crop) if image else None
     samples = _samples(data.items, labels, transform, data.max_pixels)
-    return DataLoader(samples, batch_size=batch_size, shuffle=train, num_workers=workers,
-                      collate_fn=collate_for(contract, tokenizer), drop_last=train and len(samples) > batch_size,
+    sampler = _sampler(samples, train, world, seed)
+    return DataLoader(samples, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                      collate_fn=collate_for(contract, tokenizer),
+                      drop_last=train and (len(sampler) if sampler is not None else len(samples)) > batch_size,
                       persistent_workers=False, prefetch_factor=2 if workers else None, generator=generator)
+
+
+def _sampler(samples: Dataset | list, train: bool, world: World, seed: int) -> Sampler | None:
+    if train:  # equal shards (a few samples of the epoch's permutation are left out when N does not divide)
+        return DistributedSampler(samples, num_replicas=world.size, rank=world.rank, shuffle=True, seed=seed,
+                                  drop_last=world.size > 1)
+    return ShardSampler(len(samples), world) if world.size > 1 else None
+
+
+def set_loader_epoch(loader: DataLoader, epoch: int) -> None:
+    """Draw the training order of ``epoch`` (a loader whose sampler has none ignores this)."""
+    set_epoch = getattr(loader.sampler, "set_epoch", None)
+    if set_epoch is not None:
+        set_epoch(epoch)
 
 
 def to_device(inputs: Any, device: torch.device | str, *, channels_last: bool = False,

@@ -28,15 +28,15 @@ __all__ = ["read_documents", "build_report", "write_report", "SECTIONS", "MAX_EX
 
 # What each document holds when it is whole: a file of another shape is left out, as a damaged one.
 _KINDS = {"config": dict, "labels": list, "contract": dict, "metrics": dict, "history": list, "predictions": list,
-          "ranking": list, "comparison": dict, "tuning": dict}
+          "ranking": list, "comparison": dict, "tuning": dict, "audit": dict}
 DOCUMENTS = ("config.yaml", "labels.json", "contract.json", "metrics.json", "history.json", "predictions.json",
-             "ranking.json", "comparison.json", "tuning.json")
+             "ranking.json", "comparison.json", "tuning.json", "audit.json")
 # Section ids in page order, with their headings.
 SECTIONS = {"data": "Data", "backbone": "Backbone and input contract", "curves": "Learning curves",
             "confusion": "Confusion matrix", "per-class": "Per-class precision, recall and F1",
             "misclassified": "Misclassified examples", "cv": "Cross-validation", "ranking": "Backbone ranking",
             "comparison": "Before and after transfer", "adaptation": "Domain adaptation",
-            "tuning": "Hyperparameter search"}
+            "tuning": "Hyperparameter search", "audit": "Audit"}
 MAX_EXAMPLES = 24
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#222;background:#f6f7f9}
@@ -72,9 +72,10 @@ def read_documents(path: str | Path) -> dict[str, Any]:
                             type(content).__name__, _KINDS[file.stem].__name__)
                 continue
             documents[file.stem] = content
-    if not {"metrics", "comparison", "tuning"} & set(documents):
-        raise DataError(f"{path} holds no metrics.json, comparison.json or tuning.json: it is not a run, a "
-                        "comparison or a search. Write one with `headstart fit`, `compare --out` or `tune`.")
+    if not {"metrics", "comparison", "tuning", "audit"} & set(documents):
+        raise DataError(f"{path} holds no metrics.json, comparison.json, tuning.json or audit.json: it is not a run, "
+                        "a comparison, a search or an audit. Write one with `headstart fit`, `compare --out`, `tune` "
+                        "or `audit --out`.")
     return documents
 
 
@@ -255,6 +256,41 @@ def _tuning(tuning: dict) -> str:
     return _section("tuning", body)
 
 
+def _audit_card(finding: dict, modality: str) -> str:
+    f = finding
+    head = (f"<b>{escape(f['kind'])}</b> {f['score']:.2f}" + (f" · {escape(f['label'])}" if "label" in f else "")
+            + (f" → <b class='bad'>{escape(f['suggested'])}</b>" if "suggested" in f else "")
+            + (f" · group {f['group']}" if "group" in f else ""))
+    where = f'<span class="muted">{escape(f["location"] if modality == "text" else Path(f["location"]).name)}: ' \
+            f'{escape(f.get("detail", ""))}</span>'
+    if modality == "text":
+        return f'<div class="example text">{head}<p>{escape(f.get("text", "")[:400]) or "(empty)"}</p>{where}</div>'
+    return f'<div class="example">{_thumbnail(f["location"])}{head}<br>{where}</div>'
+
+
+def _audit(audit: dict) -> str:
+    """What `headstart audit` found: counts per kind, class balance, then the surest findings of each kind."""
+    modality, classes = audit.get("modality", "image"), audit.get("classes", {})
+    body = (f"<p><b>{escape(str(audit.get('source')))}</b>: {audit.get('samples')} {escape(modality)} samples, "
+            f"features of {escape(str(audit.get('model')))}; near-duplicate threshold "
+            f"{audit.get('thresholds', {}).get('near_duplicate')} (cosine)"
+            + (f"; leakage checked against {escape(audit['against'])}" if audit.get("against") else "") + ".</p>")
+    kinds = audit.get("kinds", {})
+    body += _table(["finding", "samples", "what it means"], [[k, n, kinds.get(k, "")] for k, n in audit["counts"].items()])
+    body += _table(["class", "samples"], [[name, count] for name, count in classes.items()])
+    if audit.get("imbalance"):
+        body += f"<p>Largest class / smallest: {audit['imbalance']:.2f}.</p>"
+    body += "".join(f'<p class="muted">{escape(note)}</p>' for note in audit.get("notes", []))
+    by_kind: dict[str, list[dict]] = {}
+    for finding in audit.get("findings", []):
+        by_kind.setdefault(finding["kind"], []).append(finding)
+    for kind, found in by_kind.items():
+        shown = sorted(found, key=lambda f: -f["score"])[:MAX_EXAMPLES]
+        body += (f"<h3>{escape(kind)}: {len(found)}" + (f", the {len(shown)} surest" if len(found) > len(shown) else "")
+                 + f'</h3><div class="examples">{"".join(_audit_card(f, modality) for f in shown)}</div>')
+    return _section("audit", body)
+
+
 def build_report(documents: dict[str, Any], title: str = "headstart report") -> str:
     """The report's HTML, with a section for each thing the documents hold."""
     config, metrics = documents.get("config", {}), documents.get("metrics", {})
@@ -281,6 +317,8 @@ def build_report(documents: dict[str, Any], title: str = "headstart report") -> 
         parts.append(_adaptation(config["adapt"], metrics))
     if tuning:
         parts.append(_tuning(tuning))
+    if documents.get("audit"):
+        parts.append(_audit(documents["audit"]))
     subtitle = " · ".join(str(x) for x in ((config.get("backbone") or {}).get("name"), config.get("strategy"),
                                           (data or {}).get("source")) if x)
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'

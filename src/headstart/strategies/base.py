@@ -81,6 +81,7 @@ class Strategy:
     trains_backbone: ClassVar[bool] = False  # the backbone's weights change: cached features no longer apply
     pretrained: ClassVar[bool] = True        # False: start from random weights (the scratch baseline)
     adapter: bool = False                     # a frozen base plus trained parts, to merge before export
+    reads_features: ClassVar[bool] = True     # reads the frozen backbone's cached features (shared out under a launcher)
     # Fields runs of older versions recorded that this config no longer has, with the one value
     # they always held; reading such a run drops them.
     retired_fields: ClassVar[dict[str, Any]] = {}

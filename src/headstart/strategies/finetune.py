@@ -76,6 +76,7 @@ class LpFt(Finetune):
     (Kumar et al., ICLR 2022)."""
 
     name = "lp-ft"
+    reads_features = True  # the probe's head
 
     def plan(self, job: FitJob) -> NetworkPlan:
         plan = super().plan(job)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 import torch
 from torch import nn
 
+from .. import distributed
 from ..config import Config, at_least, between, one_of, option, satisfies
 from ..heads import balanced_class_weights
 from ..data import labelled_loader
@@ -46,8 +47,10 @@ class TrainingConfig(Config):
     head_lr_scale: float = option(10.0, "the new head's lr relative to lr: it starts from nothing",
                                   at_least(0, strict=True))
     weight_decay: float = option(0.01, "AdamW weight decay (none on biases and norms)", at_least(0))
-    batch_size: int = option(32, "training batch size (--batch-size is the feature-extraction batch)", at_least(1, int),
-                             flag="train-batch")
+    batch_size: int = option(32, "training batch size, over all processes (--batch-size is the feature-extraction "
+                             "batch)", at_least(1, int), flag="train-batch")
+    accumulate: int = option(1, "gradient accumulation: each --train-batch runs as K micro-batches, one after another "
+                             "(same result, about 1/K of the activation memory)", at_least(1, int))
     warmup_epochs: float = option(0.5, "epochs of linear warm-up before the cosine decay", at_least(0))
     patience: int = option(3, "early-stopping patience in epochs on validation macro F1 (0: off)", at_least(0, int))
     clip_norm: float = option(1.0, "gradient-norm clipping (0: off)", at_least(0))
@@ -92,13 +95,16 @@ def _optimizer(plan: NetworkPlan, config: TrainingConfig, net: TransferNet, grou
 
 
 def _loaders(config: TrainingConfig, job: FitJob):
+    """Training micro-batches of this rank's share of each global batch, and its shard of validation."""
     contract, tokenizer = job.backbone.contract, job.backbone.tokenizer
     workers = job.num_workers if contract.modality == "image" else 0
-    train = labelled_loader(job.train, contract, tokenizer=tokenizer, train=True, batch_size=config.batch_size,
+    world = distributed.current()
+    micro = distributed.micro_batch(config.batch_size, config.accumulate, world.size)
+    train = labelled_loader(job.train, contract, tokenizer=tokenizer, train=True, batch_size=micro,
                             num_workers=workers, randaugment=config.randaugment, min_crop=config.min_crop,
-                            generator=torch.Generator())  # seeded per epoch by EpochSeeding
-    val = labelled_loader(job.val, contract, tokenizer=tokenizer, train=False, batch_size=config.batch_size * 2,
-                          num_workers=workers)
+                            generator=torch.Generator(), world=world, seed=job.seed)  # seeded per epoch by EpochSeeding
+    val = labelled_loader(job.val, contract, tokenizer=tokenizer, train=False, batch_size=micro * 2,
+                          num_workers=workers, world=world)
     return train, val
 
 
@@ -120,11 +126,10 @@ def train_network(plan: NetworkPlan, config: TrainingConfig, job: FitJob) -> tup
     settings = LoopSettings(
         epochs=config.epochs, warmup_epochs=config.warmup_epochs, clip_norm=config.clip_norm or None,
         label_smoothing=config.label_smoothing, device=str(job.device),
-        channels_last=contract.channels_last, train_bn=plan.train_bn,
+        channels_last=contract.channels_last, train_bn=plan.train_bn, accumulate=config.accumulate,
         class_weights=balanced_class_weights(job.train.y, len(job.classes)) if config.class_weight else None)
     train_loader, val_loader = _loaders(config, job)
-    shuffling = [train_loader.generator] if train_loader.generator is not None else []
-    every: list[Callback] = [EpochSeeding(job.seed, shuffling)]
+    every: list[Callback] = [EpochSeeding(job.seed, [train_loader.generator], [train_loader])]
     if plan.gradual:
         every.append(GradualUnfreezing(group_index, n_groups, start, plan.gradual, ceiling))
     every.append(EarlyStopping("val_f1", config.patience or None))
@@ -137,8 +142,8 @@ def train_network(plan: NetworkPlan, config: TrainingConfig, job: FitJob) -> tup
     extra = [p for callback in every for p in callback.parameters()]  # e.g. a domain classifier
     optimizer = _optimizer(plan, config, net, group_index, n_groups, extra)
     trainer = Trainer(net, optimizer, settings, job.classes, callbacks=every)
-    trainer.prepare(len(train_loader))
-    if job.resume and job.checkpoint is not None and job.checkpoint.is_file():
+    trainer.prepare(trainer.steps_per_epoch(train_loader))
+    if job.resume and job.checkpoint is not None and distributed.broadcast(job.checkpoint.is_file()):
         load_checkpoint(trainer, job.checkpoint)
     trainer.fit(train_loader, val_loader)
     net.eval()
@@ -149,6 +154,7 @@ class NetworkStrategy(Strategy):
     """A strategy that trains backbone and head with the loop; subclasses decide the plan."""
 
     trains_backbone = True
+    reads_features = False
     config_class = TrainingConfig
 
     def plan(self, job: FitJob) -> NetworkPlan:

@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .. import distributed
+from ..data import set_loader_epoch
 from ..errors import DataError, OutputError, describe_os_error
 from .loop import Callback, Trainer, TrainingStep, seed_everything
 from .param_groups import set_trainable
@@ -21,22 +23,27 @@ log = logging.getLogger(__name__)
 
 
 class EpochSeeding(Callback):
-    """Seed every random source of the run from (seed, epoch) at each epoch's start: the given
-    generators (a loader's shuffling and worker seeds) and the trainer's private copy of the
-    global ones (dropout, augmentation in the main process, loaders without a generator).
+    """Seed every random source of the run from (seed, epoch, rank) at each epoch's start: the
+    given loaders' training order (:func:`~headstart.data.set_loader_epoch`), the given generators
+    (worker seeds) and the trainer's private copy of the global ones (dropout, augmentation in the
+    main process).
 
     An interrupted run resumed at epoch k therefore draws exactly what it would have drawn,
-    and the caller's global random state is left alone (the trainer forks it for the fit).
+    and the caller's global random state is left alone (the trainer forks it for the fit). The
+    training order does not depend on the rank (each rank takes its share of one permutation);
+    augmentation and dropout do, so that ranks do not draw the same crops.
     """
 
-    def __init__(self, seed: int, generators: Sequence[torch.Generator] = ()) -> None:
-        self.seed, self.generators = seed, list(generators)
+    def __init__(self, seed: int, generators: Sequence[torch.Generator] = (), loaders: Sequence = ()) -> None:
+        self.seed, self.generators, self.loaders = seed, list(generators), list(loaders)
 
     def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
-        epoch_seed = self.seed * 1_000_003 + epoch
-        seed_everything(epoch_seed)
+        epoch_seed = self.seed * 1_000_003 + epoch + trainer.world.rank * 7_777_777_777
+        seed_everything(epoch_seed % 2**63)
         for number, generator in enumerate(self.generators, 1):  # streams apart from the global one
             generator.manual_seed((epoch_seed * 7_919 + number) % 2**63)
+        for loader in self.loaders:
+            set_loader_epoch(loader, epoch)
 
 
 class EarlyStopping(Callback):
@@ -124,7 +131,8 @@ def state_keys(callbacks: Sequence[Callback]) -> list[str]:
 
 
 class Checkpointing(Callback):
-    """Write everything needed to resume after each epoch, atomically (temp file + rename).
+    """Write everything needed to resume after each epoch, atomically (temp file + rename); in a
+    job of several processes rank 0 writes it (every rank holds the same weights).
 
     Callback states are stored by :func:`state_keys`, so the callback list may change order.
     """
@@ -133,8 +141,11 @@ class Checkpointing(Callback):
         self.path = Path(path)
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, row: dict) -> None:
+        if not trainer.world.is_main:
+            return
         state = {
             "epoch": trainer.epoch,
+            "processes": trainer.world.size,
             "history": trainer.history,
             "net": trainer.net.state_dict(),
             "optimizer": trainer.optimizer.state_dict(),
@@ -154,21 +165,32 @@ class Checkpointing(Callback):
                               "The previous epoch's checkpoint is kept.") from None
 
 
+def _read_checkpoint(path: Path) -> dict | str:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many kinds on a truncated or foreign file
+        return describe_os_error(exc)
+
+
 def load_checkpoint(trainer: Trainer, path: str | Path) -> None:
     """Restore a trainer (after ``prepare``) to the end of the last checkpointed epoch.
 
+    Rank 0 reads the file and sends it to the other ranks (which need not see the same disk).
     Callbacks get their state by name; one without saved state keeps its own. A checkpoint of
     an older version lists the states by position instead, and is read that way.
     """
+    state = distributed.broadcast(_read_checkpoint(Path(path)) if trainer.world.is_main else None)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, str):
+            raise ValueError(state)
+        _note_processes(state.get("processes", 1), trainer.world.size)
         trainer.net.load_state_dict(state["net"])
         trainer.optimizer.load_state_dict(state["optimizer"])
         trainer.scheduler.load_state_dict(state["scheduler"])
         trainer.scaler.load_state_dict(state["scaler"])
         trainer.epoch, trainer.history, trainer.should_stop = state["epoch"], state["history"], state["should_stop"]
         saved = state["callbacks"]
-    except Exception as exc:  # torch raises many kinds on a truncated or foreign file
+    except Exception as exc:  # a truncated or foreign file
         raise DataError(f"The checkpoint {path} is damaged or does not match this run ({describe_os_error(exc)}); "
                         f"it cannot be resumed. Remove {Path(path).parent} and fit again.") from None
     if isinstance(saved, list):
@@ -177,3 +199,12 @@ def load_checkpoint(trainer: Trainer, path: str | Path) -> None:
         pairs = ((c, saved[key]) for key, c in zip(state_keys(trainer.callbacks), trainer.callbacks) if key in saved)
     for callback, callback_state in pairs:
         callback.load_state_dict(callback_state)
+
+
+def _note_processes(saved: int, now: int) -> None:
+    """Say when a run resumes under another number of processes, and why that is safe."""
+    if saved != now:
+        log.warning("The checkpoint was written by %d process(es); resuming with %d. The global batch "
+                    "(--train-batch) and the order of samples do not depend on the number of processes, so "
+                    "training continues as it would have, up to floating-point noise and BatchNorm statistics "
+                    "(computed per process).", saved, now)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import distributed
 from ..data import to_device
 from ..errors import HeadstartError
 from ..evaluation import classification_metrics
@@ -66,8 +67,12 @@ class TransferNet(nn.Module):
         """The backbone's feature vectors of a batch (what the head sees, before dropout)."""
         return self.backbone(**inputs) if isinstance(inputs, dict) else self.backbone(inputs)
 
-    def forward(self, inputs) -> torch.Tensor:
-        return self.head(self.dropout(self.features(inputs)))
+    def forward(self, inputs, with_features: bool = False):
+        """The logits; with ``with_features``, ``(features, logits)`` (the loop's callbacks need both,
+        and under DistributedDataParallel both must come from one forward call)."""
+        features = self.features(inputs)
+        logits = self.head(self.dropout(features))
+        return (features, logits) if with_features else logits
 
 
 @dataclass
@@ -84,6 +89,7 @@ class LoopSettings:
     class_weights: list[float] | None = None
     monitor: str = "val_f1"
     train_bn: bool = True  # False: every BatchNorm keeps its running statistics (eval mode)
+    accumulate: int = 1  # micro-batches per optimizer step (gradient accumulation)
 
 
 @dataclass
@@ -148,7 +154,14 @@ def warmup_cosine(total_steps: int, warmup_steps: int):
 
 @dataclass
 class Trainer:
-    """Trains a :class:`TransferNet`; ``history`` holds one row of metrics per epoch."""
+    """Trains a :class:`TransferNet`; ``history`` holds one row of metrics per epoch.
+
+    Under a launcher (see :mod:`headstart.distributed`) the net trains wrapped in
+    DistributedDataParallel: each rank runs its shard of every batch, gradients are averaged, and
+    every epoch's metrics are computed over all ranks' samples, so every rank holds the same
+    history and makes the same early-stopping decision. ``settings.accumulate`` micro-batches
+    make one optimizer step.
+    """
 
     net: TransferNet
     optimizer: torch.optim.Optimizer
@@ -161,6 +174,7 @@ class Trainer:
 
     def __post_init__(self) -> None:
         self.device = torch.device(self.settings.device)
+        self.world = distributed.current()
         self.net.to(self.device)
         if self.settings.channels_last:
             self.net.to(memory_format=torch.channels_last)
@@ -171,6 +185,8 @@ class Trainer:
         self.amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if cuda else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.scheduler = None
+        self.model: nn.Module = self.net  # what the forward pass calls: the net, or its DDP wrapper
+        self._wrapped_trainable: tuple[bool, ...] | None = None
 
     # -- pieces --------------------------------------------------------------------------
     def to_device(self, inputs):
@@ -191,12 +207,39 @@ class Trainer:
         for module in keep:
             module.eval()
 
+    def wrap(self) -> None:
+        """Under a launcher, make the next step a probing one whenever the set of trainable weights
+        changed (at the start, and with gradual unfreezing): DistributedDataParallel averages only
+        the weights that trained when it was made. See :meth:`_average_probe`."""
+        trainable = tuple(p.requires_grad for p in self.net.parameters())
+        if self.world.size > 1 and trainable != self._wrapped_trainable:
+            self.model, self._wrapped_trainable = self.net, trainable
+
+    def _average_probe(self) -> None:
+        """The first step after :meth:`wrap` runs the bare net and averages its gradients in one
+        all-reduce; it also learns whether the forward pass leaves trainable weights unused (a
+        text encoder's pooler). The net is then wrapped in DDP, searching for unused weights at
+        every step only if there are any."""
+        from torch.nn.parallel import DistributedDataParallel
+
+        trainable = [p for p in self.net.parameters() if p.requires_grad]
+        unused = any(distributed.gather(any(p.grad is None for p in trainable)))
+        for p in trainable:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        distributed.average_gradients(trainable)
+        self.model = DistributedDataParallel(self.net, device_ids=[self.device] if self.device.type == "cuda" else None,
+                                             find_unused_parameters=unused)
+
+    def _no_sync(self, sync: bool):
+        """Skip DDP's gradient averaging on micro-batches before the last one of a step."""
+        return self.model.no_sync() if not sync and self.model is not self.net else nullcontext()
+
     # -- one batch -----------------------------------------------------------------------
     def forward_step(self, inputs, labels: torch.Tensor, progress: float) -> tuple[torch.Tensor, TrainingStep]:
         """The task loss plus every term the callbacks add in ``on_loss``."""
         with self._autocast():
-            features = self.net.features(inputs)
-            logits = self.net.head(self.net.dropout(features))
+            features, logits = self.model(inputs, with_features=True)
             loss = self.loss_fn(logits.float(), labels)
             step = TrainingStep(features, logits, labels, progress)
             for callback in self.callbacks:
@@ -206,10 +249,21 @@ class Trainer:
         return loss, step
 
     def optimise(self, loss: torch.Tensor) -> None:
-        """Backward, ``after_backward`` (on unscaled, unclipped gradients), clip, step."""
+        """One optimizer step on one batch's loss (no accumulation)."""
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        self.step()
+
+    def step(self) -> None:
+        """After the backward passes of a step: ``after_backward`` (on unscaled, unclipped, averaged
+        gradients), clip, optimizer step, schedule."""
         self.scaler.unscale_(self.optimizer)  # a no-op without fp16 loss scaling
+        if self.world.size > 1:
+            if self.model is self.net:
+                self._average_probe()
+            held = {id(p) for p in self.net.parameters()}  # weights outside the net (a domain classifier)
+            distributed.average_gradients([p for g in self.optimizer.param_groups for p in g["params"]
+                                           if id(p) not in held])
         for callback in self.callbacks:
             callback.after_backward(self)
         if self.settings.clip_norm:
@@ -220,45 +274,54 @@ class Trainer:
             self.scheduler.step()
 
     # -- epochs --------------------------------------------------------------------------
+    def steps_per_epoch(self, loader: Iterable) -> int:
+        """Optimizer steps in an epoch: micro-batches left over after the last full step are not used."""
+        return max(1, len(loader) // self.settings.accumulate)
+
     def train_epoch(self, loader: Iterable) -> dict:
         self.set_train_mode()
-        steps, totals, predicted, truth = len(loader), {"train_loss": 0.0}, [], []
-        for step, (inputs, labels) in enumerate(loader, 1):
+        accumulate, steps = self.settings.accumulate, self.steps_per_epoch(loader)
+        used = min(len(loader), steps * accumulate)
+        seen = _EpochTally()
+        for micro, (inputs, labels) in enumerate(loader):
+            if micro >= used:
+                break
+            step, last = micro // accumulate + 1, (micro + 1) % accumulate == 0 or micro + 1 == used
             inputs, labels = self.to_device(inputs), labels.to(self.device)
             progress = (self.epoch * steps + step - 1) / (self.settings.epochs * steps)
-            loss, batch = self.forward_step(inputs, labels, progress)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    f"The training loss became {loss.item()} at epoch {self.epoch + 1}, step {step}. "
-                    "The last good checkpoint is kept; lower `--lr` or raise `--warmup-epochs` and `--resume` the run.")
-            self.optimise(loss)
-            totals["train_loss"] += loss.item() * len(labels)
-            for name, value in batch.losses.items():
-                key = f"train_{name}_loss"
-                totals[key] = totals.get(key, 0.0) + float(value.detach()) * len(labels)
-            predicted.append(batch.logits.detach().argmax(1).cpu())
-            truth.append(labels.cpu())
-            for callback in self.callbacks:
-                callback.on_batch_end(self, step, steps)
-        if not truth:
-            return {"train_loss": 0.0, "train_accuracy": 0.0, "train_f1": 0.0}
-        seen = classification_metrics(torch.cat(truth).numpy(), torch.cat(predicted).numpy(), self.classes)
-        terms = {k: v / seen["samples"] for k, v in totals.items() if k != "train_loss"}
-        return {"train_loss": totals["train_loss"] / seen["samples"], "train_accuracy": seen["accuracy"],
-                "train_f1": seen["f1"], **terms}
+            if micro % accumulate == 0:
+                self.optimizer.zero_grad(set_to_none=True)
+            with self._no_sync(last):
+                loss, batch = self.forward_step(inputs, labels, progress)
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(
+                        f"The training loss became {loss.item()} at epoch {self.epoch + 1}, step {step}. The last "
+                        "good checkpoint is kept; lower `--lr` or raise `--warmup-epochs` and `--resume` the run.")
+                self.scaler.scale(loss / accumulate).backward()
+            seen.add(loss, batch)
+            if last:
+                self.step()
+                for callback in self.callbacks:
+                    callback.on_batch_end(self, step, steps)
+        return seen.metrics(self.classes)
 
     @torch.inference_mode()
     def predict_logits(self, loader: Iterable) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and labels of this rank's samples of ``loader``."""
         self.net.eval()
         logits, labels = [], []
         for inputs, target in loader:
             with self._autocast():
                 logits.append(self.net(self.to_device(inputs)).float().cpu())
             labels.append(target)
+        if not logits:  # a rank whose shard is empty
+            return torch.empty(0, len(self.classes)), torch.empty(0, dtype=torch.long)
         return torch.cat(logits), torch.cat(labels)
 
     def validate(self, loader: Iterable) -> dict:
-        logits, labels = self.predict_logits(loader)
+        """Validation metrics over every rank's samples (each rank holds a shard of the split)."""
+        parts = distributed.gather(self.predict_logits(loader))
+        logits, labels = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         metrics = classification_metrics(labels.numpy(), logits.argmax(1).numpy(), self.classes)
         return {"val_loss": float(nn.functional.cross_entropy(logits, labels)),
                 **{f"val_{k}": metrics[k] for k in ("accuracy", "precision", "recall", "f1")}}
@@ -276,7 +339,7 @@ class Trainer:
         the caller's random state is the same afterwards, whatever the callbacks seed.
         """
         if self.scheduler is None:
-            self.prepare(len(train_loader))
+            self.prepare(self.steps_per_epoch(train_loader))
         with private_rng(self.device):
             for callback in self.callbacks:
                 callback.on_fit_start(self)
@@ -289,6 +352,7 @@ class Trainer:
     def _run_epoch(self, train_loader: Iterable, val_loader: Iterable) -> None:
         for callback in self.callbacks:
             callback.on_epoch_start(self, self.epoch)
+        self.wrap()
         started = time.perf_counter()
         row = {"epoch": self.epoch + 1, **self.train_epoch(train_loader), **self.validate(val_loader),
                "lr": max(g["lr"] for g in self.optimizer.param_groups)}
@@ -298,3 +362,36 @@ class Trainer:
         for callback in self.callbacks:
             callback.on_epoch_end(self, self.epoch, row)
 
+
+class _EpochTally:
+    """An epoch's training loss, extra loss terms and predictions, summed over micro-batches and ranks."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = {"train_loss": 0.0}
+        self.predicted: list[torch.Tensor] = []
+        self.truth: list[torch.Tensor] = []
+
+    def add(self, loss: torch.Tensor, batch: TrainingStep) -> None:
+        count = len(batch.labels)
+        self.totals["train_loss"] += loss.item() * count
+        for name, value in batch.losses.items():
+            key = f"train_{name}_loss"
+            self.totals[key] = self.totals.get(key, 0.0) + float(value.detach()) * count
+        self.predicted.append(batch.logits.detach().argmax(1).cpu())
+        self.truth.append(batch.labels.cpu())
+
+    def metrics(self, classes: list[str]) -> dict:
+        mine = (self.totals, torch.cat(self.truth) if self.truth else torch.empty(0, dtype=torch.long),
+                torch.cat(self.predicted) if self.predicted else torch.empty(0, dtype=torch.long))
+        parts = distributed.gather(mine)
+        truth, predicted = torch.cat([p[1] for p in parts]), torch.cat([p[2] for p in parts])
+        if not len(truth):
+            return {"train_loss": 0.0, "train_accuracy": 0.0, "train_f1": 0.0}
+        totals: dict[str, float] = {}
+        for part in parts:
+            for key, value in part[0].items():
+                totals[key] = totals.get(key, 0.0) + value
+        seen = classification_metrics(truth.numpy(), predicted.numpy(), classes)
+        terms = {k: v / seen["samples"] for k, v in totals.items() if k != "train_loss"}
+        return {"train_loss": totals["train_loss"] / seen["samples"], "train_accuracy": seen["accuracy"],
+                "train_f1": seen["f1"], **terms}

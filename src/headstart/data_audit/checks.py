@@ -1,0 +1,139 @@
+"""The audit itself: features from the cache, then every check on them.
+
+Near-duplicate threshold. Two samples are near-duplicates when the cosine similarity of their
+power-normalised features (:mod:`.similarity`) is at least ``NEAR_DUPLICATE_THRESHOLD`` of
+their modality. The values come from ``bench/audit_threshold.py``: the lowest threshold of a
+grid (0.80 ... 0.96) at which no pair of *different* images (18 scikit-image photos, 100 LFW
+faces: one class of look-alikes) or of different sentences (yelp reviews, which the audit
+benchmark does not score) is similar enough. Texts are also near-duplicates when their words are
+the same once case and punctuation are ignored, or one word apart (:mod:`.texts`): a sentence
+embedding moves more under a dropped word than under a different sentence on the same topic.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from ..backbones import build_backbone, default_backbone
+from ..data import LabelledData
+from ..devices import default_workers, resolve_device
+from ..errors import ConfigError, DataError
+from ..features import content_digests, extract_features
+from .copies import against_findings, copy_findings, copy_groups, leakage_findings
+from .findings import Audit, Finding
+from .labels import label_issue_findings, out_of_fold_probabilities, outlier_findings, outlier_scores
+from .similarity import similar_pairs, unit_rows
+from .texts import one_word_apart, text_findings
+
+__all__ = ["audit", "NEAR_DUPLICATE_THRESHOLD", "near_duplicate_threshold", "parts_of"]
+
+NEAR_DUPLICATE_THRESHOLD = {"image": 0.92, "text": 0.92}
+Progress = Callable[..., None]
+
+
+def near_duplicate_threshold(modality: str, threshold: float | None = None) -> float:
+    """The threshold given (checked), or the modality's measured default."""
+    if threshold is None:
+        return NEAR_DUPLICATE_THRESHOLD[modality]
+    if not 0 < threshold <= 1:
+        raise ConfigError(f"The near-duplicate threshold (`--threshold`) must be a cosine similarity in (0, 1]. "
+                          f"Got {threshold} instead.")
+    return float(threshold)
+
+
+def parts_of(data: LabelledData) -> list[str | None]:
+    """The predefined part (train, val, test) each sample of ``data`` is in; None without parts."""
+    if not data.splits:
+        return [None] * len(data)
+    where = {item: name for name, part in data.splits.items() for item in part.items}
+    return [where.get(item) for item in data.items]
+
+
+def audit(data: LabelledData, *, model: str | None = None, against: LabelledData | None = None,
+          weights: str | Path | None = None, threshold: float | None = None, folds: int = 5, seed: int = 0,
+          cache_dir: str | Path | None = None, use_cache: bool = True, batch_size: int = 64,
+          num_workers: int | None = None,
+          device: str = "cpu", progress: Progress | None = None) -> Audit:
+    """Audit labelled ``data`` before training on it: exact and near-duplicate copies (and copy
+    groups that cross classes), leakage between its train/val/test folders or into ``against``
+    (held-out data), likely label errors (cleanlab on out-of-fold probabilities), outliers, class
+    counts, and for texts empty, very short and over-long ones.
+
+    Everything is computed from the features of backbone ``model`` (default: the modality's),
+    read from the feature cache where a fit or an earlier audit left them. ``threshold``
+    overrides the measured near-duplicate cosine threshold; ``folds`` and ``seed`` set the
+    cross-validation of the label check.
+    """
+    threshold = near_duplicate_threshold(data.modality, threshold)
+    if against is not None and against.modality != data.modality:
+        raise DataError(f"{data.source} holds {data.modality} data but {against.source} holds {against.modality}; "
+                        "audit against data of the same kind.")
+    if len(data) < 2:
+        raise DataError(f"{data.source} has {len(data)} readable sample(s); an audit needs at least 2.")
+    name = model or default_backbone(data.modality)
+    backbone = build_backbone(name, weights=weights)
+    started = time.perf_counter()
+    settings = dict(cache_dir=cache_dir, use_cache=use_cache, batch_size=batch_size,
+                    num_workers=default_workers(num_workers),
+                    device=resolve_device(device))
+    features = extract_features(backbone, data, progress=_stage(progress, "audit features"), **settings)
+    other = (extract_features(backbone, against, progress=_stage(progress, "audit --against"), **settings)
+             if against is not None else None)
+    extracted = time.perf_counter()
+    result = Audit(data.source, data.modality, name, len(data), data.class_counts(),
+                   thresholds={"near_duplicate": threshold}, against=against.source if against is not None else None)
+    result.findings = _run_checks(data, features, against, other, backbone, result, folds, seed)
+    result.seconds = {"features": round(extracted - started, 3), "checks": round(time.perf_counter() - extracted, 3)}
+    return result
+
+
+def _stage(progress: Progress | None, stage: str):
+    return (lambda done, total: progress(stage, done, total)) if progress else None
+
+
+def _run_checks(data: LabelledData, features: np.ndarray, against: LabelledData | None, other: np.ndarray | None,
+                backbone, result: Audit, folds: int, seed: int) -> list[Finding]:
+    texts = data.items if data.modality == "text" else None
+    parts, labels = parts_of(data), data.labels
+    unit, digests = unit_rows(features), content_digests(data)
+    threshold = result.thresholds["near_duplicate"]
+    near = similar_pairs(unit, threshold) + (one_word_apart(texts) if texts else [])
+    result.groups = copy_groups(digests, near, labels, data.locations, texts)
+    findings = copy_findings(result.groups, labels, parts, texts) + leakage_findings(result.groups, labels, parts, texts)
+    if against is not None:
+        findings += against_findings(unit, unit_rows(other), digests, content_digests(against), against.locations,
+                                     threshold, labels, data.locations, texts,
+                                     against.items if against.modality == "text" else None)
+    findings += _label_issues(data, features, folds, seed, parts, texts, result)
+    y = data.y if labels is not None else None
+    outliers, fence = outlier_findings(outlier_scores(unit, y), labels, data.locations, parts, texts)
+    result.thresholds["outlier_fence"] = round(fence, 4)
+    findings += outliers
+    if texts:
+        findings += text_findings(texts, data.locations, labels, parts, data.skipped, backbone.tokenizer,
+                                  backbone.contract.max_length)
+    return findings
+
+
+def _label_issues(data: LabelledData, features: np.ndarray, folds: int, seed: int, parts: list[str | None],
+                  texts: list[str] | None, result: Audit) -> list[Finding]:
+    """cleanlab's label issues, or a note saying why there are none to look for."""
+    if data.labels is None or len(data.classes) < 2:
+        result.notes.append("No label check: the data has fewer than two classes.")
+        return []
+    y = data.y
+    smallest = int(np.bincount(y, minlength=len(data.classes)).min())
+    if smallest < 2 or folds < 2:
+        result.notes.append(f"No label check: cross-validation needs at least 2 samples per class (the smallest "
+                            f"class has {smallest}) and at least 2 folds.")
+        return []
+    used = min(folds, smallest)
+    if used < folds:
+        result.notes.append(f"Label check with {used} folds: the smallest class has {smallest} samples.")
+    result.thresholds["label_folds"] = used
+    probabilities = out_of_fold_probabilities(features, y, len(data.classes), folds=used, seed=seed)
+    return label_issue_findings(y, probabilities, data.classes, data.locations, parts, texts)

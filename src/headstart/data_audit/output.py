@@ -1,0 +1,51 @@
+"""An audit on disk: ``audit.json`` (every finding) and a self-contained ``report.html`` with its
+Audit section, written to a hidden sibling folder and renamed into place."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from ..errors import ConfigError, OutputError, describe_os_error
+from ..integrity import write_manifest
+from ..report import write_report
+from ..runs import place_folder
+from .findings import Audit
+
+__all__ = ["write_audit", "AUDIT_FILE"]
+
+AUDIT_FILE = "audit.json"
+
+
+def _check_target(path: Path) -> None:
+    """Only a new folder, an empty one or an earlier audit's is (re)placed."""
+    if path.exists() and not (path.is_dir() and ((path / AUDIT_FILE).is_file() or not any(path.iterdir()))):
+        what = "a file" if not path.is_dir() else "a folder that holds no audit"
+        raise ConfigError(f"`--out {path}` is {what}; an audit replaces only an earlier audit's folder. "
+                          "Give a new folder, e.g. `--out audits/NAME`.")
+
+
+def write_audit(audit: Audit, out_dir: str | Path, title: str | None = None) -> Path:
+    """Write ``out_dir/audit.json`` and ``out_dir/report.html`` (thumbnails or texts of the
+    findings, surest first) and return ``out_dir``; an earlier audit there is replaced whole."""
+    path = Path(out_dir)
+    _check_target(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    except OSError as exc:
+        raise OutputError(f"Cannot write the audit {path}: {describe_os_error(exc)}.") from None
+    try:
+        (temp / AUDIT_FILE).write_text(json.dumps(audit.to_dict(), indent=1))
+        write_report(temp, title or f"headstart audit: {Path(audit.source).name or audit.source}")
+        write_manifest(temp)
+        place_folder(temp, path)
+    except OSError as exc:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise OutputError(f"Cannot write the audit {path}: {describe_os_error(exc)}.") from None
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    return path

@@ -1,0 +1,189 @@
+"""Distributed training and extraction on this CPU: 2 processes over gloo, started by `--nproc`
+(torch.distributed's elastic launcher, what torchrun runs), on tiny models and data."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+import torch
+from safetensors.numpy import load_file
+
+import headstart as hs
+from headstart import distributed
+from headstart.contract import InputContract
+from headstart.data import labelled_loader, set_loader_epoch
+from headstart.distributed import World
+from headstart.errors import ConfigError
+
+from helpers import TINY_TIMM, colour_folder, tiny_bert_folder, tiny_timm_weights
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _headstart(*args: str, cwd: Path, cache: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HEADSTART_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "headstart", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=240)
+
+
+def _texts(path: Path, n: int = 48) -> Path:
+    words = {"pos": ["great", "lovely", "superb", "fine"], "neg": ["awful", "broken", "poor", "bad"]}
+    rows = ["text,label"]
+    for i in range(n):
+        label = "pos" if i % 2 else "neg"
+        rows.append(f"item {i} is {words[label][i % 4]} and {words[label][(i // 4) % 4]},{label}")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def text_job(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ddp-text")
+    return root, _texts(root / "texts.csv"), tiny_bert_folder(root / "bert", dropout=0.0)
+
+
+def _fit_text(root: Path, table: Path, bert: Path, out: str, *extra: str) -> dict:
+    result = _headstart("fit", str(table), "--model", f"hf:{bert}", "--strategy", "finetune", "--epochs", "2",
+                        "--train-batch", "8", "--dropout", "0", "--lr", "1e-3", "--device", "cpu", "--out", out,
+                        *extra, cwd=root, cache=root / "cache")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads((root / out / "history.json").read_text())
+
+
+def test_two_processes_train_as_one_with_the_same_global_batch(text_job):
+    root, table, bert = text_job
+    one = _fit_text(root, table, bert, "one")
+    two = _fit_text(root, table, bert, "two", "--nproc", "2")
+    for a, b in zip(one, two, strict=True):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
+        assert b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-4)
+        assert b["val_f1"] == pytest.approx(a["val_f1"], abs=1e-6)
+    weights_one = load_file(root / "one" / "model.safetensors")
+    weights_two = load_file(root / "two" / "model.safetensors")
+    assert max(float(np.abs(weights_one[k] - weights_two[k]).max()) for k in weights_one) < 1e-4
+    # one run directory, written by rank 0 alone; no work folder left behind
+    assert sorted(p.name for p in root.iterdir() if "two" in p.name) == ["two"]
+
+
+def test_gradient_accumulation_gives_the_large_batch_result(text_job):
+    root, table, bert = text_job
+    whole = _fit_text(root, table, bert, "whole")
+    accumulated = _fit_text(root, table, bert, "accumulated", "--accumulate", "4")
+    for a, b in zip(whole, accumulated, strict=True):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
+        assert b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-4)
+    config = (root / "accumulated" / "config.yaml").read_text()
+    assert "accumulate: 4" in config
+
+
+@pytest.mark.parametrize("size", [1, 2, 3])
+def test_each_rank_takes_its_share_of_one_permutation_and_every_sample_once(size, make_text_table):
+    table = make_text_table("t.csv", "text,label\n" + "".join(f"s{i},{'ab'[i % 2]}\n" for i in range(23)))
+    data = hs.TextTable(table)
+    contract = InputContract(modality="text", feature_dim=4)
+    alone = labelled_loader(data, contract, train=True, batch_size=6, world=World(), seed=5)
+    loaders = [labelled_loader(data, contract, train=True, batch_size=6 // size if size < 3 else 2,
+                               world=World(rank, size), seed=5) for rank in range(size)]
+    for epoch in (0, 1):
+        for loader in [alone, *loaders]:
+            set_loader_epoch(loader, epoch)
+        order = list(alone.sampler)
+        shares = [list(loader.sampler) for loader in loaders]
+        seen = [i for share in shares for i in share]
+        assert len(seen) == len(set(seen)) == 23 // size * size  # disjoint, none twice
+        assert set(seen) == set(order[:len(seen)])
+        if size < 3:  # with the same global batch, the batches are the same samples
+            batch = 6 // size
+            for step in range(len(seen) // 6):
+                joint = {i for share in shares for i in share[step * batch:(step + 1) * batch]}
+                assert joint == set(order[step * 6:(step + 1) * 6])
+    set_loader_epoch(alone, 0)
+    first = list(alone.sampler)
+    set_loader_epoch(alone, 1)
+    assert list(alone.sampler) != first  # reshuffled per epoch, from the seed
+
+
+def test_a_batch_that_does_not_split_evenly_is_a_clear_error():
+    assert distributed.micro_batch(32, 2, 4) == 4
+    with pytest.raises(ConfigError, match=r"--train-batch 30 cannot be split evenly over 4 process\(es\) x "
+                                          r"--accumulate 1: use a multiple of 4, such as 28 or 32"):
+        distributed.micro_batch(30, 1, 4)
+
+
+def test_evaluation_shards_cover_every_sample_once():
+    for n, size in [(7, 2), (5, 3), (1, 2)]:
+        positions = [distributed.shard_positions(n, World(rank, size)) for rank in range(size)]
+        assert sorted(p for share in positions for p in share) == list(range(n))
+
+
+@pytest.fixture(scope="module")
+def image_job(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ddp-images")
+    return root, colour_folder(root / "imgs", per_class=12, size=32), tiny_timm_weights(root)
+
+
+def _rank_process(launcher: subprocess.Popen, rank: str) -> psutil.Process | None:
+    for child in psutil.Process(launcher.pid).children(recursive=True):
+        try:
+            if child.environ().get("RANK") == rank and "headstart" in " ".join(child.cmdline()):
+                return child
+        except psutil.Error:
+            continue
+    return None
+
+
+def test_a_killed_rank_ends_the_job_with_one_message_and_resume_continues(image_job):
+    root, images, weights = image_job
+    command = [sys.executable, "-m", "headstart", "fit", str(images), "--model", f"timm:{TINY_TIMM}", "--weights",
+               str(weights), "--strategy", "finetune", "--epochs", "60", "--patience", "0", "--train-batch", "4",
+               "--device", "cpu", "--out", "killed", "--nproc", "2"]
+    env = {**os.environ, "HEADSTART_CACHE": str(root / "cache")}
+    launcher = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    checkpoint = root / ".killed.unfinished" / "checkpoint.pt"
+    deadline = time.monotonic() + 120
+    while not checkpoint.is_file() and time.monotonic() < deadline and launcher.poll() is None:
+        time.sleep(0.05)
+    victim = _rank_process(launcher, "1")
+    assert victim is not None and checkpoint.is_file()
+    victim.kill()
+    _, stderr = launcher.communicate(timeout=120)
+    assert launcher.returncode == 1
+    message = " ".join(stderr.split())  # the console wraps lines at its width
+    assert message.count("error:") == 1
+    assert "rank 1" in message and "SIGKILL" in message and "--resume killed --nproc 2" in message
+    assert "Traceback" not in stderr
+    saved = torch.load(checkpoint, weights_only=True)  # intact, and written by a 2-process run
+    assert saved["processes"] == 2 and 1 <= saved["epoch"] < 60
+    resumed = _headstart("fit", "--resume", "killed", "--nproc", "2", "--epochs", "60", cwd=root, cache=root / "cache")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    history = json.loads((root / "killed" / "history.json").read_text())
+    assert [row["epoch"] for row in history] == list(range(1, 61))
+
+
+def _cached_rows(cache: Path) -> list[bytes]:
+    return [bytes(row) for shard in sorted(cache.rglob("*.safetensors"))
+            for row in load_file(shard)["digests"]]
+
+
+def test_two_processes_fill_the_feature_cache_once_per_sample_and_a_second_run_reads_it(image_job):
+    root, images, weights = image_job
+    cache = root / "probe-cache"
+    first = _headstart("fit", str(images), "--model", f"timm:{TINY_TIMM}", "--weights", str(weights),
+                       "--device", "cpu", "--out", "probe", "--nproc", "2", cwd=root, cache=cache)
+    assert first.returncode == 0, first.stderr[-3000:]
+    rows = _cached_rows(cache)
+    assert len(rows) == len(set(rows)) == 36  # every sample embedded once, by one rank or the other
+    assert len(list(cache.rglob("*.safetensors"))) == 2  # one shard per rank: the work was shared
+    assert json.loads((root / "probe" / "metrics.json").read_text())["test"]["accuracy"] > 0.5
+    again = _headstart("fit", str(images), "--model", f"timm:{TINY_TIMM}", "--weights", str(weights),
+                       "--device", "cpu", "--out", "probe-again", "--seed", "3", "--nproc", "2", cwd=root, cache=cache)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert _cached_rows(cache) == rows  # read from the cache, nothing embedded again
