@@ -22,6 +22,7 @@ import headstart.feature_cache as feature_cache
 import headstart.features as features
 from headstart.backbones import build_backbone
 from headstart.data import ImageFolder
+from headstart.feature_cache import index_name
 from headstart.features import FeatureCache, extract_features
 
 from helpers import TINY_TIMM, colour_folder, tiny_timm_weights
@@ -87,7 +88,7 @@ def _nan(path: Path) -> None:
     """NaN under a checksum that matches: no index to know better (it holds the shard's first checksum)."""
     t = load_file(str(path))
     t["features"][1, 2] = np.nan
-    (path.parent / "index.sqlite").unlink()
+    (path.parent / index_name()).unlink()
     _rewrite(path, t["digests"], t["features"])
 
 
@@ -106,7 +107,7 @@ def _legacy_wrong_dim(path: Path) -> None:
     """A shard from before the index, unknown to it, whose features are one column too wide."""
     t = load_file(str(path))
     wide = np.concatenate([t["features"], np.zeros((len(t["features"]), 1), np.float32)], axis=1)
-    (path.parent / "index.sqlite").unlink()
+    (path.parent / index_name()).unlink()
     _rewrite(path, t["digests"], wide, with_checksum=False)
 
 
@@ -135,12 +136,12 @@ def test_a_damaged_shard_is_reported_once_quarantined_and_recomputed(fitted, dam
 
 @pytest.mark.parametrize("how", ["garbage", "pages overwritten"])
 def test_a_corrupt_index_is_rebuilt_from_the_shards(fitted, how, caplog):
-    index = fitted["folder"] / "index.sqlite"
+    index = fitted["folder"] / index_name()
     raw = index.read_bytes()
     index.write_bytes(b"garbage" * 1000 if how == "garbage" else raw[:100] + b"\xff" * (len(raw) - 100))
     np.testing.assert_array_equal(fitted["run"](), fitted["fresh"])
     (warning,) = _warnings(caplog)
-    assert "index.sqlite is damaged" in warning and "rebuilding" in warning
+    assert f"{index_name()} is damaged" in warning and "rebuilding" in warning
     assert fitted["embedded"] == []  # the shards were indexed again, nothing recomputed
     with sqlite3.connect(index) as db:
         assert db.execute("SELECT count(*) FROM entries").fetchone()[0] == len(fitted["data"])
@@ -148,11 +149,11 @@ def test_a_corrupt_index_is_rebuilt_from_the_shards(fitted, how, caplog):
 
 def test_a_shard_from_before_the_index_is_indexed_once_and_read(fitted, caplog, monkeypatch):
     t = load_file(str(fitted["shard"]))
-    (fitted["folder"] / "index.sqlite").unlink()
+    (fitted["folder"] / index_name()).unlink()
     _rewrite(fitted["shard"], t["digests"], t["features"], with_checksum=False)  # the old format: no metadata
     np.testing.assert_array_equal(fitted["run"](), fitted["fresh"])
     assert fitted["embedded"] == [] and _warnings(caplog) == []
-    with sqlite3.connect(fitted["folder"] / "index.sqlite") as db:  # its content, as first verified, now guards it
+    with sqlite3.connect(fitted["folder"] / index_name()) as db:  # its content, as first verified, now guards it
         assert db.execute("SELECT sha256 FROM shards").fetchall() == [(_checksum(t["digests"], t["features"]),)]
     _overwrite_features(fitted["shard"])
     np.testing.assert_array_equal(fitted["run"](), fitted["fresh"])
@@ -186,7 +187,7 @@ def test_a_full_disk_costs_one_warning_and_leaves_no_temporary_file(tmp_path, mo
         np.testing.assert_array_equal(extract_features(backbone, data, cache_dir=tmp_path / "cache", num_workers=0), fresh)
     (warning,) = _warnings(caplog)
     assert "is not writable (No space left on device); going on without caching" in warning
-    assert [p.name for p in (tmp_path / "cache").rglob("*") if p.is_file() and "index.sqlite" not in p.name] == []
+    assert [p.name for p in (tmp_path / "cache").rglob("*") if p.is_file() and "index." not in p.name] == []
 
 
 def test_sqlite_errors_cost_one_warning(tmp_path, monkeypatch, caplog):
@@ -206,7 +207,8 @@ def test_sqlite_errors_cost_one_warning(tmp_path, monkeypatch, caplog):
 
 def _files(root: Path) -> list[Path]:
     """What a cache holds, but SQLite's own side files (the log and shared memory of an open index)."""
-    return sorted(p.relative_to(root) for p in root.rglob("*") if not p.name.startswith("index.sqlite-"))
+    return sorted(p.relative_to(root) for p in root.rglob("*")
+                  if not (p.name.startswith("index.") and not p.name.endswith(".sqlite")))
 
 
 def test_a_read_only_cache_is_read_but_not_written(fitted, monkeypatch, caplog):
@@ -301,3 +303,21 @@ def test_a_temporary_file_left_by_a_killed_writer_is_swept_once_stale(tmp_path):
     os.utime(stale, (0, 0))
     FeatureCache(tmp_path, "k", DIM).lookup([bytes(32)])
     assert not stale.exists() and fresh.exists()
+
+
+def test_machines_sharing_a_cache_folder_keep_their_own_index_and_read_each_others_shards(tmp_path, monkeypatch):
+    """A shared filesystem: SQLite files are never shared between hosts, shards are."""
+    rng = np.random.default_rng(0)
+    digests = [bytes([i]) * 32 for i in range(6)]
+    rows = rng.normal(size=(6, 4)).astype(np.float32)
+    monkeypatch.setattr("socket.gethostname", lambda: "node-a")
+    FeatureCache(tmp_path, "key", 4).store(digests[:3], rows[:3])
+    monkeypatch.setattr("socket.gethostname", lambda: "node/b")  # an odd name is made a safe file name
+    second = FeatureCache(tmp_path, "key", 4)
+    second.store(digests[3:], rows[3:])
+    found = second.lookup(digests)
+    assert sorted(found) == list(range(6)) and np.array_equal(np.stack([found[i] for i in range(6)]), rows)
+    monkeypatch.setattr("socket.gethostname", lambda: "node-a")
+    assert sorted(FeatureCache(tmp_path, "key", 4).lookup(digests)) == list(range(6))  # adopts node b's shard
+    assert sorted(p.name for p in (tmp_path / "features" / "key").glob("*.sqlite")) == \
+        ["index.node-a.sqlite", "index.node_b.sqlite"]

@@ -6,6 +6,12 @@ the wanted digests and only those are read. Every shard carries a checksum; a da
 reported once, moved to ``quarantine/`` and its samples recomputed, so the cache can cost time
 but never correctness. Writing is optional: a full or read-only disk is one warning, and the
 caller goes on without caching.
+
+Several processes, on several machines, may use one cache folder at once (a distributed job on a
+shared filesystem): shards have unique names and appear whole (written aside, then renamed), and
+each machine keeps an index of its own (``index.<host>.sqlite``), since SQLite's locking cannot be
+trusted across machines on a network filesystem. An index adopts the shards other machines wrote
+when it is opened.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
+import socket
 import sqlite3
 import time
 import uuid
@@ -29,7 +37,7 @@ log = logging.getLogger(__name__)
 
 _DIGEST_BYTES = 32
 _CHECKSUM, _DIM = "sha256", "dim"  # shard metadata: SHA-256 of the digests then features bytes; feature dim
-_INDEX, _QUARANTINE = "index.sqlite", "quarantine"
+_QUARANTINE = "quarantine"
 _STALE_SECONDS = 3600  # a temporary shard file this old belongs to no live writer
 _CHUNK = 900  # digests per query: under SQLite's oldest limit of 999 parameters
 _SCHEMA = """
@@ -102,6 +110,12 @@ def _verify(tensors: dict[str, np.ndarray], expected: str | None) -> str:
     if not np.isfinite(tensors["features"]).all():
         raise _DamagedShard("non-finite feature values (NaN or Inf)")
     return checksum
+
+
+def index_name() -> str:
+    """This machine's index file: one per host, so that no SQLite file is shared between machines."""
+    host = re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname()) or "localhost"
+    return f"index.{host}.sqlite"
 
 
 def _connect(path: Path | str) -> sqlite3.Connection:
@@ -181,7 +195,7 @@ class FeatureCache:
     """Feature vectors of one backbone: checksummed safetensors shards and a SQLite index of them.
 
     ``<root>/features/<backbone_key>/`` holds ``<uuid>.safetensors`` shards (``digests`` N x 32
-    bytes, ``features`` N x D float32; metadata ``sha256`` and ``dim``), ``index.sqlite`` (digest
+    bytes, ``features`` N x D float32; metadata ``sha256`` and ``dim``), ``index.<host>.sqlite`` (digest
     -> shard, row) and ``quarantine/`` for shards that failed a check. The cache is optional:
     whatever goes wrong with it costs recomputation and one warning, never a wrong feature or a
     failed fit. Shards are written under a temporary name and renamed, so none is ever half-written.
@@ -259,7 +273,7 @@ class FeatureCache:
         if not self._in_memory:
             try:
                 self.folder.mkdir(parents=True, exist_ok=True)
-                return _connect(self.folder / _INDEX)
+                return _connect(self.folder / index_name())
             except (OSError, sqlite3.OperationalError) as error:  # read-only, full, locked for too long
                 self._unwritable(error)
                 self._in_memory = True
@@ -269,7 +283,7 @@ class FeatureCache:
         """After an index failure: move a damaged index aside (it is rebuilt from the shards), else index in memory."""
         self.close()
         if _is_corrupt(error) and not self._in_memory:
-            path = self.folder / _INDEX
+            path = self.folder / index_name()
             _warn_once(path, "damaged", "feature cache index %s is damaged (%s); rebuilding it from the shards", error)
             try:
                 self._move_aside(path)
