@@ -187,3 +187,28 @@ def test_two_processes_fill_the_feature_cache_once_per_sample_and_a_second_run_r
                        "--device", "cpu", "--out", "probe-again", "--seed", "3", "--nproc", "2", cwd=root, cache=cache)
     assert again.returncode == 0, again.stderr[-3000:]
     assert _cached_rows(cache) == rows  # read from the cache, nothing embedded again
+
+
+def _failure(exitcode: int, message: str = "", timestamp: int = 0, pid: int = 7):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(exitcode=exitcode, message=message, timestamp=timestamp, pid=pid)
+
+
+@pytest.mark.parametrize(("failures", "code", "said"), [
+    ({0: _failure(2, "bad data"), 1: _failure(2, "bad data")}, 2, None),  # rank 0 has printed it
+    ({0: _failure(-15), 1: _failure(2, "no GPU of its own")}, 2, "rank 1: no GPU of its own"),
+    ({0: _failure(3, timestamp=1), 1: _failure(-9, timestamp=2, pid=42)}, 1,
+     "the process of rank 1 (pid 42) was killed by SIGKILL; the job stopped. kept"),
+    ({0: _failure(130), 1: _failure(-15)}, 130, None),
+])
+def test_the_launcher_says_once_why_the_job_stopped(failures, code, said, capsys):
+    import typer
+
+    from headstart.cli.launch import _report
+
+    with pytest.raises(typer.Exit) as stopped:
+        _report(failures, lambda: "kept")
+    assert stopped.value.exit_code == code
+    printed = " ".join(capsys.readouterr().err.split())
+    assert (said in printed and printed.count("error:") == 1) if said else printed == ""

@@ -9,10 +9,12 @@ user errors and say nothing, and only what is theirs alone (a lost peer, a crash
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 
 import typer
@@ -52,6 +54,7 @@ def command(func: Callable | None = None, *, panel: str | None = None):
             _check_launchable(func.__name__)
             return func(*args, **kwargs)
         except HeadstartError as exc:
+            _record_for_launcher(exc)
             if not other_rank():
                 err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
             raise typer.Exit(2) from None
@@ -79,6 +82,15 @@ def command(func: Callable | None = None, *, panel: str | None = None):
 def other_rank() -> bool:
     """Whether this process is a rank other than 0 of a launched job (which prints nothing of its own)."""
     return os.environ.get("RANK", "0") != "0"
+
+
+def _record_for_launcher(exc: HeadstartError) -> None:
+    """Leave a user error where a launcher reads it (torchrun's error file), so that one met by a rank
+    other than 0 alone is said too, once, by the launcher (see ``cli/launch.py``)."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if path:
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump({"message": str(exc), "timestamp": int(time.time())}, handle)
 
 
 def _check_launchable(name: str) -> None:

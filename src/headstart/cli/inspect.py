@@ -15,6 +15,7 @@ from ..transfer import load
 from ..workflows import FitRun, RunArgs, open_data, open_inputs, open_texts
 from . import options as o
 from .app import command, err, out
+from .launch import launch
 from .output import (backbones_table, describe_split, predictions_table, progress_bars, ranking_table, report_skipped,
                      show_fit, show_metrics)
 from .output import names as name_list

@@ -53,12 +53,25 @@ def launch(nproc: int, after_failure: Callable[[], str] = lambda: "") -> None:
     except SignalException:  # Ctrl-C or a scheduler's stop: rank 0 has said what was kept
         raise typer.Exit(130) from None
     except ChildFailedError as failed:
-        rank, failure = failed.get_first_failure()
-        if failure.exitcode in (2, 130):  # a user error or an interruption: rank 0 has said it
-            raise typer.Exit(failure.exitcode) from None
-        err.print(f"[bold red]error:[/] {_describe(rank, failure.exitcode, failure.pid)}; the job stopped. "
-                  f"{after_failure()}".rstrip(), highlight=False, markup=True)
-        raise typer.Exit(1) from None
+        _report(failed.failures, after_failure)
+
+
+def _report(failures: dict, after_failure: Callable[[], str]) -> None:
+    """Say once why the job stopped (``failures``: rank -> ProcessFailure), and exit as it did."""
+    by_code = {code: sorted(rank for rank, f in failures.items() if f.exitcode == code) for code in (2, 130)}
+    if by_code[2]:  # a user error: rank 0 printed it, unless only other ranks met it
+        if by_code[2][0] != 0:
+            err.print(f"[bold red]error:[/] rank {by_code[2][0]}: {failures[by_code[2][0]].message}",
+                      highlight=False, markup=True)
+        raise typer.Exit(2)
+    if by_code[130]:  # an interruption: rank 0 said what was kept
+        raise typer.Exit(130)
+    # the cause, not its echoes: the others were stopped by the launcher (SIGTERM) or lost their peer (3)
+    causes = {r: f for r, f in failures.items() if f.exitcode not in (-signal.SIGTERM, 3)} or failures
+    rank, failure = min(causes.items(), key=lambda item: (item[1].timestamp, item[0]))
+    err.print(f"[bold red]error:[/] {_describe(rank, failure.exitcode, failure.pid)}; the job stopped. "
+              f"{after_failure()}".rstrip(), highlight=False, markup=True)
+    raise typer.Exit(1)
 
 
 def _describe(rank: int, exitcode: int, pid: int) -> str:
