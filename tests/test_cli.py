@@ -2,6 +2,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from dataclasses import MISSING, fields
 
 import pytest
@@ -11,19 +12,7 @@ from headstart import cli
 from headstart.adaptation import adaptation_names, get_adaptation
 from headstart.strategies import get_strategy, strategy_names
 
-from helpers import TINY_TIMM, colour_folder, tiny_timm_weights
-
-
-def run_cli(monkeypatch, capsys, *args):
-    """Run `headstart ARGS...` in-process; return (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["headstart", *map(str, args)])
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+from helpers import TINY_TIMM, colour_folder, run_cli, tiny_timm_weights
 
 
 @pytest.fixture
@@ -139,9 +128,25 @@ def test_progress_written_to_a_log_file_gives_one_line_per_epoch(tmp_path, monke
                            tiny_timm_weights(tmp_path), "--strategy", "finetune", "--epochs", "2", "--workers", "0",
                            "--out", tmp_path / "run")
     assert code == 0, err
-    epoch_lines = [line for line in err.splitlines() if line.startswith("epoch ")]
-    assert [line.split(":")[0] for line in epoch_lines if "val acc" in line] == ["epoch 1/2", "epoch 2/2"]
-    assert any(line.startswith("epoch 1/2: ") and line.endswith(" s") for line in epoch_lines)  # batches done, timed
+    epoch_lines = [line for line in err.splitlines() if line.startswith("finetune epoch ")]  # names the strategy
+    assert [line.split(":")[0] for line in epoch_lines if "val acc" in line] == ["finetune epoch 1/2",
+                                                                                 "finetune epoch 2/2"]
+    assert any(line.startswith("finetune epoch 1/2: ") and line.endswith(" s") for line in epoch_lines)  # timed
+    assert any(line.startswith(f"timm:{TINY_TIMM} predicting") for line in err.splitlines())  # names the model
+
+
+def test_a_long_stage_without_a_terminal_prints_a_line_at_each_interval(capsys):
+    """Written to a log file, a long stage is never silent for more than the interval."""
+    from headstart.cli.output import _log_lines
+
+    progress = _log_lines(interval=0.05)
+    for done in range(1, 6):
+        time.sleep(0.03)
+        progress("minilm train features", done, 5)
+    lines = capsys.readouterr().err.splitlines()
+    running = [line for line in lines if "left" in line]
+    assert running and all(line.startswith("minilm train features: ") and "/s, about " in line for line in running)
+    assert lines[-1].startswith("minilm train features: 5/5 in ")
 
 
 def test_a_terminated_finetune_exits_like_an_interrupt_and_keeps_its_checkpoint(tmp_path):

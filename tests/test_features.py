@@ -107,3 +107,20 @@ def test_text_features_come_back_in_the_callers_order(tmp_path):
     together = features.embed(backbone, texts, batch_size=1, num_workers=0)  # batch 1: no padding either way
     for text, row in zip(texts, together):
         np.testing.assert_allclose(row, features.embed(backbone, [text], batch_size=1, num_workers=0)[0], atol=1e-6)
+
+
+def test_copies_are_embedded_once_and_the_counter_counts_samples_cold_or_warm(tmp_path, monkeypatch):
+    import shutil
+
+    folder = colour_folder(tmp_path / "imgs", per_class=3)
+    shutil.copy(folder / "red" / "0.png", folder / "red" / "copy.png")
+    data = ImageFolder(folder)
+    backbone = _backbone(tmp_path)
+    embedded = _record_embeds(monkeypatch)
+    for run in ("cold", "warm"):
+        calls = []
+        extract_features(backbone, data, cache_dir=tmp_path / "cache", batch_size=4, num_workers=0,
+                         progress=lambda done, total: calls.append((done, total)))
+        assert calls[-1] == (len(data), len(data)), run  # 10 samples, cold or warm
+        assert [done for done, _ in calls] == sorted(done for done, _ in calls)
+    assert [len(items) for items in embedded] == [len(data) - 1]  # the copy was embedded once, then read

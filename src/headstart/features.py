@@ -86,7 +86,8 @@ def extract_features(backbone: Backbone, data: LabelledData, *, cache_dir: str |
     """Features of every sample in ``data`` (N x feature_dim), from the cache where possible.
 
     ``cache_dir`` defaults to :func:`default_cache_dir`; ``use_cache=False`` skips it.
-    ``progress(done, total)`` is called after each batch that had to be computed.
+    ``progress(done, total)`` counts samples (a file's copies are embedded once) and is called
+    after each batch that had to be computed.
     """
     if data.modality != backbone.contract.modality:
         raise ConfigError(f"Backbone '{backbone.name}' takes {backbone.contract.modality} data, "
@@ -104,9 +105,15 @@ def extract_features(backbone: Backbone, data: LabelledData, *, cache_dir: str |
         for position, row in found.items():
             out[position] = row
         if missing:
-            fresh = embed(backbone, [data.items[i] for i in missing], batch_size=batch_size,
-                          num_workers=num_workers, device=device, progress=progress, max_pixels=data.max_pixels)
-            unique = {digests[i]: row for i, row in zip(missing, fresh)}
+            first_of: dict[bytes, int] = {}
+            for i in missing:  # one sample of each content: copies are embedded once
+                first_of.setdefault(digests[i], i)
+            first = list(first_of.values())
+            counted = (lambda done, total: progress(len(found) + done * len(missing) // len(first), len(digests))) \
+                if progress else None  # counted in samples, cold or warm alike
+            fresh = embed(backbone, [data.items[i] for i in first], batch_size=batch_size,
+                          num_workers=num_workers, device=device, progress=counted, max_pixels=data.max_pixels)
+            unique = {digests[i]: row for i, row in zip(first, fresh)}
             for i in missing:  # duplicate files get the one stored vector: a warm run sees the same numbers
                 out[i] = unique[digests[i]]
             cache.store(list(unique), np.stack(list(unique.values())))

@@ -38,6 +38,6 @@ def network_probabilities(net: TransferNet, data: LabelledData, backbone: Backbo
             out.append(torch.softmax(logits.float(), dim=1).cpu())
             done += len(out[-1])
             if progress:
-                progress("predicting", done, len(items))
+                progress(f"{backbone.name} predicting", done, len(items))
     mine = torch.cat(out[1:]).numpy() if len(out) > 1 else np.empty((0, 0), dtype=np.float32)
     return distributed.gather_rows(mine, len(data))

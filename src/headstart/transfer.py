@@ -34,7 +34,7 @@ from .runs import RunFiles, read_run, write_run
 from .strategies import ComputeContext, FitJob, Strategy, get_strategy
 from .training import Callback
 
-__all__ = ["Transfer", "load", "clone", "NotFittedError", "EpochProgress"]
+__all__ = ["Transfer", "load", "load_run", "clone", "NotFittedError", "EpochProgress"]
 
 Progress = Callable[..., None]
 
@@ -46,15 +46,15 @@ class NotFittedError(HeadstartError, AttributeError):
 class EpochProgress(Callback):
     """Reports training batches, and each epoch's validation scores, to a progress callback."""
 
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
+    def __init__(self, progress: Progress, label: str = "") -> None:
+        self.progress, self.label = progress, f"{label} " if label else ""
 
     def on_batch_end(self, trainer, step: int, steps: int) -> None:
-        self.progress(f"epoch {trainer.epoch + 1}/{trainer.settings.epochs}", step, steps)
+        self.progress(f"{self.label}epoch {trainer.epoch + 1}/{trainer.settings.epochs}", step, steps)
 
     def on_epoch_end(self, trainer, epoch: int, row: dict) -> None:
         note = f"loss {row['train_loss']:.3f}  val acc {row['val_accuracy']:.3f}  val F1 {row['val_f1']:.3f}"
-        self.progress(f"epoch {epoch}/{trainer.settings.epochs}", 1, 1, note)
+        self.progress(f"{self.label}epoch {epoch}/{trainer.settings.epochs}", 1, 1, note)
 
 
 class Transfer:
@@ -62,7 +62,8 @@ class Transfer:
 
     Parameters
     ----------
-    model: a registered backbone (``headstart models``), ``timm:<name>`` or ``hf:<id or folder>``;
+    model: a registered backbone (``headstart models``), ``timm:<name>``, ``hf:<id or folder>`` or
+        ``run:<run folder>`` (the backbone a network-strategy run fitted);
         None picks the packaged default for the data (efficientnet_lite0 for images, minilm for
         text); ``auto`` ranks ``candidates`` by LogME on the training data and fits the best.
     strategy: how to transfer (``hs.strategy_names()``); ``linear-probe`` trains a new head on frozen features.
@@ -144,7 +145,8 @@ class Transfer:
     # -- fitting ------------------------------------------------------------------------------
     def _features(self, data: LabelledData, stage: str, module: nn.Module | None = None) -> np.ndarray:
         """Features by the fitted backbone (cached), or by a modified copy of it (never cached)."""
-        progress = (lambda done, total: self.progress(stage, done, total)) if self.progress else None
+        label = f"{self.backbone_.name} {stage}"  # which model: compare and rank run several
+        progress = (lambda done, total: self.progress(label, done, total)) if self.progress else None
         backbone = self.backbone_ if module is None else replace(self.backbone_, module=module)
         return extract_features(backbone, data, cache_dir=self.cache_dir, use_cache=self.use_cache and module is None,
                                 batch_size=self.batch_size, num_workers=default_workers(self.num_workers),
@@ -199,8 +201,9 @@ class Transfer:
         with torch.random.fork_rng(devices=[]):  # random weights (scratch) follow the run's seed, not the global state
             torch.manual_seed(self.seed)
             self.backbone_ = build_backbone(self.model_name_, weights=self.weights, pretrained=strategy.pretrained)
+        self.model_name_ = self.backbone_.name  # as config.yaml records it: a `run:` folder made absolute
         self.classes_ = list(train.classes)
-        progress = [EpochProgress(self.progress)] if self.progress else []
+        progress = [EpochProgress(self.progress, strategy.name)] if self.progress else []
         job = FitJob(**vars(self._context()), classes=self.classes_, train=train, val=val, seed=self.seed,
                      strategy=strategy, target=target, adaptation=method, checkpoint=Path(checkpoint) if checkpoint else None,
                      resume=resume, callbacks=[*progress, *callbacks],
@@ -337,7 +340,12 @@ class Transfer:
 def load(path: str | Path, *, device: str = "auto", cache_dir: str | Path | None = None,
          progress: Progress | None = None) -> Transfer:
     """Load a saved run as a fitted :class:`Transfer`, checking the backbone's weights match."""
-    run = read_run(path)
+    return load_run(read_run(path), path, device=device, cache_dir=cache_dir, progress=progress)
+
+
+def load_run(run: RunFiles, path: str | Path, *, device: str = "auto", cache_dir: str | Path | None = None,
+             progress: Progress | None = None) -> Transfer:
+    """:func:`load` for a run already read with ``runs.read_run`` (``path`` names it in messages)."""
     backbone = _recorded_backbone(run.config, path)
     model = Transfer(backbone["name"], run.config["strategy"], config=run.config["strategy_config"],
                      weights=backbone.get("weights"), seed=run.config.get("seed", 0),

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -37,18 +39,22 @@ def report_skipped(data) -> None:
         err.print(f"  ... and {len(data.skipped) - 10} more")
 
 
+LOG_INTERVAL = 30.0  # seconds between the plain progress lines of a long stage
+
+
 @contextmanager
-def progress_bars(enabled: bool = True):
+def progress_bars(enabled: bool = True, interval: float = LOG_INTERVAL):
     """A rich progress display; yields a ``progress(stage, done, total, note="")`` callback.
 
     Where stderr is no terminal (a log file, nohup, a batch job) a live display would show
-    nothing until the end, so each finished stage prints one plain line instead.
+    nothing until the end, so plain lines are printed instead: one every ``interval`` seconds
+    while a stage runs (done/total, rate, time left) and one when it finishes.
     """
     if not enabled or other_rank():
         yield None
         return
     if not err.is_terminal:
-        yield _log_lines()
+        yield _log_lines(interval)
         return
     columns = (TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[note]}"))
@@ -61,20 +67,33 @@ def progress_bars(enabled: bool = True):
         yield update
 
 
-def _log_lines():
-    """A ``progress`` callback printing one line per finished stage, and one per note (epoch scores)."""
+def _log_lines(interval: float = LOG_INTERVAL):
+    """A ``progress`` callback printing a line every ``interval`` seconds of a running stage, one per
+    finished stage, and one per note (epoch scores)."""
     started: dict[str, float] = {}
+    last: dict[str, float] = {}
     printed: set[tuple[str, str]] = set()
 
     def update(stage: str, done: int, total: int, note: str = "") -> None:
-        started.setdefault(stage, time.perf_counter())
-        if done < total or (stage, note) in printed:
+        now = time.perf_counter()
+        began = started.setdefault(stage, now)
+        if done < total:
+            if now - last.setdefault(stage, began) >= interval and done:
+                last[stage] = now
+                rate = done / (now - began)
+                err.print(f"{stage}: {done}/{total} ({100 * done // total}%), {rate:.1f}/s, about "
+                          f"{_duration((total - done) / rate)} left", highlight=False, markup=False)
+            return
+        if (stage, note) in printed:
             return
         printed.add((stage, note))
-        seconds = time.perf_counter() - started[stage]
-        err.print(f"{stage}: {note}" if note else f"{stage}: {done}/{total} in {seconds:.0f} s",
+        err.print(f"{stage}: {note}" if note else f"{stage}: {done}/{total} in {now - began:.0f} s",
                   highlight=False, markup=False)
     return update
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
 def data_line(data, train, test, val=None) -> str:
@@ -264,14 +283,22 @@ def findings_table(result, top: int) -> Table:
                   title_justify="left")
     for column in ("kind", "sample", "label", "score", "detail"):
         table.add_column(column, overflow="fold", justify="right" if column == "score" else "left")
-    inside = result.source.rstrip("/") + "/"  # paths inside the data folder are shown from there
     for kind in _kinds():
         for f in result.of_kind(kind)[:top]:
             label = (f.label or "") + (f" → {f.suggested}" if f.suggested else "")
-            where = f.location.replace(inside, "") + (f" [{f.split}]" if f.split else "")
-            detail = (f"group {f.group}: " if f.group is not None else "") + f.detail.replace(inside, "")
-            table.add_row(kind, where, label, f"{f.score:.2f}", detail)
+            where = _short(f.location, result.source) + (f" [{f.split}]" if f.split else "")
+            if f.text is not None:
+                where += f"\n{escape(f.text[:80])}" + ("…" if len(f.text) > 80 else "")
+            detail = (f"group {f.group}: " if f.group is not None else "") + _short(f.detail, result.source)
+            table.add_row(kind, where, label, f"{f.score:.2f}", escape(detail))
     return table
+
+
+def _short(text: str, source: str) -> str:
+    """Locations as a user reads them: paths from inside the data folder, a table by its file name."""
+    if Path(source).is_dir():
+        return text.replace(source.rstrip("/") + "/", "")
+    return text.replace(source, Path(source).name)
 
 
 def show_audit(result, top: int = 5) -> None:
