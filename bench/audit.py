@@ -28,13 +28,12 @@ import time
 from pathlib import Path
 
 import torch
+from _common import emit, machine, parser, quiet
+from _injection import IMAGE_CHANGES, TEXT_CHANGES, change_text, save_changed
 
 import headstart as hs
 from headstart.data_audit import audit, drop_flagged
 from headstart.demo import write_digits_folder
-
-from _common import emit, machine, parser, quiet
-from _injection import IMAGE_CHANGES, TEXT_CHANGES, change_text, save_changed
 
 GOALS = {"image": {"label-issue": (0.8, 0.7), "copy": (0.95, 0.95), "outlier": (0.8, 0.5)},
          "text": {"label-issue": (0.7, 0.6), "copy": (0.95, 0.95), "outlier": (0.8, 0.5)}}
@@ -76,7 +75,7 @@ def inject_texts(train: hs.LabelledData, table: Path, rng: random.Random, aliens
     flips = set(_pick(rng, list(range(n)), 0.05, n))
     copies = set(_pick(rng, [i for i in range(n) if i not in flips], 0.03, n))
     rows, truth = [], {"flipped": set(), "pairs": [], "outliers": set()}
-    line = lambda: f"{table}:{len(rows) + 2}"  # noqa: E731 - the header is line 1
+    line = lambda: f"{table}:{len(rows) + 2}"
     for i, (text, label) in enumerate(zip(train.items, train.labels)):
         if i in flips:
             truth["flipped"].add(line())
@@ -105,7 +104,10 @@ def scores(result, truth: dict) -> dict:
     right = {"label-issue": truth["flipped"], "copy": in_pairs, "outlier": truth["outliers"]}
     found = {"label-issue": len(flagged["label-issue"] & truth["flipped"]) / len(truth["flipped"]),
              "copy": sum(caught) / len(caught), "outlier": len(flagged["outlier"] & truth["outliers"]) / len(truth["outliers"])}
-    return {kind: {"injected": len(right[kind]) // (2 if kind == "copy" else 1), "flagged": len(flagged[kind]),
+    exact = {f.location for f in result.of_kind("duplicate")}
+    extra = flagged["copy"] - in_pairs  # copies the data held before injection, or false alarms
+    result_scores = {"copies_not_injected": len(extra), "of_which_exact": len(extra & exact)}
+    return result_scores | {kind: {"injected": len(right[kind]) // (2 if kind == "copy" else 1), "flagged": len(flagged[kind]),
                    "recall": found[kind],
                    "precision": len(flagged[kind] & right[kind]) / len(flagged[kind]) if flagged[kind] else 0.0}
             for kind in right}
@@ -176,6 +178,8 @@ def report(results: list[dict], args) -> None:
     for r in results:
         goals = GOALS["image" if r["model"].startswith("efficientnet") else "text"]
         for kind, s in r["scores"].items():
+            if not isinstance(s, dict):
+                continue
             recall_goal, precision_goal = goals[kind]
             rows.append((r["task"], kind, s["injected"], s["flagged"], f"{s['recall']:.3f}", f"{s['precision']:.3f}",
                          f"R>={recall_goal} P>={precision_goal}",
@@ -183,6 +187,9 @@ def report(results: list[dict], args) -> None:
     notes = []
     for r in results:
         a = r["accuracy"]
+        notes.append(f"{r['task']}: {r['scores']['copies_not_injected']} flagged copies are no injected pair's, "
+                     f"{r['scores']['of_which_exact']} of them byte-identical files or texts (copies the data held "
+                     "before injection)")
         recovered = "n/a (no cost)" if r["recovered"] is None else f"{r['recovered']:.2f} of the cost (goal >= 0.5)"
         notes.append(f"{r['task']}: linear probe test accuracy clean {a['clean']:.4f}, with the injected problems "
                      f"{a['noisy']:.4f}, after dropping {r['dropped']} label issues {a['dropped label issues']:.4f}: "

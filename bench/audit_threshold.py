@@ -25,15 +25,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import emit, machine, parser, quiet
+from _injection import IMAGE_CHANGES, TEXT_CHANGES, change_image, change_text
 from PIL import Image
 
 import headstart as hs
 from headstart.backbones import build_backbone
 from headstart.data_audit.similarity import unit_rows
 from headstart.features import extract_features
-
-from _common import emit, machine, parser, quiet
-from _injection import IMAGE_CHANGES, TEXT_CHANGES, change_image, change_text
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "retina", "camera",
           "coins", "moon", "grass", "gravel", "brick", "clock", "cell", "page", "colorwheel", "horse")
@@ -140,8 +139,8 @@ def main() -> None:
          ("kind", "pairs", "n", "min", "max", *(f">={t}" for t in GRID)),
          [(r["kind"], r["pairs"], r["n"], f"{r['min']:.3f}", f"{r['max']:.3f}",
            *(f"{r['at_or_above'][t]:.4f}" for t in GRID)) for r in rows],
-         [f"lowest threshold no different pair reaches: images {thresholds['image']} (photos, faces), "
-          f"texts {thresholds['text']} (yelp)"])
+         [(f"lowest threshold no different pair reaches: images {thresholds['image']} (photos, faces), "
+           f"texts {thresholds['text']} (yelp)")])
 
 
 if __name__ == "__main__":

@@ -69,3 +69,19 @@ def review_table(path: Path, per_class: int = 30, seed: int = 0) -> Path:
             writer.writerow([f"{rnd.choice(good)}, {rnd.choice(good)} product {i}", "pos"])
             writer.writerow([f"{rnd.choice(bad)}, {rnd.choice(bad)} product {i}", "neg"])
     return Path(path)
+
+
+def run_cli(monkeypatch, capsys, *args):
+    """Run `headstart ARGS...` in-process; return (exit code, stdout, stderr)."""
+    import sys
+
+    from headstart import cli
+
+    monkeypatch.setattr(sys, "argv", ["headstart", *map(str, args)])
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code or 0
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

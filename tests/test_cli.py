@@ -32,7 +32,7 @@ def test_fit_json_prints_the_metrics_and_writes_a_complete_run(fitted_run):
     assert metrics["accuracy"] >= 0.8
     assert sorted(p.name for p in run.iterdir()) == [".headstart-run", "config.yaml", "contract.json", "labels.json", "manifest.json",
                                                      "metrics.json", "model.safetensors", "predictions.json",
-                                                     "report.html"]
+                                                     "report.html", "trained_on.json"]
 
 
 def test_evaluate_and_predict_a_saved_run(fitted_run, monkeypatch, capsys):
@@ -44,8 +44,12 @@ def test_evaluate_and_predict_a_saved_run(fitted_run, monkeypatch, capsys):
     assert code == 0 and len(rows) == 10
     assert sum(row["label"] == "red" for row in rows) >= 8
     assert abs(sum(rows[0]["probabilities"].values()) - 1) < 1e-5
-    code, out, _ = run_cli(monkeypatch, capsys, "evaluate", run, folder)
+    code, out, err = run_cli(monkeypatch, capsys, "evaluate", run, folder)
     assert code == 0 and "confusion matrix" in out and "accuracy" in out
+    # the folder holds the run's own training samples: said, and --exclude-train scores the rest (its test split)
+    assert "24 of the 30 samples" in " ".join(err.split()) and "--exclude-train" in err
+    code, out, err = run_cli(monkeypatch, capsys, "evaluate", run, folder, "--exclude-train", "--json")
+    assert code == 0 and json.loads(out)["samples"] == 6 and "left out: 6 scored" in " ".join(err.split())
 
 
 def test_models_lists_the_packaged_backbones(monkeypatch, capsys):

@@ -157,7 +157,7 @@ def test_text_mistakes_are_shown_as_text(tmp_path, monkeypatch, capsys):
 
 
 def test_report_of_a_folder_without_results_says_what_it_needs(tmp_path, monkeypatch, capsys):
-    with pytest.raises(DataError, match="no metrics.json, comparison.json or tuning.json"):
+    with pytest.raises(DataError, match="no metrics.json, comparison.json, tuning.json or audit.json"):
         write_report(tmp_path)
     code, _, err = run_cli(monkeypatch, capsys, "report", tmp_path / "nothing")
     assert code == 2 and "is not a folder" in " ".join(err.split())

@@ -1,7 +1,8 @@
 """Pre-trained backbones and their input contracts."""
 
 from .base import Backbone, BackboneEntry
-from .registry import DEFAULT_BACKBONES, BackboneInfo, default_backbone, build_backbone, list_backbones, register_backbone, registered_names
+from .registry import (DEFAULT_BACKBONES, BackboneInfo, build_backbone, default_backbone, list_backbones,
+                       register_backbone, register_prefix, registered_names)
 from .text_encoders import TextEncoder
 from .timm_models import load_state_dict_file
 
@@ -16,5 +17,6 @@ __all__ = [
     "list_backbones",
     "load_state_dict_file",
     "register_backbone",
+    "register_prefix",
     "registered_names",
 ]

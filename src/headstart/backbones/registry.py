@@ -2,11 +2,14 @@
 
 Registered names (``efficientnet_lite0``, ``minilm``) are pre-trained models whose weights
 ship in pip packages. ``timm:<name>`` and ``hf:<id or folder>`` reach any timm or Hugging
-Face model the machine has weights for.
+Face model the machine has weights for. ``run:<run folder>`` is a fitted run's backbone: its
+builder lives above this layer (``headstart.run_backbones``) and registers itself with
+:func:`register_prefix`; the registry imports it, by name, the first time the prefix is used.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +20,7 @@ from .efficientnet_lite import EFFICIENTNET_LITE_ENTRIES
 from .text_encoders import MINILM_ENTRY, build_hf_backbone
 from .timm_models import build_timm_backbone
 
-__all__ = ["register_backbone", "build_backbone", "list_backbones", "BackboneInfo", "registered_names", "default_backbone",
+__all__ = ["register_backbone", "register_prefix", "build_backbone", "list_backbones", "BackboneInfo", "registered_names", "default_backbone",
            "DEFAULT_BACKBONES"]
 
 # The packaged default of each modality: what `fit` uses when no `--model` is given.
@@ -25,6 +28,21 @@ DEFAULT_BACKBONES = {"image": "efficientnet_lite0", "text": "minilm"}
 
 _REGISTRY: dict[str, BackboneEntry] = {}
 _PREFIXES: dict[str, Callable[..., Backbone]] = {"timm": build_timm_backbone, "hf": build_hf_backbone}
+# Prefixes whose builder lives in a higher layer: the module named here registers it when imported.
+_PREFIX_MODULES = {"run": "headstart.run_backbones"}
+
+
+def register_prefix(prefix: str, builder: Callable[..., Backbone]) -> None:
+    """Make ``<prefix>:<spec>`` build through ``builder(spec, weights=..., pretrained=...)``."""
+    if _PREFIXES.get(prefix, builder) is not builder:
+        raise ConfigError(f"The backbone prefix '{prefix}:' is already registered.")
+    _PREFIXES[prefix] = builder
+
+
+def _prefix_builder(prefix: str) -> Callable[..., Backbone] | None:
+    if prefix not in _PREFIXES and prefix in _PREFIX_MODULES:
+        importlib.import_module(_PREFIX_MODULES[prefix])
+    return _PREFIXES.get(prefix)
 
 
 def register_backbone(entry: BackboneEntry) -> BackboneEntry:
@@ -50,19 +68,20 @@ def registered_names() -> list[str]:
 
 
 def build_backbone(name: str, weights: str | Path | None = None, pretrained: bool = True) -> Backbone:
-    """Build a backbone by registered name, ``timm:<name>`` or ``hf:<id or folder>``.
+    """Build a backbone by registered name, ``timm:<name>``, ``hf:<id or folder>`` or ``run:<run folder>``.
 
     ``weights`` is a local weights file that replaces the default source; ``pretrained=False``
     gives the same architecture with random weights (the from-scratch baseline).
     """
     prefix, _, rest = name.partition(":")
-    if rest and prefix in _PREFIXES:
-        return _PREFIXES[prefix](rest, weights=weights, pretrained=pretrained)
+    builder = _prefix_builder(prefix) if rest else None
+    if builder is not None:
+        return builder(rest, weights=weights, pretrained=pretrained)
     entry = _REGISTRY.get(name)
     if entry is None:
         raise ConfigError(
             f"Unknown backbone '{name}'.{did_you_mean(name, _REGISTRY)} Choose one of "
-            f"{', '.join(_REGISTRY)}, or `timm:<model name>` / `hf:<model id or folder>`; "
+            f"{', '.join(_REGISTRY)}, or `timm:<model name>` / `hf:<model id or folder>` / `run:<run folder>`; "
             "`headstart models` lists them."
         )
     return entry.build(weights=weights, pretrained=pretrained)

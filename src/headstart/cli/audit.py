@@ -8,7 +8,8 @@ from typing import Optional
 
 import typer
 
-from ..data_audit import audit as run_audit, write_audit
+from ..data_audit import audit as run_audit
+from ..data_audit import write_audit
 from ..workflows import open_data
 from . import options as o
 from .app import command, out

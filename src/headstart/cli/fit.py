@@ -34,7 +34,8 @@ VAL = typer.Option(0.0, show_default=False, rich_help_panel=o.DATA, help=(
     "(15%) out of the training split."))
 STRICT = typer.Option(False, help="Fail on unreadable samples instead of skipping them.", rich_help_panel=o.DATA)
 MODEL = o.model("Backbone: see `headstart models` (default: efficientnet_lite0 for images, minilm for text); "
-                "`auto` ranks the candidates by LogME and fits the best.")
+                "`run:PATH` continues from a run's trained backbone; `auto` ranks the candidates by LogME and fits "
+                "the best.")
 CANDIDATES = typer.Option(None, rich_help_panel=o.MODEL, help=(
     "Comma-separated backbones `--model auto` ranks (default: every offline backbone of the data's modality)."))
 STRATEGY = typer.Option(None, rich_help_panel=o.STRATEGY, help=(

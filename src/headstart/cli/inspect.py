@@ -12,25 +12,33 @@ import typer
 from ..backbones import list_backbones
 from ..devices import resolve_device
 from ..transfer import load
-from ..workflows import FitRun, RunArgs, open_data, open_inputs, open_texts
+from ..workflows import FitRun, RunArgs, evaluate_run, open_data, open_inputs, open_texts
 from . import options as o
 from .app import command, err, out
 from .launch import launch
 from .output import (backbones_table, describe_split, predictions_table, progress_bars, ranking_table, report_skipped,
-                     show_fit, show_metrics)
+                     run_backbones_table, show_fit, show_metrics)
 from .output import names as name_list
 
 RANK_KEYS = ("model", "layer", "logme", "leep", "nce", "hscore", "knn_accuracy", "seconds")
 
 
 @command(panel="Inspect")
-def models(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+def models(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+           runs: Optional[Path] = typer.Option(None, "--runs", help="Also list the runs under this folder, which "
+                                               "`--model run:PATH` takes as backbones.")) -> None:
     """List the registered backbones, their weights' availability and input contracts."""
-    rows = list_backbones()
+    from ..run_backbones import list_run_backbones
+
+    rows, run_rows = list_backbones(), list_run_backbones(runs) if runs is not None else None
     if as_json:
-        print(json.dumps([row.__dict__ for row in rows], indent=1))
+        listed = [row.__dict__ for row in rows]
+        print(json.dumps(listed if run_rows is None else {"backbones": listed, "runs": [r.__dict__ for r in run_rows]},
+                         indent=1))
         return
     out.print(backbones_table(rows))
+    if run_rows is not None:
+        out.print(run_backbones_table(run_rows, runs))
 
 
 @command(panel="Inspect")
@@ -73,18 +81,25 @@ def evaluate(
     data: Path = typer.Argument(..., help="Labelled data: an image folder or a text table."),
     text_column: str = o.text_column(), label_column: str = o.label_column(),
     device: str = o.device(), cache_dir: Optional[Path] = o.cache_dir(),
+    exclude_train: bool = typer.Option(False, "--exclude-train", rich_help_panel=o.DATA, help=(
+        "Score only the samples the run did not train on (by content).")),
     as_json: bool = o.as_json("the metrics"), reading: dict = None,
 ) -> None:
     """Evaluate a saved run on labelled data: accuracy, precision, recall, F1, confusion matrix."""
     dataset = open_data(data, text_column, label_column, strict=False, reading=o.read_options(reading))
     report_skipped(dataset)
     with progress_bars(not as_json) as progress:
-        model = load(run, device=device, cache_dir=cache_dir, progress=progress)
-        metrics = model.evaluate(dataset)
+        result = evaluate_run(run, dataset, exclude_train=exclude_train, device=device, cache_dir=cache_dir,
+                              progress=progress)
+    if result.overlap:
+        err.print(f"[yellow]warning:[/] {result.overlap} of the {len(dataset)} samples of {dataset.source} are ones "
+                  f"the run trained on; " + (f"they were left out: {len(result.evaluated)} scored." if exclude_train
+                                            else "their scores overstate the model: `--exclude-train` leaves them out."),
+                  highlight=False)
     if as_json:
-        print(json.dumps(metrics, indent=1))
+        print(json.dumps(result.metrics, indent=1))
     else:
-        show_metrics(metrics, f"{dataset.source} — run {run}")
+        show_metrics(result.metrics, f"{dataset.source} — run {run}")
 
 
 @command(panel="Inspect")

@@ -192,13 +192,24 @@ def _contract_text(modality: str, c: dict) -> str:
 
 
 def backbones_table(rows) -> Table:
-    table = Table(title="backbones (also: timm:<name> and hf:<id or folder>)", title_justify="left")
+    table = Table(title="backbones (also: timm:<name>, hf:<id or folder>, run:<run folder> — `--runs DIR` lists "
+                  "runs)", title_justify="left")
     for column in ("name", "modality", "weights", "feature dim", "input contract", "layer groups"):
         table.add_column(column)
     for row in rows:
         table.add_row(row.name, row.modality, "[green]offline[/]" if row.available else "[red]missing[/]",
                       str(row.feature_dim), _contract_text(row.modality, row.contract),
                       str(len(row.contract["layer_groups"])))
+    return table
+
+
+def run_backbones_table(rows, folder) -> Table:
+    table = Table(title=f"runs under {folder} (`--model run:PATH`)", title_justify="left")
+    for column in ("name", "base backbone", "strategy", "modality", "feature dim", "as backbone"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(escape(row.name), escape(row.base), row.strategy, row.modality, str(row.feature_dim or "?"),
+                      "[green]yes[/]" if row.usable else f"[red]no[/]: {escape(row.note)}")
     return table
 
 

@@ -25,11 +25,16 @@ from ..errors import ConfigError, DataError
 from ..features import content_digests, extract_features
 from .copies import against_findings, copy_findings, copy_groups, leakage_findings
 from .findings import Audit, Finding
-from .labels import label_issue_findings, out_of_fold_probabilities, outlier_findings, outlier_scores
+from .labels import (
+    label_issue_findings,
+    out_of_fold_probabilities,
+    outlier_findings,
+    outlier_scores,
+)
 from .similarity import similar_pairs, unit_rows
 from .texts import one_word_apart, text_findings
 
-__all__ = ["audit", "NEAR_DUPLICATE_THRESHOLD", "near_duplicate_threshold", "parts_of"]
+__all__ = ["NEAR_DUPLICATE_THRESHOLD", "audit", "near_duplicate_threshold", "parts_of"]
 
 NEAR_DUPLICATE_THRESHOLD = {"image": 0.92, "text": 0.92}
 Progress = Callable[..., None]
@@ -77,9 +82,8 @@ def audit(data: LabelledData, *, model: str | None = None, against: LabelledData
     name = model or default_backbone(data.modality)
     backbone = build_backbone(name, weights=weights)
     started = time.perf_counter()
-    settings = dict(cache_dir=cache_dir, use_cache=use_cache, batch_size=batch_size,
-                    num_workers=default_workers(num_workers),
-                    device=resolve_device(device))
+    settings = {"cache_dir": cache_dir, "use_cache": use_cache, "batch_size": batch_size,
+                "num_workers": default_workers(num_workers), "device": resolve_device(device)}
     features = extract_features(backbone, data, progress=_stage(progress, "audit features"), **settings)
     other = (extract_features(backbone, against, progress=_stage(progress, "audit --against"), **settings)
              if against is not None else None)

@@ -13,8 +13,16 @@ import numpy as np
 from .findings import Finding
 from .similarity import connected_groups, pairs_between
 
-__all__ = ["normalised_text", "exact_pairs", "copy_groups", "copy_findings", "leakage_findings", "against_findings",
-           "kept_member", "PART_ORDER"]
+__all__ = [
+    "PART_ORDER",
+    "against_findings",
+    "copy_findings",
+    "copy_groups",
+    "exact_pairs",
+    "kept_member",
+    "leakage_findings",
+    "normalised_text",
+]
 
 PART_ORDER = ("train", "val", "test")  # a copy across parts is flagged in the earliest part it is in
 Pair = tuple[int, int, float]

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["KINDS", "DROP_KINDS", "Finding", "Audit"]
+__all__ = ["DROP_KINDS", "KINDS", "Audit", "Finding"]
 
 # Every kind of finding, in the order a summary lists them, with what it means.
 KINDS = {
     "duplicate": "exact copy (same bytes or text) of another sample",
-    "near-duplicate": "resized, re-encoded, cropped or re-coloured copy of another sample",
+    "near-duplicate": "a slightly changed copy: resized, re-encoded, cropped, re-coloured; texts: case, punctuation, a word",
     "leakage": "copy of a sample in a held-out part (val/ or test/ folder, or the --against data)",
     "label-issue": "the other samples' model says another class (cleanlab, out-of-fold)",
     "outlier": "far from every class in feature space",

@@ -14,13 +14,19 @@ from ..report import write_report
 from ..runs import place_folder
 from .findings import Audit
 
-__all__ = ["write_audit", "AUDIT_FILE"]
+__all__ = ["AUDIT_FILE", "write_audit"]
 
 AUDIT_FILE = "audit.json"
 
 
-def _check_target(path: Path) -> None:
-    """Only a new folder, an empty one or an earlier audit's is (re)placed."""
+def _check_target(path: Path, inputs: list[str]) -> None:
+    """Only a new folder, an empty one or an earlier audit's is (re)placed, never one in the data."""
+    target = path.resolve()
+    for source in inputs:
+        data = Path(source).resolve()
+        if target == data or data in target.parents or target in data.parents:
+            raise ConfigError(f"`--out {path}` would write inside the data {source} (or over it); give a folder "
+                              "outside the data, e.g. `--out audits/NAME`.")
     if path.exists() and not (path.is_dir() and ((path / AUDIT_FILE).is_file() or not any(path.iterdir()))):
         what = "a file" if not path.is_dir() else "a folder that holds no audit"
         raise ConfigError(f"`--out {path}` is {what}; an audit replaces only an earlier audit's folder. "
@@ -31,7 +37,7 @@ def write_audit(audit: Audit, out_dir: str | Path, title: str | None = None) -> 
     """Write ``out_dir/audit.json`` and ``out_dir/report.html`` (thumbnails or texts of the
     findings, surest first) and return ``out_dir``; an earlier audit there is replaced whole."""
     path = Path(out_dir)
-    _check_target(path)
+    _check_target(path, [source for source in (audit.source, audit.against) if source])
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         temp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))

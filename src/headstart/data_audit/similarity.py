@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["unit_rows", "similar_pairs", "pairs_between", "connected_groups"]
+__all__ = ["connected_groups", "pairs_between", "similar_pairs", "unit_rows"]
 
 BLOCK = 1024  # rows per block of the similarity matrix
 

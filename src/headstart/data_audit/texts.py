@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from .copies import normalised_text
 from .findings import Finding
 
-__all__ = ["one_word_apart", "text_findings", "MIN_WORDS_APART", "MIN_CHARACTERS"]
+__all__ = ["MIN_CHARACTERS", "MIN_WORDS_APART", "one_word_apart", "text_findings"]
 
 MIN_WORDS_APART = 3  # the shorter text of a one-word-apart pair has at least this many words
 MIN_CHARACTERS = 3   # fewer letters or digits than this: a short text
