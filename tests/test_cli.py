@@ -314,3 +314,31 @@ def test_a_text_run_predicts_sentences_given_as_arguments_or_on_standard_input(t
     assert json.loads(out) == rows
     code, _, err = run_cli(monkeypatch, capsys, "predict", tmp_path / "run", tmp_path / "missing.csv")
     assert code == 2 and "does not exist" in " ".join(err.split())
+
+
+def test_tables_at_80_columns_keep_every_name_and_figure_whole():
+    """A pipe, a log file or a narrow window: cells wrap, nothing is cut with an ellipsis."""
+    import io
+
+    from rich.console import Console
+
+    from headstart.cli.output import backbones_table, comparison_table, ranking_table
+    from headstart.backbones import list_backbones
+
+    models = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "timm:test_efficientnet"]
+    ranking = [{"model": m, "layer": "final", "logme": 0.51234, "leep": -1.2, "nce": -0.9, "hscore": 2.5,
+                "knn_accuracy": 0.875, "feature_dim": 1280, "seconds": 0.12} for m in models]
+    comparison = [{"strategy": s, "accuracy": 0.5034, "f1": 0.4987, "precision": 0.5, "recall": 0.5,
+                   "trainable_params": 3_374_851, "trainable_fraction": 0.0012, "checkpoint_bytes": 13_500_000,
+                   "peak_memory_bytes": 900_000_000, "train_seconds": 61.2}
+                  for s in ("scratch", "linear-probe", "finetune", "lp-ft")]
+    for table, whole in ((ranking_table(ranking, "rank"), [*models, "0.512"]),
+                         (comparison_table(comparison, "compare"), ["linear-probe", "finetune", "0.5034", "61.2"]),
+                         (backbones_table(list_backbones()), ["efficientnet_lite0", "minilm"])):
+        console = Console(width=80, file=io.StringIO(), color_system=None)
+        console.print(table)
+        text = console.file.getvalue()
+        assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
+        cells = [cell.strip() for line in text.splitlines() for cell in line.split("│")]
+        for word in whole:
+            assert word in cells or word in text, word

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Optional
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from .app import err, other_rank, out
 
@@ -21,6 +22,24 @@ __all__ = ["progress_bars", "report_skipped", "names", "show_metrics", "metrics_
            "ranking_table", "cv_table", "backbones_table", "comparison_table", "adaptation_table", "shift_table",
            "predictions_table", "trials_table", "data_line", "describe_split", "show_fit", "audit_summary_table",
            "findings_table", "show_audit"]
+
+
+class WrappingTable(Table):
+    """A rich table that never shortens a name or a figure with an ellipsis. Where it does not fit
+    the output (an 80-column window, a pipe, a log file: rich assumes 80 columns there), it prints
+    each row as one record instead, ``first cell: header value, header value...``, wrapped at spaces."""
+
+    def __rich_console__(self, console, options):
+        if self.__rich_measure__(console, options).maximum <= options.max_width:
+            yield from super().__rich_console__(console, options)
+            return
+        if self.title:
+            yield Text.from_markup(str(self.title), style="italic") if isinstance(self.title, str) else self.title
+        for row in range(self.row_count):
+            cells = [column._cells[row] for column in self.columns]
+            pairs = [f"{column.header} {cell}" for column, cell in zip(self.columns[1:], cells[1:])
+                     if str(cell).strip()]
+            yield Text.from_markup(f"[bold]{cells[0]}[/]: " + ", ".join(pairs))
 
 
 def names(text: Optional[str]) -> Optional[list[str]]:
@@ -113,7 +132,7 @@ def describe_split(job, quiet: bool = False) -> None:
 
 # -- metrics ---------------------------------------------------------------------------------
 def metrics_table(metrics: dict, title: str) -> Table:
-    table = Table(title=title, title_justify="left")
+    table = WrappingTable(title=title, title_justify="left")
     for column in ("class", "precision", "recall", "F1", "support"):
         table.add_column(column, justify="left" if column == "class" else "right")
     for name, row in metrics["per_class"].items():
@@ -126,12 +145,12 @@ def metrics_table(metrics: dict, title: str) -> Table:
 
 def confusion_table(metrics: dict) -> Table:
     classes = metrics["classes"]
-    table = Table(title="confusion matrix (rows: true, columns: predicted)", title_justify="left")
+    table = WrappingTable(title="confusion matrix (rows: true, columns: predicted)", title_justify="left")
     table.add_column("")
     for name in classes:
-        table.add_column(name[:10], justify="right")
+        table.add_column(name, justify="right")
     for i, (name, row) in enumerate(zip(classes, metrics["confusion_matrix"])):
-        table.add_row(name[:16], *(f"[bold]{v}[/]" if i == j else str(v) for j, v in enumerate(row)))
+        table.add_row(name, *(f"[bold]{v}[/]" if i == j else str(v) for j, v in enumerate(row)))
     return table
 
 
@@ -165,7 +184,8 @@ def show_fit(result: FitRunResult, source: str, as_json: bool) -> None:
 
 
 def cv_table(cv: dict) -> Table:
-    table = Table(title=f"{cv['k']}-fold cross-validation on the training split (mean ± std)", title_justify="left")
+    table = WrappingTable(title=f"{cv['k']}-fold cross-validation on the training split (mean ± std)",
+                          title_justify="left")
     for metric in cv["mean"]:
         table.add_column(metric.replace("_", " "), justify="right")
     table.add_row(*(f"{cv['mean'][m]:.4f} ± {cv['std'][m]:.4f}" for m in cv["mean"]))
@@ -174,7 +194,7 @@ def cv_table(cv: dict) -> Table:
 
 # -- one table per command -------------------------------------------------------------------
 def ranking_table(rows: list[dict], title: str) -> Table:
-    table = Table(title=title, title_justify="left")
+    table = WrappingTable(title=title, title_justify="left")
     for column in ("#", "model", "layer", "LogME", "LEEP", "NCE", "H-score", "kNN acc", "dim", "score s"):
         table.add_column(column, justify="left" if column in ("model", "layer") else "right")
     for place, row in enumerate(rows, 1):
@@ -192,7 +212,7 @@ def _contract_text(modality: str, c: dict) -> str:
 
 
 def backbones_table(rows) -> Table:
-    table = Table(title="backbones (also: timm:<name>, hf:<id or folder>, run:<run folder> — `--runs DIR` lists "
+    table = WrappingTable(title="backbones (also: timm:<name>, hf:<id or folder>, run:<run folder> — `--runs DIR` lists "
                   "runs)", title_justify="left")
     for column in ("name", "modality", "weights", "feature dim", "input contract", "layer groups"):
         table.add_column(column)
@@ -204,7 +224,7 @@ def backbones_table(rows) -> Table:
 
 
 def run_backbones_table(rows, folder) -> Table:
-    table = Table(title=f"runs under {folder} (`--model run:PATH`)", title_justify="left")
+    table = WrappingTable(title=f"runs under {folder} (`--model run:PATH`)", title_justify="left")
     for column in ("name", "base backbone", "strategy", "modality", "feature dim", "as backbone"):
         table.add_column(column)
     for row in rows:
@@ -214,7 +234,7 @@ def run_backbones_table(rows, folder) -> Table:
 
 
 def comparison_table(rows: list[dict], title: str) -> Table:
-    table = Table(title=title, title_justify="left")
+    table = WrappingTable(title=title, title_justify="left")
     for column in ("strategy", "accuracy", "macro F1", "precision", "recall", "trainable params", "trainable %",
                    "checkpoint MB", "peak mem MB", "train s"):
         table.add_column(column, justify="left" if column == "strategy" else "right")
@@ -227,7 +247,7 @@ def comparison_table(rows: list[dict], title: str) -> Table:
 
 
 def adaptation_table(rows: list[dict], title: str) -> Table:
-    table = Table(title=title, title_justify="left")
+    table = WrappingTable(title=title, title_justify="left")
     for column in ("model", "strategy", "accuracy", "balanced acc", "macro F1", "train s"):
         table.add_column(column, justify="left" if column in ("model", "strategy") else "right")
     for row in rows:
@@ -238,7 +258,7 @@ def adaptation_table(rows: list[dict], title: str) -> Table:
 
 
 def shift_table(result, title: str) -> Table:
-    table = Table(title=title, title_justify="left")
+    table = WrappingTable(title=title, title_justify="left")
     for column in ("proxy A-distance", "domain classifier acc", "MMD²", "source", "target"):
         table.add_column(column, justify="right")
     table.add_row(f"{result.proxy_a_distance:.3f}", f"{result.domain_accuracy:.3f}", f"{result.mmd:.4f}",
@@ -247,7 +267,7 @@ def shift_table(result, title: str) -> Table:
 
 
 def predictions_table(rows: list[dict], title: str, top: int) -> Table:
-    table = Table(title=title, title_justify="left")
+    table = WrappingTable(title=title, title_justify="left")
     for column in ("input", "label", f"top {top}"):
         table.add_column(column, overflow="fold")
     for row in rows:
@@ -258,7 +278,7 @@ def predictions_table(rows: list[dict], title: str, top: int) -> Table:
 
 def trials_table(summary: dict, limit: int = 15) -> Table:
     params = list(summary["space"])
-    table = Table(title=f"study {summary['study']}: best trials", title_justify="left")
+    table = WrappingTable(title=f"study {summary['study']}: best trials", title_justify="left")
     for column in ("#", "state", "val F1", "epochs", *params):
         table.add_column(column, justify="right")
     ranked = sorted(summary["trials"], key=lambda t: -(t["value"] if t["value"] is not None else -1))
@@ -273,8 +293,8 @@ def trials_table(summary: dict, limit: int = 15) -> Table:
 # -- the data audit --------------------------------------------------------------------------------
 def audit_summary_table(result) -> Table:
     """One row per kind of finding: how many samples, and what it means."""
-    table = Table(title=f"audit of {result.source}: {result.samples} {result.modality} samples, {result.model} features",
-                  title_justify="left")
+    table = WrappingTable(title=f"audit of {result.source}: {result.samples} {result.modality} samples, "
+                                f"{result.model} features", title_justify="left")
     for column in ("finding", "samples", "what it means"):
         table.add_column(column, justify="right" if column == "samples" else "left")
     for kind, count in result.counts().items():
@@ -290,7 +310,7 @@ def _kinds() -> dict:
 
 def findings_table(result, top: int) -> Table:
     """The surest ``top`` findings of each kind: where, label (and the suggested one), score, detail."""
-    table = Table(title=f"findings, surest first (up to {top} of each kind; `--json` or `--out` has all)",
+    table = WrappingTable(title=f"findings, surest first (up to {top} of each kind; `--json` or `--out` has all)",
                   title_justify="left")
     for column in ("kind", "sample", "label", "score", "detail"):
         table.add_column(column, overflow="fold", justify="right" if column == "score" else "left")
