@@ -212,3 +212,34 @@ def test_the_launcher_says_once_why_the_job_stopped(failures, code, said, capsys
     assert stopped.value.exit_code == code
     printed = " ".join(capsys.readouterr().err.split())
     assert (said in printed and printed.count("error:") == 1) if said else printed == ""
+
+
+def _collectives(rank: int, port: int, results) -> None:
+    """One rank of a 2-process gloo job exercising the building blocks the loop and extraction use."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
+                      LOCAL_RANK=str(rank))
+    distributed.join(torch.device("cpu"))
+    weight = torch.nn.Parameter(torch.zeros(3))
+    weight.grad = torch.full((3,), float(rank + 1))  # 1 on rank 0, 2 on rank 1: the mean is 1.5
+    distributed.average_gradients([weight])
+    mine = np.array([[i, i * 10] for i in distributed.shard_positions(5)], dtype=np.float32)
+    rows = distributed.gather_rows(mine, 5)
+    results[rank] = (weight.grad.tolist(), rows.tolist(), distributed.broadcast(f"from {rank}"),
+                     distributed.gather(rank), distributed.current())
+
+
+def test_collectives_average_gather_and_broadcast_across_two_processes():
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    results = mp.Manager().dict()
+    mp.spawn(_collectives, args=(port, results), nprocs=2, join=True)
+    for rank in (0, 1):
+        grad, rows, told, ranks, world = results[rank]
+        assert grad == [1.5, 1.5, 1.5]
+        assert rows == [[i, i * 10] for i in range(5)]  # every rank gets all rows back, in order
+        assert told == "from 0" and ranks == [0, 1] and world == World(rank, 2, rank)
