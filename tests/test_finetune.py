@@ -196,3 +196,24 @@ def test_lp_ft_starts_from_a_probe_that_never_saw_the_validation_split(tmp_path,
     on_both = fit_linear_probe(x_train, train.y, x_val, val.y, len(train.classes), refit_on_all=True).head
     assert not torch.allclose(on_train.weight, on_both.weight, atol=1e-4)  # the test can tell them apart
     torch.testing.assert_close(started_from["weight"], on_train.weight, atol=1e-5, rtol=1e-4)
+
+
+def test_refit_trains_again_on_all_the_training_data_for_the_best_epoch_count(tmp_path, data, weights):
+    train, test = data.split(test=0.3, seed=0)
+    options = {"epochs": 3, "batch_size": 8, "patience": 0}
+    chosen = hs.Transfer(f"timm:{TINY_TIMM}", "finetune", weights=weights, num_workers=0, device="cpu",
+                         cache_dir=tmp_path / "cache", config=options).fit(train)
+    refitted = hs.Transfer(f"timm:{TINY_TIMM}", "finetune", weights=weights, num_workers=0, device="cpu",
+                           cache_dir=tmp_path / "cache", config=options, refit=True).fit(train)
+    refit = refitted.fit_info_["refit"]
+    assert refit == {"train_samples": len(train), "epochs": refitted.fit_info_["best_epoch"]}  # validation included
+    losses = [[row[k] for row in model.history_ for k in ("train_loss", "val_loss")] for model in (chosen, refitted)]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-6)  # the selection's curves are kept
+    first, second = chosen.net_.state_dict(), refitted.net_.state_dict()
+    assert any(not torch.equal(first[k], second[k]) for k in first)  # a new network, trained on more data
+    assert refitted.evaluate(test)["samples"] == len(test)
+    with pytest.raises(ConfigError, match="leave `refit` off"):
+        hs.Transfer(f"timm:{TINY_TIMM}", "finetune", weights=weights, device="cpu", refit=True).fit(train, test)
+    probe = hs.Transfer(f"timm:{TINY_TIMM}", weights=weights, num_workers=0, device="cpu",
+                        cache_dir=tmp_path / "cache", refit=True).fit(train)
+    assert "refit" not in probe.fit_info_  # the linear probe's final head already uses its validation share

@@ -78,6 +78,9 @@ class Transfer:
     progress: called as ``progress(stage, done, total)`` during long steps.
     adapt: domain adaptation to unlabelled target data given to ``fit(train, target=...)``:
         ``coral``, ``adabn``, ``dann`` or ``mmd``, or that method's config (``hs.adaptation``).
+    refit: after choosing on the validation share, train again on all of ``train`` with what was
+        chosen (the best epoch count), as ``LogisticRegressionCV(refit=True)`` does; the linear
+        probe always does (its validation share joins the final head's fit).
     """
 
     def __init__(self, model: str | None = None, strategy: str = "linear-probe", *,
@@ -85,7 +88,7 @@ class Transfer:
                  val_fraction: float = 0.15, cache_dir: str | Path | None = None, use_cache: bool = True,
                  batch_size: int = 64, num_workers: int | None = None, device: str = "auto",
                  seed: int = 0, progress: Progress | None = None,
-                 adapt: str | dict | object | None = None) -> None:
+                 adapt: str | dict | object | None = None, refit: bool = False) -> None:
         self.model = model
         self.strategy = strategy
         self.candidates = candidates
@@ -100,6 +103,7 @@ class Transfer:
         self.seed = seed
         self.progress = progress
         self.adapt = adapt
+        self.refit = refit
 
     # -- the estimator contract -------------------------------------------------------------
     @classmethod
@@ -194,6 +198,10 @@ class Transfer:
         """
         strategy = get_strategy(self.strategy)(self.config)
         method = self._adaptation(type(strategy), train, target)
+        if self.refit and val is not None:
+            raise ConfigError("`refit` trains again on the training data together with the validation share it "
+                              "took out; with a validation set of your own (`--val`), leave `refit` off.")
+        whole = train
         train, val = self._split(train, val)
         self.device_ = distributed.join(resolve_device(self.device))
         started = time.perf_counter()
@@ -212,12 +220,33 @@ class Transfer:
         if method is not None:
             method.check_backbone(job)
         strategy.fit(job)
+        self.history_ = strategy.history_  # the selection's curves, also after a refit
+        if self.refit:
+            strategy, method = self._refit(strategy, job, whole)
         if method is not None:
             method.after_fit(job, strategy)
-        self.strategy_, self.adapt_, self.history_ = strategy, method, strategy.history_
+        self.strategy_, self.adapt_ = strategy, method
         self.fit_info_ = {**job.info, "train_seconds": round(time.perf_counter() - started, 3),
                           "trainable_params": strategy.trainable_parameters()}
         return self
+
+    def _refit(self, chosen: Strategy, job: FitJob, whole: LabelledData) -> tuple[Strategy, AdaptationMethod | None]:
+        """Train a fresh strategy on all of ``whole`` (train + validation) with what ``chosen`` picked;
+        validation scores of this pass are not honest and pick nothing (no early stopping)."""
+        config = chosen.refit_config(job.info)
+        if config is None:  # nothing was held back for good (the linear probe refits on all itself)
+            return chosen, job.adaptation
+        strategy = type(chosen)(config)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            backbone = build_backbone(self.model_name_, weights=self.weights, pretrained=strategy.pretrained)
+        method = make_adaptation(self.adapt)
+        again = replace(job, backbone=backbone, train=whole, strategy=strategy, adaptation=method, checkpoint=None,
+                        resume=False, info={})
+        strategy.fit(again)
+        self.backbone_ = backbone
+        job.info["refit"] = {"train_samples": len(whole), "epochs": getattr(config, "epochs", None)}
+        return strategy, method
 
     def _choose_backbone(self, train: LabelledData) -> None:
         """The backbone name to use: given, the modality's default, or the winner of a ranking."""

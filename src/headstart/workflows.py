@@ -155,7 +155,8 @@ class RunArgs:
     held-out shares; ``batch_size``, ``workers`` and ``device`` how extraction and prediction
     run; ``cv`` adds a K-fold estimate on the training split; ``track`` logs to mlflow or
     tensorboard (``track_uri``: where); ``audit`` audits the data before the split, ``drop``
-    removes the samples it flags as those kinds (names of ``data_audit.DROP_KINDS``).
+    removes the samples it flags as those kinds (names of ``data_audit.DROP_KINDS``); ``refit``
+    trains again on train + validation with the best epoch count (``Transfer(refit=True)``).
     """
 
     data: str
@@ -182,6 +183,7 @@ class RunArgs:
     reading: dict = field(default_factory=dict)
     audit: bool = False
     drop: list[str] | None = None
+    refit: bool = False
 
     @classmethod
     def create(cls, data: str | Path, out_dir: str | Path, **settings: Any) -> RunArgs:
@@ -288,7 +290,7 @@ class FitRun:
         a = self.args
         return Transfer(a.model, a.strategy, candidates=a.candidates, config=self.config, weights=a.weights,
                         cache_dir=a.cache_dir, use_cache=not a.no_cache, batch_size=a.batch_size,
-                        num_workers=a.workers, device=a.device, seed=a.seed, progress=progress)
+                        num_workers=a.workers, device=a.device, seed=a.seed, progress=progress, refit=a.refit)
 
     def run(self, progress: Progress | None = None) -> FitRunResult | None:
         """Fit (continuing from the checkpoint when resumed), evaluate, save; return the result.

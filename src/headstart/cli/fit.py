@@ -51,6 +51,9 @@ TRACK = typer.Option(None, rich_help_panel=o.OUTPUT, help=(
     "Log parameters, per-epoch metrics and the run to mlflow or tensorboard."))
 TRACK_URI = typer.Option(None, rich_help_panel=o.OUTPUT, help=(
     "MLflow tracking URI or folder (./mlruns), or TensorBoard folder (./tensorboard)."))
+REFIT = typer.Option(False, "--refit", rich_help_panel=o.STRATEGY, help=(
+    "After choosing the epoch count on the validation share, train again on all the training data with it "
+    "(network strategies; the linear probe always uses its validation share for the final head)."))
 NO_CACHE = typer.Option(False, "--no-cache", help="Do not read or write cached features.", rich_help_panel=o.COMPUTE)
 AUDIT = typer.Option(False, "--audit", rich_help_panel=o.DATA, help=(
     "Audit the data first (as `headstart audit` does) and print its summary; the run keeps it as audit.json."))
@@ -65,7 +68,7 @@ DROP = typer.Option(None, "--drop", rich_help_panel=o.DATA, help=(
 def fit(
     data: Optional[Path] = DATA_ARG,
     text_column: str = o.text_column(), label_column: str = o.label_column(), test: float = o.test_share(),
-    val: float = VAL, strict: bool = STRICT, audit: bool = AUDIT, drop: Optional[str] = DROP,
+    val: float = VAL, strict: bool = STRICT, audit: bool = AUDIT, drop: Optional[str] = DROP, refit: bool = REFIT,
     model: Optional[str] = MODEL, candidates: Optional[str] = CANDIDATES, weights: Optional[Path] = o.weights(),
     strategy: Optional[str] = STRATEGY, config_file: Optional[Path] = CONFIG, cv: Optional[int] = CV,
     seed: Optional[int] = o.seed(None, "Seed of the split and of training (default 0)."),
@@ -89,7 +92,8 @@ def fit(
             options=chosen.options, text_column=text_column, label_column=label_column, test=test, val=val,
             seed=chosen.seed, weights=chosen.weights, strict=strict, batch_size=batch_size, workers=workers,
             device=device, cache_dir=cache_dir, no_cache=no_cache, cv=cv, track=track, track_uri=track_uri,
-            reading=o.read_options(reading).to_dict(), audit=audit, drop=check_drop_kinds(names(drop)) or None))
+            reading=o.read_options(reading).to_dict(), audit=audit, drop=check_drop_kinds(names(drop)) or None,
+            refit=refit))
     _audit_first(job, as_json)
     describe_split(job, as_json)
     with progress_bars(not as_json) as progress:

@@ -178,6 +178,8 @@ def show_fit(result: FitRunResult, source: str, as_json: bool) -> None:
     info = estimator.fit_info_
     chosen = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.get("selected", {}).items())
     detail = f"best epoch {info['best_epoch']} of {info['epochs_run']}" if "best_epoch" in info else f"head ({chosen})"
+    if "refit" in info:
+        detail += f", then {info['refit']['epochs']} epochs on all {info['refit']['train_samples']} training samples"
     out.print(f"{strategy}: {detail}; {info['trainable_params']:,} trainable parameters; took "
               f"{metrics['fit_seconds']:.1f}s{' since the resume' if result.resumed else ''}; run saved to "
               f"[bold]{result.out_dir}[/]", highlight=False)

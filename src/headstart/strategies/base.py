@@ -137,6 +137,11 @@ class Strategy:
         """Train on ``job.train``, choosing what needs choosing on ``job.val``; set ``net_``."""
         raise NotImplementedError
 
+    def refit_config(self, info: dict) -> Config | None:
+        """The config of a refit on train + validation with what this fit chose (``info`` is the fit's
+        ``FitJob.info``); None when nothing was held back for good."""
+        return None
+
     def replace_backbone(self, module: nn.Module) -> None:
         """Swap the fitted network's backbone (AdaBN's target statistics)."""
         self.net_.backbone = module

@@ -8,7 +8,7 @@ A network strategy (finetune, lp-ft, scratch, lora, bitfit) decides a :class:`Ne
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import torch
 from torch import nn
@@ -168,6 +168,10 @@ class NetworkStrategy(Strategy):
             return budget or cls.config_class()
         shared = {f.name: getattr(budget, f.name) for f in fields(TrainingConfig) if f.name != "lr"}
         return cls.config_class(**shared)
+
+    def refit_config(self, info: dict) -> TrainingConfig:
+        """The best epoch count found on validation, without early stopping (there is no honest validation)."""
+        return replace(self.config, epochs=info["best_epoch"], patience=0)
 
     def fit(self, job: FitJob) -> None:
         self.net_, history = train_network(self.plan(job), self.config, job)
