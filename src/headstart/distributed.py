@@ -23,10 +23,7 @@ from torch.utils.data import Sampler
 from .errors import ConfigError
 
 __all__ = ["World", "current", "launched", "join", "barrier", "gather", "broadcast", "average_gradients",
-           "shard_positions", "gather_rows", "ShardSampler", "micro_batch", "LOST_PEER"]
-
-# What a surviving rank says when another one died: the launcher reports the cause.
-LOST_PEER = "another process of the distributed job stopped"
+           "shard_positions", "gather_rows", "ShardSampler", "micro_batch"]
 
 
 @dataclass(frozen=True)

@@ -248,12 +248,6 @@ class Trainer:
                 loss = loss + value
         return loss, step
 
-    def optimise(self, loss: torch.Tensor) -> None:
-        """One optimizer step on one batch's loss (no accumulation)."""
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.step()
-
     def step(self) -> None:
         """After the backward passes of a step: ``after_backward`` (on unscaled, unclipped, averaged
         gradients), clip, optimizer step, schedule."""
