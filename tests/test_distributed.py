@@ -50,6 +50,12 @@ def text_job(tmp_path_factory):
     return root, _texts(root / "texts.csv"), tiny_bert_folder(root / "bert", dropout=0.0)
 
 
+@pytest.fixture(scope="module")
+def one_process(text_job):
+    """The 1-process fit, batch 8: the reference of both the 2-process and the accumulated fit."""
+    return _fit_text(*text_job, "one")
+
+
 def _fit_text(root: Path, table: Path, bert: Path, out: str, *extra: str) -> dict:
     result = _headstart("fit", str(table), "--model", f"hf:{bert}", "--strategy", "finetune", "--epochs", "2",
                         "--train-batch", "8", "--dropout", "0", "--lr", "1e-3", "--device", "cpu", "--out", out,
@@ -58,9 +64,9 @@ def _fit_text(root: Path, table: Path, bert: Path, out: str, *extra: str) -> dic
     return json.loads((root / out / "history.json").read_text())
 
 
-def test_two_processes_train_as_one_with_the_same_global_batch(text_job):
+def test_two_processes_train_as_one_with_the_same_global_batch(text_job, one_process):
     root, table, bert = text_job
-    one = _fit_text(root, table, bert, "one")
+    one = one_process
     two = _fit_text(root, table, bert, "two", "--nproc", "2")
     for a, b in zip(one, two, strict=True):
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
@@ -73,9 +79,9 @@ def test_two_processes_train_as_one_with_the_same_global_batch(text_job):
     assert sorted(p.name for p in root.iterdir() if "two" in p.name) == ["two"]
 
 
-def test_gradient_accumulation_gives_the_large_batch_result(text_job):
+def test_gradient_accumulation_gives_the_large_batch_result(text_job, one_process):
     root, table, bert = text_job
-    whole = _fit_text(root, table, bert, "whole")
+    whole = one_process
     accumulated = _fit_text(root, table, bert, "accumulated", "--accumulate", "4")
     for a, b in zip(whole, accumulated, strict=True):
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
@@ -143,7 +149,7 @@ def _rank_process(launcher: subprocess.Popen, rank: str) -> psutil.Process | Non
 def test_a_killed_rank_ends_the_job_with_one_message_and_resume_continues(image_job):
     root, images, weights = image_job
     command = [sys.executable, "-m", "headstart", "fit", str(images), "--model", f"timm:{TINY_TIMM}", "--weights",
-               str(weights), "--strategy", "finetune", "--epochs", "60", "--patience", "0", "--train-batch", "4",
+               str(weights), "--strategy", "finetune", "--epochs", "30", "--patience", "0", "--train-batch", "4",
                "--device", "cpu", "--out", "killed", "--nproc", "2"]
     env = {**os.environ, "HEADSTART_CACHE": str(root / "cache")}
     launcher = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -161,11 +167,11 @@ def test_a_killed_rank_ends_the_job_with_one_message_and_resume_continues(image_
     assert "rank 1" in message and "SIGKILL" in message and "--resume killed --nproc 2" in message
     assert "Traceback" not in stderr
     saved = torch.load(checkpoint, weights_only=True)  # intact, and written by a 2-process run
-    assert saved["processes"] == 2 and 1 <= saved["epoch"] < 60
-    resumed = _headstart("fit", "--resume", "killed", "--nproc", "2", "--epochs", "60", cwd=root, cache=root / "cache")
+    assert saved["processes"] == 2 and 1 <= saved["epoch"] < 30
+    resumed = _headstart("fit", "--resume", "killed", "--nproc", "2", cwd=root, cache=root / "cache")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     history = json.loads((root / "killed" / "history.json").read_text())
-    assert [row["epoch"] for row in history] == list(range(1, 61))
+    assert [row["epoch"] for row in history] == list(range(1, 31))
 
 
 def _cached_rows(cache: Path) -> list[bytes]:
