@@ -13,7 +13,8 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from .errors import ConfigError, DataError, OutputError, describe_os_error
 from .integrity import MANIFEST, changed_files, read_json, read_manifest, write_manifest
 
 __all__ = ["RunFiles", "write_run", "read_run", "weights_bytes", "write_text_atomic", "REQUIRED_FILES", "RUN_MARKER",
-           "is_run", "check_output_dir", "shared_mode", "share", "place_folder"]
+           "is_run", "check_output_dir", "shared_mode", "share", "place_folder", "staged_folder"]
 
 REQUIRED_FILES = ("config.yaml", "labels.json", "contract.json", "metrics.json", "model.safetensors")
 log = logging.getLogger(__name__)
@@ -85,12 +86,8 @@ def write_run(path: str | Path, run: RunFiles, finish: Callable[[Path], object] 
     path = Path(path)
     if not _replaceable(path):
         check_output_dir(path)  # raises, saying what is there
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
-    except OSError as exc:
-        raise OutputError(f"Cannot write the run {path}: {describe_os_error(exc)}.") from None
-    try:
+    kept = lambda: " The previous run there is kept." if path.exists() else " Nothing was written."  # noqa: E731
+    with staged_folder(path, "the run", (SafetensorError,), kept) as temp:
         (temp / "config.yaml").write_text(yaml.safe_dump(run.config, sort_keys=False))
         (temp / "labels.json").write_text(json.dumps(run.labels, indent=1))
         (temp / "contract.json").write_text(json.dumps(run.contract, indent=1))
@@ -104,15 +101,29 @@ def write_run(path: str | Path, run: RunFiles, finish: Callable[[Path], object] 
         if finish is not None:
             finish(temp)
         write_manifest(temp)
+    return path
+
+
+@contextmanager
+def staged_folder(path: Path, what: str, errors: tuple[type[BaseException], ...] = (),
+                  then: Callable[[], str] = lambda: "") -> Iterator[Path]:
+    """A temporary sibling of ``path`` for the block to fill, renamed into place when the block ends
+    (:func:`place_folder`). Any failure removes it; the machine's refusal (an OSError, or one of
+    ``errors``) becomes one OutputError naming ``what`` and ``path``, followed by ``then()``."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    except OSError as exc:
+        raise OutputError(f"Cannot write {what} {path}: {describe_os_error(exc)}.") from None
+    try:
+        yield temp
         place_folder(temp, path)
-    except (OSError, SafetensorError) as exc:
+    except (OSError, *errors) as exc:
         shutil.rmtree(temp, ignore_errors=True)
-        raise OutputError(f"Cannot write the run {path}: {describe_os_error(exc)}. "
-                          f"{'The previous run there is kept.' if path.exists() else 'Nothing was written.'}") from None
+        raise OutputError(f"Cannot write {what} {path}: {describe_os_error(exc)}.{then()}") from None
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
-    return path
 
 
 def place_folder(temp: Path, path: Path) -> None:

@@ -4,14 +4,12 @@ Audit section, written to a hidden sibling folder and renamed into place."""
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
-from ..errors import ConfigError, OutputError, describe_os_error
+from ..errors import ConfigError
 from ..integrity import write_manifest
 from ..report import write_report
-from ..runs import place_folder
+from ..runs import staged_folder
 from .findings import Audit
 
 __all__ = ["AUDIT_FILE", "write_audit"]
@@ -38,20 +36,8 @@ def write_audit(audit: Audit, out_dir: str | Path, title: str | None = None) -> 
     findings, surest first) and return ``out_dir``; an earlier audit there is replaced whole."""
     path = Path(out_dir)
     _check_target(path, [source for source in (audit.source, audit.against) if source])
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
-    except OSError as exc:
-        raise OutputError(f"Cannot write the audit {path}: {describe_os_error(exc)}.") from None
-    try:
+    with staged_folder(path, "the audit") as temp:
         (temp / AUDIT_FILE).write_text(json.dumps(audit.to_dict(), indent=1))
         write_report(temp, title or f"headstart audit: {Path(audit.source).name or audit.source}")
         write_manifest(temp)
-        place_folder(temp, path)
-    except OSError as exc:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise OutputError(f"Cannot write the audit {path}: {describe_os_error(exc)}.") from None
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
     return path

@@ -22,9 +22,9 @@ import numpy as np
 from .._version import __version__
 from ..contract import InputContract
 from ..data import DEFAULT_MAX_PIXELS, LabelledData
-from ..errors import ConfigError, DataError, OutputError, describe_os_error
+from ..errors import ConfigError, DataError
 from ..integrity import MANIFEST, sha256_of, write_manifest
-from ..runs import place_folder
+from ..runs import staged_folder
 from ..runtime import (
     BUNDLE_KIND,
     CONTRACT_FILE,
@@ -224,20 +224,8 @@ def export_bundle(run: str | Path, out_dir: str | Path, *, fmt: str = "onnx", qu
     model = load(run, device="cpu").set_params(use_cache=False, num_workers=0)
     if model.strategy_.adapter:  # lora / bitfit: one plain network to export
         model.merge()
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        temp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-    except OSError as exc:
-        raise OutputError(f"Cannot write the bundle {out_dir}: {describe_os_error(exc)}.") from None
     settings = {"opset": opset, "samples": samples, "quantize": quantize, "min_agreement": min_agreement}
-    try:
+    with staged_folder(out_dir, "the bundle", then=lambda: " Nothing was written.") as temp:
         parity, quantization = _build(model, run, temp, settings, progress or (lambda stage: None))
         size = sum(f.stat().st_size for f in temp.iterdir())
-        place_folder(temp, out_dir)
-    except OSError as exc:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise OutputError(f"Cannot write the bundle {out_dir}: {describe_os_error(exc)}. Nothing was written.") from None
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
     return ExportResult(out_dir, size, parity, quantization)
