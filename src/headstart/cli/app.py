@@ -93,8 +93,13 @@ def _record_for_launcher(exc: HeadstartError) -> None:
             json.dump({"message": str(exc), "timestamp": int(time.time())}, handle)
 
 
+def _launched() -> bool:
+    """Whether a launcher started this process as one of several (read without importing torch)."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
+
+
 def _check_launchable(name: str) -> None:
-    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 and name not in LAUNCHABLE:
+    if _launched() and name not in LAUNCHABLE:
         raise HeadstartError(f"`headstart {name}` runs in one process; under torchrun or --nproc only "
                              f"{', '.join(LAUNCHABLE)} do.")
 
@@ -102,7 +107,7 @@ def _check_launchable(name: str) -> None:
 def _lost_peer(exc: RuntimeError) -> bool:
     """Whether a distributed collective failed because another rank is gone (gloo, nccl, the store)."""
     text = str(exc)
-    return int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 and any(
+    return _launched() and any(
         sign in text for sign in ("Connection closed by peer", "Connection reset by peer", "Broken pipe",
                                   "NCCL communicator was aborted", "failed to recv", "Socket Timeout",
                                   "DistNetworkError", "Connection refused"))
@@ -110,6 +115,13 @@ def _lost_peer(exc: RuntimeError) -> bool:
 
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
+
+
+def _drop_interrupted_cleanup(unraisable) -> None:
+    """Keep a launched rank quiet when the launcher's SIGTERM lands in a finaliser while it exits
+    (the launcher says why the job stopped); anything else is printed as Python would."""
+    if not issubclass(unraisable.exc_type, KeyboardInterrupt):
+        sys.__unraisablehook__(unraisable)
 
 
 def _quiet_transformers() -> None:
@@ -131,5 +143,7 @@ def main() -> None:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
         out.quiet = err.quiet = True
     _quiet_transformers()
+    if _launched():
+        sys.unraisablehook = _drop_interrupted_cleanup
     signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop (kill, SLURM) ends a run like Ctrl-C
     app()
