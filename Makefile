@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench clean chromium
+.PHONY: demo test bench clean browser
 
 $(BIN)/headstart: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,17 +14,17 @@ $(BIN)/headstart: pyproject.toml
 demo: $(BIN)/headstart
 	$(BIN)/headstart demo
 
-test: $(BIN)/headstart chromium
+test: $(BIN)/headstart browser
 	$(BIN)/python -m pytest -q
 
-# The report test renders report.html in headless Chromium; install it where apt-get can (root or sudo).
-chromium:
-	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] && echo "" || (command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null && echo sudo) || echo none ); \
-	  if command -v apt-get >/dev/null 2>&1 && [ "$$SUDO" != none ]; then \
-	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null \
-	      || echo "could not install chromium: the report rendering test will skip"; \
-	  else echo "chromium missing and apt-get unusable here: the report rendering test will skip"; fi; }
+# The report test renders report.html in headless Chromium, installed per user and never as root: Playwright's
+# (the test extra's `playwright` downloads it under ~/.cache/ms-playwright; that needs the network), else a system
+# chromium on PATH. With neither, that test skips and says why.
+browser: $(BIN)/headstart
+	@$(BIN)/python -m playwright install chromium >/dev/null 2>&1 && echo "report test: Playwright's Chromium" \
+	  || { BROWSER=$$(command -v chromium || command -v chromium-browser || command -v google-chrome || true); \
+	       if [ -n "$$BROWSER" ]; then echo "report test: Playwright could not download Chromium (offline?); using $$BROWSER"; \
+	       else echo "report test: no Chromium (Playwright could not download one, none on PATH): it will skip"; fi; }
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -157,7 +157,9 @@ def test_headstart_has_no_import_cycle(top_level_only):
 # -- the layers of ARCHITECTURE.md ---------------------------------------------------------------
 LAYERS = [  # top first: a module may import its own layer and those below, never one above
     {"cli", "__main__"},
-    {"workflows", "tuning", "comparison", "report", "tracking", "demo", "export", "serve", "data_audit"},
+    {"autopilot"},
+    {"workflows", "tuning", "comparison", "report", "tracking", "demo", "export", "serve", "data_audit",
+     "pretraining"},
     {"transfer", "run_backbones"},
     {"strategies", "adaptation"},
     {"training", "features", "feature_cache", "inference", "heads", "ranking", "transferability", "peak_memory"},

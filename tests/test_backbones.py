@@ -22,6 +22,38 @@ def test_registry_lists_packaged_backbones_with_contracts():
     assert [g["name"] for g in minilm["layer_groups"]][:2] == ["embeddings", "layer0"]
 
 
+def test_the_catalog_models_lists_from_is_what_each_packaged_backbone_builds():
+    """`headstart models` reads contracts and sizes from backbones/catalog.py, without torch: each record
+    must be what the backbone builds (on a mismatch, the assertion shows the record to paste)."""
+    import json
+
+    from headstart.backbones.catalog import CATALOG
+    from headstart.backbones.registry import _REGISTRY, described
+
+    assert set(CATALOG) == {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "minilm"}
+    for name, entry in _REGISTRY.items():
+        if name in CATALOG:
+            built = json.loads(json.dumps(described(entry)))
+            assert json.loads(json.dumps(CATALOG[name])) == built, f"{name}: {built}"
+    rows = {row.name: row for row in list_backbones()}
+    assert rows["efficientnet_lite0"].parameters == CATALOG["efficientnet_lite0"]["parameters"]
+
+
+def test_a_backbone_registered_outside_the_catalog_is_listed_from_its_architecture():
+    from headstart.backbones import BackboneEntry, register_backbone
+    from headstart.backbones.registry import _REGISTRY
+
+    entry = BackboneEntry("tiny-listed", "image", 8, "a tiny timm model",
+                          build=lambda weights=None, pretrained=True: build_backbone(f"timm:{TINY_TIMM}",
+                                                                                      pretrained=False))
+    register_backbone(entry)
+    try:
+        row = next(row for row in list_backbones() if row.name == "tiny-listed")
+        assert row.contract["modality"] == "image" and row.parameters > 0
+    finally:
+        del _REGISTRY["tiny-listed"]
+
+
 def test_every_parameter_belongs_to_exactly_one_layer_group():
     import re
 

@@ -82,7 +82,7 @@ def test_rank_json_lists_candidates_best_first(tmp_path, monkeypatch, capsys):
     code, out, err = run_cli(monkeypatch, capsys, "rank", table, "--models", f"hf:{folder}", "--layers", "--json")
     rows = json.loads(out)
     assert code == 0, err
-    assert set(rows[0]) == {"model", "layer", "logme", "leep", "nce", "hscore", "knn_accuracy", "seconds"}
+    assert set(rows[0]) == {"model", "layer", "logme", "leep", "nce", "hscore", "knn_accuracy", "seconds", "samples"}
     assert [r["logme"] for r in rows] == sorted((r["logme"] for r in rows), reverse=True)
     assert {r["layer"] for r in rows} == {"layer0", "layer1", "final"}
 
@@ -231,6 +231,10 @@ def test_every_strategy_option_is_a_flag_with_its_help_and_each_strategys_defaul
             line = next((line for line in lines if line.split(" ", 1)[0] == flag), None)
             assert line is not None, f"{strategy}'s option {spec.name} has no flag {flag} on {command}"
             assert " ".join(spec.metadata["help"].split()) in line, (spec.name, line)
+            if "[default:" not in line:  # left out, None does what the help says ("default by architecture")
+                assert default_of(spec) is None and "default" in spec.metadata["help"], (strategy, spec.name, line)
+                checked += 1
+                continue
             defaults = defaults_by_owner(line)
             value = defaults if isinstance(defaults, str) else defaults.get(strategy)
             assert value == shown(default_of(spec), line), (strategy, spec.name, line)
@@ -342,3 +346,96 @@ def test_tables_at_80_columns_keep_every_name_and_figure_whole():
         cells = [cell.strip() for line in text.splitlines() for cell in line.split("│")]
         for word in whole:
             assert word in cells or word in text, word
+
+
+# -- the first ten minutes: a fast start and readable help ---------------------------------------
+HEAVY = ("torch", "timm", "transformers", "sklearn")
+
+
+def test_the_command_line_and_its_help_and_models_import_no_torch():
+    """Building the app, `--help`, `models` and `fit --help` load none of the heavy libraries (a fast start:
+    bench/cold_start.py --cli times it)."""
+    code = ("import sys\nfrom headstart.cli import main\n"
+            "for args in (['--help'], ['models'], ['models', '--json'], ['fit', '--help'], ['adapt', '--help']):\n"
+            "    sys.argv = ['headstart', *args]\n"
+            "    try:\n        main()\n    except SystemExit as exit:\n        assert not exit.code, (args, exit.code)\n"
+            f"print('loaded:', sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "loaded: []", result.stdout[-500:]
+    assert "efficientnet_lite0" in result.stdout and "Reading tables and images" in result.stdout
+
+
+def test_the_configs_the_cli_reads_without_torch_are_the_registered_ones():
+    from headstart.adaptation.configs import ADAPTATION_CONFIGS, DEFAULT_STRATEGIES
+    from headstart.strategies.configs import STRATEGY_CONFIGS
+
+    assert list(STRATEGY_CONFIGS.items()) == [(name, get_strategy(name).config_class) for name in strategy_names()]
+    assert list(ADAPTATION_CONFIGS.items()) == [(m, get_adaptation(m).config_class) for m in adaptation_names()]
+    assert DEFAULT_STRATEGIES == {m: get_adaptation(m).strategies[0] for m in adaptation_names()}
+
+
+def _commands():
+    import typer
+
+    group = typer.main.get_command(cli.app)
+    return group, group.commands
+
+
+def test_every_option_and_argument_of_every_command_says_what_it_does():
+    _, commands = _commands()
+    missing = [f"{name} {param.name}" for name, command in commands.items() for param in command.params
+               if not (getattr(param, "help", None) or "").strip()]
+    assert not missing
+
+
+def test_help_shows_no_value_type_for_a_flag(monkeypatch):
+    _, commands = _commands()
+    for command in [[], *([name] for name in commands)]:
+        lines = help_lines(monkeypatch, *command)
+        assert not [line for line in lines if "<bool>" in line], command
+        assert any(line.startswith("--help Show this message") for line in lines), command
+
+
+def test_options_are_grouped_in_one_order_in_every_command():
+    from headstart.cli.app import _panel_rank
+
+    _, commands = _commands()
+    for name, command in commands.items():
+        options = [p for p in command.params if p.param_type_name == "option"]
+        ranks = [_panel_rank(p) for p in options]
+        assert ranks == sorted(ranks), (name, [p.rich_help_panel for p in options])
+        assert all(p.rich_help_panel for p in options), (name, [p.name for p in options if not p.rich_help_panel])
+
+
+def test_help_lists_the_groups_data_model_strategy_output_in_that_order(monkeypatch):
+    lines = help_lines(monkeypatch, "fit")
+    titles = [line.strip("╭─╮ ") for line in lines if line.startswith("╭")]
+    order = ["Data", "Reading tables and images", "Model", "Strategy", "Options of every strategy", "Output", "Compute"]
+    assert [t for t in titles if t in order] == order, titles
+    commands = [line.strip("╭─╮ ") for line in help_lines(monkeypatch) if line.startswith("╭")]
+    assert commands[1:5] == ["Start here", "Train", "Inspect", "Deploy"], commands
+
+
+def test_val_help_shows_the_share_a_fit_really_holds_out():
+    import inspect
+
+    from headstart.cli.fit import TRAIN_VAL_SHARE
+    from headstart.transfer import Transfer
+
+    assert TRAIN_VAL_SHARE == inspect.signature(Transfer).parameters["val_fraction"].default
+
+
+def test_val_help_names_its_default_once(monkeypatch):
+    from headstart.cli.fit import TRAIN_VAL_SHARE
+
+    line = next(line for line in help_lines(monkeypatch, "fit") if line.startswith("--val "))
+    assert line.endswith(f"[default: {TRAIN_VAL_SHARE} of the training split]") and line.count("default") == 1, line
+
+
+def test_a_none_default_the_help_explains_is_not_shown_as_none(monkeypatch):
+    lines = help_lines(monkeypatch, "fit")
+    for flag in ("--sep", "--encoding", "--lora-targets", "--skip-bad-rows"):
+        line = next(line for line in lines if line.startswith(flag + " "))
+        assert "[default:" not in line, line
+    assert next(line for line in lines if line.startswith("--C ")).endswith("[default: None]")

@@ -1,5 +1,12 @@
-"""The HTML report: every section from what a folder holds, rendered by headless Chromium."""
+"""The HTML report: every section from what a folder holds, rendered by headless Chromium.
 
+The rendering test needs a Chromium and no root: Playwright's (`pip install playwright` and
+`python -m playwright install chromium` place it under the user's cache; the download needs the
+network) or, failing that, a system chromium / chromium-browser / google-chrome on PATH. It
+skips, saying so, when there is neither.
+"""
+
+import functools
 import html
 import json
 import re
@@ -17,7 +24,27 @@ from headstart.report import build_report, read_documents, write_report
 from helpers import TINY_TIMM, colour_folder, review_table, tiny_bert_folder, tiny_timm_weights
 from test_cli import run_cli
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+SYSTEM_BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+NO_BROWSER = ("no Chromium to render the report in: `pip install playwright && python -m playwright install chromium` "
+              "installs one per user (it downloads from Playwright's CDN), or put a system chromium on PATH")
+
+
+@functools.cache
+def chromium() -> str | None:
+    """Playwright's Chromium where it has been installed, else a system one, else None."""
+    try:
+        from playwright.sync_api import Error, sync_playwright
+    except ImportError:
+        pass
+    else:
+        try:
+            with sync_playwright() as playwright:
+                path = playwright.chromium.executable_path  # under PLAYWRIGHT_BROWSERS_PATH or ~/.cache/ms-playwright
+        except Error:
+            path = None
+        if path and Path(path).is_file():
+            return path
+    return next(filter(None, map(shutil.which, SYSTEM_BROWSERS)), None)
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
          "--disable-sync", "--no-first-run", "--hide-scrollbars", "--force-device-scale-factor=1"]
 # Injected into a copy of the page: once loaded, it writes where every section and image landed.
@@ -74,7 +101,7 @@ def render(page: Path, work: Path) -> tuple[dict, np.ndarray]:
     """Load the page in headless Chromium: (where each section and image landed, full-page screenshot)."""
     probe = work / "probe.html"
     probe.write_text(page.read_text().replace("</body>", LAYOUT_PROBE + "</body>"))
-    common = [CHROMIUM, *FLAGS, f"--user-data-dir={work / 'profile'}"]
+    common = [chromium(), *FLAGS, f"--user-data-dir={work / 'profile'}"]
     dom = subprocess.run([*common, "--virtual-time-budget=5000", "--window-size=1280,1000", "--dump-dom", probe.as_uri()],
                          capture_output=True, text=True, timeout=120).stdout
     found = re.search(r'data-layout="([^"]*)"', dom)
@@ -92,8 +119,7 @@ def visible(pixels: np.ndarray, left: int, top: int, width: int, height: int) ->
     return inside and pixels[top:top + height, left:left + width].std() > 5
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed: `apt-get install chromium` "
-                                               "(`make test` installs it where apt-get works)")
+@pytest.mark.skipif(chromium() is None, reason=NO_BROWSER)
 @pytest.mark.parametrize("folder, sections, plots", [
     ("fit", ["data", "backbone", "curves", "confusion", "per-class", "misclassified", "cv"], 2),
     ("tune/refit", ["data", "backbone", "curves", "confusion", "per-class", "misclassified", "tuning"], 5),
@@ -161,3 +187,84 @@ def test_report_of_a_folder_without_results_says_what_it_needs(tmp_path, monkeyp
         write_report(tmp_path)
     code, _, err = run_cli(monkeypatch, capsys, "report", tmp_path / "nothing")
     assert code == 2 and "is not a folder" in " ".join(err.split())
+
+
+# -- what the report says about the strategy: what was used and chosen, only what applies ----------------------------
+def _options(page: str) -> dict[str, tuple[str, str]]:
+    """The report's strategy options table: name -> (value, note)."""
+    table = re.search(r"<h3>Strategy options</h3><table>(.*?)</table>", page).group(1)
+    rows = re.findall(r"<tr><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td></tr>", table)
+    return {name: (value, note) for name, value, note in rows}
+
+
+def _run_documents(strategy: str, options: dict, selected: dict | None = None, modality: str = "image",
+                   source: str = "/data/flowers") -> dict:
+    data = {"source": source, "samples": 40, "modality": modality, "classes": {"a": 20, "b": 20}, "skipped": []}
+    config = {"backbone": {"name": "efficientnet_lite0"}, "strategy": strategy, "strategy_config": options,
+              "seed": 0, "fit": {"train_samples": 28, **({"selected": selected} if selected else {})}}
+    return {"config": config, "metrics": {"data": data}, "contract": {"modality": modality}}
+
+
+def test_a_linear_head_shows_the_chosen_c_and_no_mlp_options():
+    options = {"head": "linear", "class_weight": None, "hidden": 512, "dropout": 0.2, "C": None}
+    shown = _options(build_report(_run_documents("linear-probe", options, {"C": 0.0031622776})))
+    assert set(shown) == {"head", "class_weight", "C"}
+    assert shown["C"] == ("0.00316", "chosen on the validation split")
+    given = _options(build_report(_run_documents("linear-probe", {**options, "C": 0.5}, {"C": 0.5})))
+    assert given["C"] == ("0.5000", "")  # set by the user: nothing was chosen
+
+
+def test_an_mlp_head_shows_its_own_options_and_the_epochs_it_chose():
+    options = {"head": "mlp", "class_weight": "balanced", "hidden": 256, "dropout": 0.3, "C": None}
+    shown = _options(build_report(_run_documents("linear-probe", options, {"epochs": 7, "hidden": 256, "dropout": 0.3})))
+    assert set(shown) == {"head", "class_weight", "hidden", "dropout", "epochs"}
+    assert shown["hidden"] == ("256", "") and shown["epochs"] == ("7", "chosen on the validation split")
+
+
+@pytest.mark.parametrize("strategy, modality, absent, present", [
+    ("finetune", "text", {"min_crop", "randaugment", "lpft_lr_scale"}, {"l2sp", "train_bn", "lr"}),
+    ("finetune", "image", {"lpft_lr_scale"}, {"min_crop", "randaugment"}),
+    ("lp-ft", "image", set(), {"lpft_lr_scale"}),
+    ("scratch", "image", {"lpft_lr_scale", "l2sp", "train_bn"}, {"lr", "head_lr_scale"}),
+])
+def test_network_strategies_show_only_the_options_that_act(strategy, modality, absent, present):
+    from dataclasses import asdict
+
+    from headstart.strategies import get_strategy
+
+    options = asdict(get_strategy(strategy).config_class())
+    shown = set(_options(build_report(_run_documents(strategy, options, modality=modality))))
+    assert present <= shown and not absent & shown and shown == set(options) - absent
+
+
+def test_an_unknown_strategy_shows_every_option_as_recorded():
+    shown = _options(build_report(_run_documents("future-strategy", {"alpha": 1, "beta": None})))
+    assert shown == {"alpha": ("1", ""), "beta": ("None", "")}
+
+
+def test_the_page_names_the_data_folder_and_keeps_its_whole_path_in_the_data_section():
+    source = "/very/long/path/to/some/project/folder/with/many/levels/of/nesting/flowers5"
+    page = build_report(_run_documents("linear-probe", {"head": "linear"}, source=source))
+    subtitle = re.search(r'<p class="muted">(.*?)</p>', page).group(1)
+    assert subtitle == "efficientnet_lite0 · linear-probe · flowers5"
+    assert f"<b>{source}</b>" in page
+
+
+def test_a_ranking_on_a_sample_says_so():
+    documents = _run_documents("linear-probe", {"head": "linear"})
+    documents["ranking"] = [{"model": "efficientnet_lite0", "layer": "final", "logme": 1.0, "samples": 20}]
+    assert "a stratified sample of 20 of the 28 training samples" in build_report(documents)
+    documents["ranking"][0]["samples"] = 28
+    assert "Transferability scores on the training split" in build_report(documents)
+
+
+def test_fit_output_titles_the_test_metrics_with_the_data_folder_name(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HEADSTART_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("COLUMNS", "80")
+    deep = tmp_path / "a-rather-long-folder-name" / "and-another-long-one" / "and-a-third-level-too"
+    images = colour_folder(deep / "colours", per_class=6, size=24)
+    model = ["--model", f"timm:{TINY_TIMM}", "--weights", tiny_timm_weights(tmp_path), "--workers", 0]
+    code, out, err = run_cli(monkeypatch, capsys, "fit", images, *model, "--out", tmp_path / "run")
+    assert code == 0, err
+    assert f"test split of colours — timm:{TINY_TIMM}, linear-probe" in " ".join(out.split())
+    assert str(deep) not in out.replace("\n", "")  # the whole path is in the data line (stderr) only

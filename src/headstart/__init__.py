@@ -26,6 +26,8 @@ _EXPORTS = {
     "compare_strategies": "comparison",
     "rank": "ranking",
     "audit": "data_audit", "Audit": "data_audit",
+    "pretrain": "pretraining",
+    "auto": "autopilot", "resume_auto": "autopilot",
 }
 _SUBMODULES = {"adaptation"}  # hs.adaptation: domain adaptation methods and the shift score
 
@@ -52,6 +54,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .comparison import compare_strategies
     from .contract import InputContract
     from .data_audit import Audit, audit
+    from .pretraining import pretrain
     from .data import ImageFiles, ImageFolder, LabelledData, TextTable
     from .errors import ConfigError, DataError, HeadstartError, WeightsUnavailableError
     from .evaluation import classification_metrics

@@ -12,12 +12,10 @@ from .data import LabelledData
 from .devices import resolve_device
 from .peak_memory import PeakMemory
 from .runs import weights_bytes, write_text_atomic
-from .strategies import TrainingConfig, get_strategy
+from .strategies import DEFAULT_COMPARISON, TrainingConfig, get_strategy
 from .transfer import Transfer, clone
 
 __all__ = ["compare_strategies", "compare_adaptation", "write_comparison", "DEFAULT_COMPARISON"]
-
-DEFAULT_COMPARISON = ("scratch", "linear-probe", "finetune", "lp-ft")
 
 
 def _config(strategy: str, budget: TrainingConfig | None, configs: Mapping[str, Config] | None) -> Config:

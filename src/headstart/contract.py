@@ -11,7 +11,12 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-__all__ = ["InputContract", "LayerGroup"]
+__all__ = ["DEFAULT_MAX_PIXELS", "InputContract", "LayerGroup"]
+
+# The largest image accepted unless told otherwise, in pixels (a bundle's contract.json records it):
+# PIL's own warning threshold, a 0.27 GB RGB image (about 9500 x 9500), far above any photo a
+# backbone needs, far below the 12000 x 12000 JPEGs that took 2 GB each to decode.
+DEFAULT_MAX_PIXELS: int = 89_478_485
 
 Modality = Literal["image", "text"]
 

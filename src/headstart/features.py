@@ -24,7 +24,8 @@ from .errors import ConfigError
 from .data import DEFAULT_MAX_PIXELS, LabelledData, call_module, inference_loader, to_device
 from .feature_cache import FeatureCache
 
-__all__ = ["embed", "extract_features", "share_features", "default_cache_dir", "content_digests", "FeatureCache"]
+__all__ = ["embed", "extract_features", "share_features", "uncached_count", "default_cache_dir", "content_digests",
+           "FeatureCache"]
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
@@ -153,6 +154,14 @@ def share_features(backbone: Backbone, data: LabelledData, *, cache_dir: str | P
             cache.store([digests[i] for i in share], fresh)
     distributed.barrier()
     return len(share)
+
+
+def uncached_count(backbone: Backbone, data: LabelledData, cache_dir: str | Path | None = None) -> int:
+    """How many distinct samples of ``data`` a feature pass of ``backbone`` would have to embed (what
+    a budget planner needs: a cached pass costs next to nothing)."""
+    root = Path(cache_dir) if cache_dir else default_cache_dir()
+    with closing(FeatureCache(root, backbone.cache_key, backbone.contract.feature_dim)) as cache:
+        return len(_missing_unique(cache, content_digests(data)))
 
 
 def _missing_unique(cache: FeatureCache, digests: list[bytes]) -> list[int]:

@@ -17,13 +17,11 @@ from contextlib import contextmanager
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from headstart.contract import DEFAULT_MAX_PIXELS
 from headstart.errors import DataError
 
 __all__ = ["DEFAULT_MAX_PIXELS", "OverCap", "check_size", "decode_image", "reduced_rgb", "to_model_rgb"]
 
-# PIL's own warning threshold: a 0.27 GB RGB image (about 9500 x 9500), far above any photo a
-# backbone needs, far below the 12000 x 12000 JPEGs that took 2 GB each to decode.
-DEFAULT_MAX_PIXELS: int = 89_478_485
 # Formats read; PIL's others (EPS runs Ghostscript, ICO/ICNS change size on load) are refused.
 _FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF")  # JPEG includes MPO (camera JPEGs)
 _REDUCIBLE = frozenset({"RGB", "L", "CMYK"})  # modes Image.reduce averages exactly (no alpha, no palette)

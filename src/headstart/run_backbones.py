@@ -16,6 +16,7 @@ it registers the ``run`` prefix with the backbone registry, which imports it on 
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -81,12 +82,14 @@ def build_run_backbone(spec: str, weights: str | Path | None = None, pretrained:
     if not pretrained:
         base = build_backbone(run.config["backbone"]["name"], pretrained=False)
         return replace(base, name=name, source_head=None)
-    model = load_run(run, path, device="cpu")
+    with warnings.catch_warnings():  # a `headstart pretrain` run's head has no classes: nothing to initialise
+        warnings.filterwarnings("ignore", "Initializing zero-element tensors")
+        model = load_run(run, path, device="cpu")
     if model.strategy_.adapter:  # lora, bitfit: fold the trained parts into plain weights
         model.merge()
     return Backbone(name=name, module=model.net_.backbone.eval(), contract=model.contract_,
                     weights_digest=_digest(path, model.backbone_.weights_digest),
-                    source_head=model.net_.head.eval(), tokenizer=model.backbone_.tokenizer)
+                    source_head=model.net_.head.eval() if model.classes_ else None, tokenizer=model.backbone_.tokenizer)
 
 
 register_prefix(PREFIX, build_run_backbone)
@@ -113,7 +116,9 @@ def _describe(path: Path) -> RunBackboneInfo:
         return RunBackboneInfo(name, "?", "?", "?", 0, False, str(exc))
     config, contract = run.config, run.contract
     usable = stores_backbone(run.tensors)
-    return RunBackboneInfo(name, str((config.get("backbone") or {}).get("name")), str(config.get("strategy")),
+    method = (config.get("pretraining") or {}).get("method")
+    return RunBackboneInfo(name, str((config.get("backbone") or {}).get("name")),
+                           f"pretrain {method}" if method else str(config.get("strategy")),
                            str(contract.get("modality")), int(contract.get("feature_dim") or 0), usable,
                            "" if usable else "head only (base backbone unchanged)")
 

@@ -29,6 +29,7 @@ from .devices import default_workers, resolve_device
 from .errors import ConfigError, DataError, HeadstartError
 from .evaluation import classification_metrics
 from .features import extract_features
+from .inference import TEST_VIEWS, check_tta, viewed_backbone
 from .ranking import default_candidates, rank
 from .runs import RunFiles, read_run, write_run
 from .strategies import ComputeContext, FitJob, Strategy, get_strategy
@@ -81,6 +82,9 @@ class Transfer:
     refit: after choosing on the validation share, train again on all of ``train`` with what was
         chosen (the best epoch count), as ``LogisticRegressionCV(refit=True)`` does; the linear
         probe always does (its validation share joins the final head's fit).
+    tta: test-time augmentation for images: predictions average the class probabilities of each image
+        and its mirror image (every strategy; the linear probe caches the mirrored features under a
+        key of their own). Choosing and early stopping on the validation share do not use it.
     """
 
     def __init__(self, model: str | None = None, strategy: str = "linear-probe", *,
@@ -88,7 +92,7 @@ class Transfer:
                  val_fraction: float = 0.15, cache_dir: str | Path | None = None, use_cache: bool = True,
                  batch_size: int = 64, num_workers: int | None = None, device: str = "auto",
                  seed: int = 0, progress: Progress | None = None,
-                 adapt: str | dict | object | None = None, refit: bool = False) -> None:
+                 adapt: str | dict | object | None = None, refit: bool = False, tta: bool = False) -> None:
         self.model = model
         self.strategy = strategy
         self.candidates = candidates
@@ -104,6 +108,7 @@ class Transfer:
         self.progress = progress
         self.adapt = adapt
         self.refit = refit
+        self.tta = tta
 
     # -- the estimator contract -------------------------------------------------------------
     @classmethod
@@ -147,11 +152,14 @@ class Transfer:
         return self.strategy_.config
 
     # -- fitting ------------------------------------------------------------------------------
-    def _features(self, data: LabelledData, stage: str, module: nn.Module | None = None) -> np.ndarray:
-        """Features by the fitted backbone (cached), or by a modified copy of it (never cached)."""
-        label = f"{self.backbone_.name} {stage}"  # which model: compare and rank run several
+    def _features(self, data: LabelledData, stage: str, module: nn.Module | None = None, *,
+                  view: str | None = None) -> np.ndarray:
+        """Features by the fitted backbone (cached), or by a modified copy of it (never cached); with
+        ``view``, of that test-time view of each image (cached under the view's own key)."""
+        label = f"{self.backbone_.name} {stage}{f' ({view})' if view else ''}"  # compare and rank run several models
         progress = (lambda done, total: self.progress(label, done, total)) if self.progress else None
         backbone = self.backbone_ if module is None else replace(self.backbone_, module=module)
+        backbone = backbone if view is None else viewed_backbone(backbone, view)
         return extract_features(backbone, data, cache_dir=self.cache_dir, use_cache=self.use_cache and module is None,
                                 batch_size=self.batch_size, num_workers=default_workers(self.num_workers),
                                 device=self.device_, progress=progress)
@@ -182,9 +190,11 @@ class Transfer:
             method.check(strategy, train, target)
         return method
 
-    def _context(self) -> ComputeContext:
+    def _context(self, view: str | None = None) -> ComputeContext:
+        features = self._features if view is None else (
+            lambda data, stage, module=None: self._features(data, stage, module, view=view))
         return ComputeContext(self.backbone_, self.device_, self.batch_size, default_workers(self.num_workers),
-                              self._features, self.progress)
+                              features, self.progress, view)
 
     def fit(self, train: LabelledData, val: LabelledData | None = None, *, target: LabelledData | None = None,
             checkpoint: str | Path | None = None, resume: bool = False,
@@ -198,6 +208,8 @@ class Transfer:
         """
         strategy = get_strategy(self.strategy)(self.config)
         method = self._adaptation(type(strategy), train, target)
+        if self.tta:
+            check_tta(train.modality)
         if self.refit and val is not None:
             raise ConfigError("`refit` trains again on the training data together with the validation share it "
                               "took out; with a validation set of your own (`--val`), leave `refit` off.")
@@ -256,7 +268,7 @@ class Transfer:
             self.ranking_ = [row.to_dict() for row in rank(
                 self.candidates or default_candidates(train.modality), train, cache_dir=self.cache_dir,
                 use_cache=self.use_cache, batch_size=self.batch_size, num_workers=default_workers(self.num_workers),
-                device=self.device_, progress=self.progress)]
+                device=self.device_, progress=self.progress, seed=self.seed)]  # a large split: on a sample of it
             self.model_name_ = self.ranking_[0]["model"]
 
     @property
@@ -272,9 +284,16 @@ class Transfer:
 
     # -- using a fitted model -----------------------------------------------------------------
     def predict_proba(self, data: LabelledData) -> np.ndarray:
-        """Class probabilities for each sample, columns in the order of ``classes_``."""
+        """Class probabilities for each sample, columns in the order of ``classes_``; with ``tta``, the
+        mean over the image and each test-time view of it (``inference.TEST_VIEWS``: its mirror image)."""
         self._check_fitted()
-        return self.strategy_.predict_proba(data, self._context())
+        probabilities = self.strategy_.predict_proba(data, self._context())
+        if not self.tta:
+            return probabilities
+        check_tta(self.contract_.modality)
+        for view in TEST_VIEWS:
+            probabilities = probabilities + self.strategy_.predict_proba(data, self._context(view))
+        return probabilities / (1 + len(TEST_VIEWS))
 
     def predict(self, data: LabelledData) -> list[str]:
         """The predicted class name of each sample."""
@@ -325,6 +344,8 @@ class Transfer:
         }
         if self.adapt_ is not None:
             config["adapt"] = self.adapt_.to_dict()
+        if self.tta:  # load, evaluate, predict and export apply it
+            config["tta"] = True
         if self.ranking_:
             config["backbone"]["chosen_by"] = "LogME ranking of " + ", ".join(r["model"] for r in self.ranking_)
         return {**config, **self.strategy_.run_entries()}
@@ -369,7 +390,11 @@ class Transfer:
 def load(path: str | Path, *, device: str = "auto", cache_dir: str | Path | None = None,
          progress: Progress | None = None) -> Transfer:
     """Load a saved run as a fitted :class:`Transfer`, checking the backbone's weights match."""
-    return load_run(read_run(path), path, device=device, cache_dir=cache_dir, progress=progress)
+    run = read_run(path)
+    if not run.labels:
+        raise ConfigError(f"{path} is a pre-trained backbone (`headstart pretrain`), not a classifier: it has no "
+                          f"classes to predict. Fit a model on it with `--model run:{path}`.")
+    return load_run(run, path, device=device, cache_dir=cache_dir, progress=progress)
 
 
 def load_run(run: RunFiles, path: str | Path, *, device: str = "auto", cache_dir: str | Path | None = None,
@@ -379,7 +404,7 @@ def load_run(run: RunFiles, path: str | Path, *, device: str = "auto", cache_dir
     model = Transfer(backbone["name"], run.config["strategy"], config=run.config["strategy_config"],
                      weights=backbone.get("weights"), seed=run.config.get("seed", 0),
                      batch_size=run.config.get("batch_size", 64), cache_dir=cache_dir, device=device,
-                     progress=progress, adapt=run.config.get("adapt"))
+                     progress=progress, adapt=run.config.get("adapt"), tta=bool(run.config.get("tta", False)))
     return model._restore(run, path)
 
 

@@ -27,7 +27,7 @@ from .errors import ConfigError, DataError, HeadstartError
 from .runs import check_output_dir, write_text_atomic
 
 __all__ = ["open_data", "open_inputs", "open_texts", "open_unlabelled", "RunConfig", "read_run_config", "RunArgs", "FitRun",
-           "FitRunResult", "fit_run", "resume_run", "work_dir", "save_search", "refit_best", "trial_trackers",
+           "FitRunResult", "fit_run", "resume_run", "work_dir", "save_search", "refit_best", "refit_on_all", "trial_trackers",
            "AdaptRunResult", "adapt_run", "share_features_of", "Evaluation", "evaluate_run", "training_overlap",
            "trained_on_digests"]
 
@@ -156,7 +156,8 @@ class RunArgs:
     run; ``cv`` adds a K-fold estimate on the training split; ``track`` logs to mlflow or
     tensorboard (``track_uri``: where); ``audit`` audits the data before the split, ``drop``
     removes the samples it flags as those kinds (names of ``data_audit.DROP_KINDS``); ``refit``
-    trains again on train + validation with the best epoch count (``Transfer(refit=True)``).
+    trains again on train + validation with the best epoch count (``Transfer(refit=True)``); ``tta``
+    predicts with test-time augmentation (``Transfer(tta=True)``, images only).
     """
 
     data: str
@@ -184,6 +185,7 @@ class RunArgs:
     audit: bool = False
     drop: list[str] | None = None
     refit: bool = False
+    tta: bool = False
 
     @classmethod
     def create(cls, data: str | Path, out_dir: str | Path, **settings: Any) -> RunArgs:
@@ -290,7 +292,8 @@ class FitRun:
         a = self.args
         return Transfer(a.model, a.strategy, candidates=a.candidates, config=self.config, weights=a.weights,
                         cache_dir=a.cache_dir, use_cache=not a.no_cache, batch_size=a.batch_size,
-                        num_workers=a.workers, device=a.device, seed=a.seed, progress=progress, refit=a.refit)
+                        num_workers=a.workers, device=a.device, seed=a.seed, progress=progress, refit=a.refit,
+                        tta=a.tta)
 
     def run(self, progress: Progress | None = None) -> FitRunResult | None:
         """Fit (continuing from the checkpoint when resumed), evaluate, save; return the result.
@@ -551,9 +554,11 @@ class Evaluation:
 
 
 def evaluate_run(run_dir: str | Path, data: LabelledData, *, exclude_train: bool = False, device: str = "auto",
-                 cache_dir: str | Path | None = None, progress: Progress | None = None) -> Evaluation:
+                 cache_dir: str | Path | None = None, progress: Progress | None = None,
+                 tta: bool = False) -> Evaluation:
     """Evaluate a saved run on labelled ``data``, noticing samples it trained on (their scores
-    overstate it); ``exclude_train`` scores only the others."""
+    overstate it); ``exclude_train`` scores only the others; ``tta`` turns test-time augmentation on
+    for a run fitted without it (a run fitted with it always uses it)."""
     from .transfer import load
 
     overlap = training_overlap(run_dir, data)
@@ -567,6 +572,8 @@ def evaluate_run(run_dir: str | Path, data: LabelledData, *, exclude_train: bool
                             "to evaluate with `--exclude-train`.")
         data = data.subset(keep)
     model = load(run_dir, device=device, cache_dir=cache_dir, progress=progress)
+    if tta:
+        model.set_params(tta=True)
     return Evaluation(model.evaluate(data), data, None if overlap is None else len(overlap), exclude_train)
 
 
@@ -601,20 +608,28 @@ def refit_best(result, train: LabelledData, test: LabelledData, run_dir: str | P
     validation curve is in-sample here (the val part is inside ``train``).
     """
     from .strategies import get_strategy
-    from .transfer import Transfer
 
     config = get_strategy(result.strategy).make_config(result.run_config(refit=True)["strategy_config"])
-    seed = result.settings.seed
-    _, val_idx = stratified_split(train.y, [result.settings.val_fraction], seed, class_names=train.classes)
-    model = Transfer(result.model, result.strategy, config=config, seed=seed, progress=progress,
-                     **(transfer_options or {}))
-    model.fit(train, train.subset(val_idx))
+    model = refit_on_all(train, result.model, result.strategy, config, seed=result.settings.seed,
+                         val_fraction=result.settings.val_fraction, progress=progress, **(transfer_options or {}))
     metrics, predictions = model.evaluate_with_predictions(test)
     summary = {**result.summary(), **({"data": data_summary} if data_summary is not None else {})}
     documents = {"test": metrics, **({"data": data_summary} if data_summary is not None else {})}
     model.save(run_dir, metrics=documents, extra={"predictions": predictions, "tuning": summary},
                finish=with_report(run_dir))
     return metrics
+
+
+def refit_on_all(train: LabelledData, model: str, strategy: str, config, *, seed: int = 0, val_fraction: float = 0.15,
+                 callbacks: Sequence = (), **transfer_options: Any):
+    """A fitted ``Transfer`` of ``strategy`` with ``config`` (chosen before: a network's best epoch
+    count, without early stopping) trained on every sample of ``train``. Its validation curve is
+    in-sample (the usual share of ``train``), so it only shows progress and chooses nothing."""
+    from .transfer import Transfer
+
+    _, val_idx = stratified_split(train.y, [val_fraction], seed, class_names=train.classes)
+    estimator = Transfer(model, strategy, config=config, seed=seed, val_fraction=val_fraction, **transfer_options)
+    return estimator.fit(train, train.subset(val_idx), callbacks=callbacks)
 
 
 def trial_trackers(track: str | None, track_uri: str | None, study: str):

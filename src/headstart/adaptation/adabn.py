@@ -10,34 +10,23 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..backbones import Backbone
-from ..config import Config, one_of, option
 from ..data import LabelledData, call_module, inference_loader, to_device
 from ..errors import ConfigError
 from .base import AdaptationMethod, register_adaptation
+from .configs import AdaBNConfig
 
 if TYPE_CHECKING:
     from ..strategies.base import FitJob, Strategy
 
 __all__ = ["AdaBN", "AdaBNConfig", "batchnorm_layers", "reestimate_batchnorm", "require_batchnorm",
            "with_batchnorm_statistics"]
-
-
-@dataclass
-class AdaBNConfig(Config):
-    """Options of ``adabn``."""
-
-    owner: ClassVar[str] = "adabn"
-    source_statistics: bool = option(True, (
-        "fit the head on source features computed with statistics re-estimated on the source (as in "
-        "the paper); off: the pre-trained statistics and cached features"), one_of(True, False))
 
 
 def batchnorm_layers(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:

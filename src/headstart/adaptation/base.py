@@ -3,7 +3,8 @@
 A method is one class registered by :func:`register_adaptation`, owning its config class,
 the strategies it composes with, and the hooks ``Transfer.fit`` calls: features for a head
 (coral, adabn), extra loss callbacks for the training loop (dann, mmd), and a last change to
-the fitted network (adabn). Adding a method means adding one module under ``adaptation/``.
+the fitted network (adabn). Adding a method means adding its config to ``configs.py`` and one
+module under ``adaptation/``, named in the registry's ``modules`` below.
 """
 
 from __future__ import annotations
@@ -89,7 +90,9 @@ class AdaptationMethod:
         """Change the fitted network once training is over (AdaBN's target statistics)."""
 
 
-_METHODS: Registry[AdaptationMethod] = Registry("adaptation method")
+# The built-in methods' modules, imported (registering their classes) on the registry's first use.
+_METHODS: Registry[AdaptationMethod] = Registry("adaptation method", modules=[
+    f"headstart.adaptation.{module}" for module in ("coral", "adabn", "dann", "mmd")])
 # Class decorator: make an adaptation method available by its ``name`` (API, CLI, compare).
 register_adaptation = _METHODS.register
 adaptation_names = _METHODS.names  # registered names, in registration order

@@ -8,30 +8,18 @@ so an adapted model is an ordinary head on frozen features: seconds on cached fe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..config import Config, at_least, one_of, option
 from ..errors import ConfigError
 from .base import AdaptationMethod, register_adaptation
+from .configs import CoralConfig
 
 if TYPE_CHECKING:
     from ..strategies.base import FitJob
 
 __all__ = ["Coral", "CoralConfig", "CoralAlignment"]
-
-
-@dataclass
-class CoralConfig(Config):
-    """Options of ``coral``."""
-
-    owner: ClassVar[str] = "coral"
-    regularisation: float = option(1.0, (
-        "added to both covariances' diagonals, in units of the mean feature variance "
-        "(the paper's 1 on standardised features); larger is a gentler alignment"), at_least(0, strict=True))
-    align_mean: bool = option(True, "also move the source mean onto the target mean", one_of(True, False))
 
 
 def _matrix_power(covariance: np.ndarray, power: float) -> np.ndarray:

@@ -8,33 +8,21 @@ learns features the domain classifier cannot separate while the head keeps them 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..config import Config, at_least, option
 from ..training import Trainer
 from .base import register_adaptation
+from .configs import DannConfig
 from .target_batches import TargetFeatureLoss, TargetLossMethod, ganin_schedule
 
 if TYPE_CHECKING:
     from ..strategies.base import FitJob
 
 __all__ = ["Dann", "DannConfig", "GradientReversal", "reverse_gradient", "DomainAdversarialLoss"]
-
-
-@dataclass
-class DannConfig(Config):
-    """Options of ``dann``."""
-
-    owner: ClassVar[str] = "dann"
-    weight: float = option(1.0, "weight of the domain-classification loss", at_least(0, strict=True))
-    hidden: int = option(256, "hidden units of the domain classifier's two layers", at_least(1, int))
-    gamma: float = option(10.0, "steepness of the reversal coefficient's ramp 2/(1+exp(-gamma p))-1",
-                          at_least(0, strict=True))
 
 
 class GradientReversal(torch.autograd.Function):

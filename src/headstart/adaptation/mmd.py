@@ -8,31 +8,20 @@ source's. Bandwidths follow the median heuristic, spread by powers of ``kernel_m
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import DataLoader
 
-from ..config import Config, at_least, option
 from ..training import Trainer
 from .base import register_adaptation
+from .configs import MmdConfig
 from .target_batches import TargetFeatureLoss, TargetLossMethod
 
 if TYPE_CHECKING:
     from ..strategies.base import FitJob
 
 __all__ = ["Mmd", "MmdConfig", "multi_kernel_mmd", "MmdLoss"]
-
-
-@dataclass
-class MmdConfig(Config):
-    """Options of ``mmd``."""
-
-    owner: ClassVar[str] = "mmd"
-    weight: float = option(1.0, "weight of the MMD penalty", at_least(0, strict=True))
-    kernels: int = option(5, "number of Gaussian kernels", at_least(1, int))
-    kernel_mul: float = option(2.0, "ratio between neighbouring kernels' bandwidths", at_least(1, strict=True))
 
 
 def multi_kernel_mmd(source: torch.Tensor, target: torch.Tensor, kernels: int = 5, kernel_mul: float = 2.0) -> torch.Tensor:

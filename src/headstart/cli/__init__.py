@@ -8,8 +8,9 @@ options of the strategies and adaptation methods are generated from their config
 imports this package.
 """
 
-from . import adapt, audit, export, fit, inspect, tune  # noqa: F401 - importing a command module registers its commands
+from . import adapt, audit, auto, export, fit, inspect, tune  # noqa: F401 - importing a command module registers its commands
 from . import serve  # noqa: F401 - registers `headstart serve`
+from . import pretrain  # noqa: F401 - registers `headstart pretrain`
 from .app import app, main
 
 __all__ = ["app", "main"]

@@ -5,28 +5,23 @@ from __future__ import annotations
 import json
 from dataclasses import fields
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
-from ..adaptation import adaptation_names, get_adaptation, measure_shift
-from ..backbones import default_backbone
-from ..devices import resolve_device
 from ..errors import ConfigError
-from ..strategies import get_strategy
-from ..workflows import adapt_run, open_data, open_unlabelled
 from . import options as o
 from .app import command, out
 from .launch import launch
-from .options import (adaptation_owners, config_options, default_panel, flags_of, given, strategy_owners,
-                      with_config_options)
+from .options import (adaptation_owners, adapted_strategy, config_options, default_panel, flags_of, given,
+                      strategy_owners, with_config_options)
 from .output import adaptation_table, progress_bars, report_skipped, shift_table
 
-METHODS = adaptation_names()
+METHODS = list(adaptation_owners())
 # each method adapts its default strategy (the first it names): adapt takes that strategy's
 # options and the method's own, grouped in --help by the methods they apply to
-_STRATEGIES = list(dict.fromkeys(get_adaptation(m).strategies[0] for m in METHODS))
-_METHODS_OF = {**{s: [m for m in METHODS if get_adaptation(m).strategies[0] == s] for s in _STRATEGIES},
+_STRATEGIES = list(dict.fromkeys(adapted_strategy(m) for m in METHODS))
+_METHODS_OF = {**{s: [m for m in METHODS if adapted_strategy(m) == s] for s in _STRATEGIES},
                **{m: [m] for m in METHODS}}
 
 
@@ -38,9 +33,12 @@ def _panel(owners: tuple[str, ...]) -> str:
 ADAPT_OPTIONS = config_options({**strategy_owners(_STRATEGIES), **adaptation_owners()}, panel=_panel)
 
 
-def split_options(method: str, values: dict) -> tuple[Optional[dict], Optional[dict]]:
-    """(the strategy's options, the method's options) of those given; a flag that applies to
-    neither the method nor the strategy it adapts is an error naming it."""
+def split_options(method: str, values: dict) -> tuple[Any, Optional[dict]]:
+    """(the config of the strategy the method adapts, or None for its defaults; the method's options)
+    from those given; a flag that applies to neither the method nor that strategy is an error naming it."""
+    from ..adaptation import get_adaptation
+    from ..strategies import get_strategy
+
     values = given(values)
     strategy = get_adaptation(method).strategies[0]
     own = {f.name for f in fields(get_adaptation(method).config_class)}
@@ -51,7 +49,8 @@ def split_options(method: str, values: dict) -> tuple[Optional[dict], Optional[d
                           f"apply to {method}, which adapts the {strategy} strategy.")
     method_options = {k: v for k, v in values.items() if k in own}
     strategy_options = {k: v for k, v in values.items() if k not in own}
-    return strategy_options or None, method_options or None
+    config = get_strategy(strategy).make_config(strategy_options) if strategy_options else None
+    return config, method_options or None
 
 
 @command(panel="Train")
@@ -75,11 +74,11 @@ def adapt(
     options: dict = None, reading: dict = None,
 ) -> None:
     """Adapt a model trained on labelled SOURCE data to unlabelled TARGET data; report it beside source-only."""
+    from ..workflows import adapt_run, open_data, open_unlabelled
+
     if nproc > 1:
         return launch(nproc)
-    strategy_options, method_options = split_options(method, options)
-    strategy = get_adaptation(method).strategies[0]
-    config = get_strategy(strategy).make_config(strategy_options) if strategy_options else None
+    config, method_options = split_options(method, options)
     read = o.read_options(reading)
     source_data = open_data(source, text_column, label_column, strict=False, reading=read)
     target_data = open_unlabelled(target, text_column, source_data.modality, read)
@@ -121,6 +120,11 @@ def shift(
     as_json: bool = o.as_json("the scores"), reading: dict = None,
 ) -> None:
     """How separable SOURCE and TARGET are in a backbone's features: is adaptation needed?"""
+    from ..adaptation import measure_shift
+    from ..backbones import default_backbone
+    from ..devices import resolve_device
+    from ..workflows import open_unlabelled
+
     if nproc > 1:
         return launch(nproc)
     read = o.read_options(reading)

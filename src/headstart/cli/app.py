@@ -20,12 +20,65 @@ from collections.abc import Callable
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from typer.core import TyperCommand, TyperGroup
 
 from ..errors import HeadstartError
 
-__all__ = ["app", "out", "err", "command", "main", "other_rank", "LAUNCHABLE"]
+__all__ = ["app", "out", "err", "command", "main", "other_rank", "LAUNCHABLE", "DATA", "MODEL", "STRATEGY", "OUTPUT",
+           "COMPUTE", "READING"]
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+# The groups of options in every command's --help, in this order. Any other group (the options of
+# strategies or adaptation methods, tune's search, serve's limits) comes between Strategy and Output.
+DATA, READING, MODEL, STRATEGY, OUTPUT, COMPUTE = ("Data", "Reading tables and images", "Model", "Strategy", "Output",
+                                                  "Compute")
+_FIRST_PANELS, _LAST_PANELS = (DATA, READING, MODEL, STRATEGY), (OUTPUT, COMPUTE)
+# The groups of commands in `headstart --help`, in this order (any other after them).
+COMMAND_PANELS = ("Start here", "Train", "Inspect", "Deploy")
+
+
+def _panel_rank(param) -> int:
+    panel = getattr(param, "rich_help_panel", None)
+    if panel in _FIRST_PANELS:
+        return _FIRST_PANELS.index(panel)
+    return len(_FIRST_PANELS) + 1 + _LAST_PANELS.index(panel) if panel in _LAST_PANELS else len(_FIRST_PANELS)
+
+
+def _without_flag_types(params) -> None:
+    """A flag takes no value: show none (typer would print `--json <bool>`, `--help <bool>`)."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+
+
+class GroupedCommand(TyperCommand):
+    """A command whose --help lists the options group by group, in the same order in every command
+    (arguments keep their order: they are parsed by position), and no value type for a flag."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        arguments = [p for p in self.params if p.param_type_name == "argument"]
+        self.params = arguments + sorted((p for p in self.params if p.param_type_name != "argument"), key=_panel_rank)
+
+    def format_help(self, ctx, formatter) -> None:
+        _without_flag_types(self.get_params(ctx))
+        return super().format_help(ctx, formatter)
+
+
+class CommandGroups(TyperGroup):
+    """``headstart`` itself: its commands listed by group in the order of ``COMMAND_PANELS``."""
+
+    def list_commands(self, ctx) -> list[str]:
+        def rank(name: str) -> int:
+            panel = getattr(self.commands[name], "rich_help_panel", None)
+            return COMMAND_PANELS.index(panel) if panel in COMMAND_PANELS else len(COMMAND_PANELS)
+        return sorted(super().list_commands(ctx), key=rank)
+
+    def format_help(self, ctx, formatter) -> None:
+        _without_flag_types(self.get_params(ctx))
+        return super().format_help(ctx, formatter)
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, cls=CommandGroups,
                   help="Transfer learning from a pre-trained model to your labelled images or texts.")
 out = Console()
 err = Console(stderr=True)
@@ -76,7 +129,7 @@ def command(func: Callable | None = None, *, panel: str | None = None):
             err.print(f"[bold red]error:[/] {where}{exc.strerror}", highlight=False, markup=True)
             raise typer.Exit(2) from None
 
-    return app.command(rich_help_panel=panel)(guarded)
+    return app.command(rich_help_panel=panel, cls=GroupedCommand)(guarded)
 
 
 def other_rank() -> bool:
@@ -125,12 +178,15 @@ def _drop_interrupted_cleanup(unraisable) -> None:
 
 
 def _quiet_transformers() -> None:
-    try:
+    """Errors only and no progress bars from transformers and the Hugging Face hub, set where they read it
+    when (and if) a command imports them: importing transformers here would cost every command seconds."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:  # imported already (the CLI run in-process): it read them before
         from transformers.utils import logging as hf_logging
-    except ImportError:
-        return
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
 
 
 def main() -> None:

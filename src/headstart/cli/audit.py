@@ -8,9 +8,6 @@ from typing import Optional
 
 import typer
 
-from ..data_audit import audit as run_audit
-from ..data_audit import write_audit
-from ..workflows import open_data
 from . import options as o
 from .app import command, out
 from .output import progress_bars, report_skipped, show_audit
@@ -43,6 +40,9 @@ def audit(
     device: str = o.device(), cache_dir: Optional[Path] = o.cache_dir(), reading: dict = None,
 ) -> None:
     """Audit DATA before training: duplicates, leakage, likely label errors, outliers, class balance."""
+    from ..data_audit import audit as run_audit, write_audit
+    from ..workflows import open_data
+
     read = o.read_options(reading)
     dataset = open_data(data, text_column, label_column, strict=False, reading=read)
     other = open_data(against, text_column, label_column, strict=False, reading=read) if against else None

@@ -9,11 +9,10 @@ from typing import Optional
 
 import typer
 
-from ..export import export_bundle
-from ..runs import check_output_dir
-from ..transfer import load
 from . import options as o
 from .app import command, err, out
+
+BUNDLE = "Bundle"
 
 
 @command(panel="Deploy")
@@ -27,6 +26,9 @@ def export_merged(
     The merged run predicts the same (to float tolerance), needs no peft at prediction
     time and no separate base weights; `evaluate`, `predict` and `hs.load` read it as usual.
     """
+    from ..runs import check_output_dir
+    from ..transfer import load
+
     check_output_dir(out_dir, [run])  # never over (or inside) the run it merges
     model = load(run, device=device).merge()
     model.save(out_dir, metrics=model.metrics_)
@@ -38,13 +40,16 @@ def export_merged(
 @command(panel="Deploy")
 def export(
     run: Path = typer.Argument(..., help="A run directory written by `headstart fit` (any strategy)."),
-    out_dir: Path = typer.Option(..., "--out", "-o", help="The bundle folder to write (a new folder, or a previous bundle)."),
-    fmt: str = typer.Option("onnx", "--format", help="The model format: onnx."),
-    quantize: Optional[str] = typer.Option(None, help="int8: quantize with ONNX Runtime, refused below --min-agreement."),
-    opset: Optional[int] = typer.Option(None, help="ONNX opset (default: the exporter's)."),
-    min_agreement: float = typer.Option(0.99, help="Least top-1 agreement of the int8 model with the float one, "
-                                                   "on the run's test split."),
-    samples: int = typer.Option(64, help="Test samples the bundle is checked on against the run."),
+    out_dir: Path = typer.Option(..., "--out", "-o", rich_help_panel=o.OUTPUT,
+                                 help="The bundle folder to write (a new folder, or a previous bundle)."),
+    fmt: str = typer.Option("onnx", "--format", help="The model format: onnx.", rich_help_panel=BUNDLE),
+    quantize: Optional[str] = typer.Option(None, help="int8: quantize with ONNX Runtime, refused below --min-agreement.",
+                                           rich_help_panel=BUNDLE),
+    opset: Optional[int] = typer.Option(None, help="ONNX opset (default: the exporter's).", rich_help_panel=BUNDLE),
+    min_agreement: float = typer.Option(0.99, rich_help_panel=BUNDLE, help=(
+        "Least top-1 agreement of the int8 model with the float one, on the run's test split.")),
+    samples: int = typer.Option(64, help="Test samples the bundle is checked on against the run.",
+                                rich_help_panel=BUNDLE),
     as_json: bool = o.as_json("the figures the manifest records"),
 ) -> None:
     """Export a run as a bundle ONNX Runtime predicts with, without torch (headstart.runtime).
@@ -54,6 +59,8 @@ def export(
     of the run, and the parity figures). It is written only if it predicts what the run predicts
     on the run's test samples (probabilities within 1e-4, the same top class).
     """
+    from ..export import export_bundle
+
     progress = None if as_json else (lambda stage: err.print(f"[dim]{stage}...[/]", highlight=False))
     result = export_bundle(run, out_dir, fmt=fmt, quantize=quantize, opset=opset, min_agreement=min_agreement,
                            samples=samples, progress=progress)

@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from ..comparison import DEFAULT_COMPARISON, compare_strategies, write_comparison
-from ..data_audit import check_drop_kinds
-from ..data import few_shot_indices
 from ..errors import ConfigError
-from ..strategies import get_strategy, strategy_names
-from ..workflows import CHECKPOINT, FitRun, RunArgs, RunConfig, open_data, read_run_config, work_dir
+from ..strategies.configs import DEFAULT_COMPARISON
 from .app import command, err, out
 from .launch import launch
 from . import options as o
 from .options import config_options, require_applicable, strategy_owners, with_config_options
 from .output import comparison_table, describe_split, names, progress_bars, report_skipped, show_audit, show_fit
+
+if TYPE_CHECKING:
+    from ..workflows import FitRun, RunConfig
 
 FIT_OPTIONS = config_options(strategy_owners())
 # compare's network strategies share one budget: finetune's options (lora and bitfit keep their own lr)
@@ -29,17 +28,20 @@ BUDGET_OPTIONS = config_options(strategy_owners(["finetune"]),
 # fit's own options, defined here to keep the command short
 DATA_ARG = typer.Argument(None, show_default=False, help=(
     "An image folder (one sub-folder per class) or a .csv/.tsv/.jsonl table."))
-VAL = typer.Option(0.0, show_default=False, rich_help_panel=o.DATA, help=(
-    "Share of the data held out as its own validation split. Default 0: the fit takes its validation part "
-    "(15%) out of the training split."))
-STRICT = typer.Option(False, help="Fail on unreadable samples instead of skipping them.", rich_help_panel=o.DATA)
+# The share of the training split a fit holds out for validation when --val is 0 (Transfer's val_fraction).
+TRAIN_VAL_SHARE = 0.15
+VAL = typer.Option(0.0, show_default=False, rich_help_panel=o.DATA, help=o.help_with_default(
+    "Share of the data held out as a validation split of its own; at 0 the fit holds out a share of the training "
+    "split instead.", f"{TRAIN_VAL_SHARE} of the training split"))
+STRICT = typer.Option(False, "--strict", help="Fail on unreadable samples instead of skipping them.",
+                      rich_help_panel=o.DATA)
 MODEL = o.model("Backbone: see `headstart models` (default: efficientnet_lite0 for images, minilm for text); "
                 "`run:PATH` continues from a run's trained backbone; `auto` ranks the candidates by LogME and fits "
                 "the best.")
 CANDIDATES = typer.Option(None, rich_help_panel=o.MODEL, help=(
     "Comma-separated backbones `--model auto` ranks (default: every offline backbone of the data's modality)."))
-STRATEGY = typer.Option(None, rich_help_panel=o.STRATEGY, help=(
-    f"Transfer strategy: {', '.join(strategy_names())} (default linear-probe)."))
+STRATEGY = typer.Option(None, rich_help_panel=o.STRATEGY, help=o.help_with_default(
+    f"Transfer strategy: {', '.join(o.strategy_names())}.", "linear-probe, or the --config file's"))
 CONFIG = typer.Option(None, "--config", rich_help_panel=o.STRATEGY, help=(
     "A run's or `headstart tune`'s config.yaml: its backbone, strategy, options and seed; options given on the "
     "command line win."))
@@ -54,6 +56,9 @@ TRACK_URI = typer.Option(None, rich_help_panel=o.OUTPUT, help=(
 REFIT = typer.Option(False, "--refit", rich_help_panel=o.STRATEGY, help=(
     "After choosing the epoch count on the validation share, train again on all the training data with it "
     "(network strategies; the linear probe always uses its validation share for the final head)."))
+TTA = typer.Option(False, "--tta", rich_help_panel=o.STRATEGY, help=(
+    "Test-time augmentation (images): predict each image and its mirror image and average the class "
+    "probabilities; the run records it, so evaluate, predict and export apply it too."))
 NO_CACHE = typer.Option(False, "--no-cache", help="Do not read or write cached features.", rich_help_panel=o.COMPUTE)
 AUDIT = typer.Option(False, "--audit", rich_help_panel=o.DATA, help=(
     "Audit the data first (as `headstart audit` does) and print its summary; the run keeps it as audit.json."))
@@ -69,9 +74,11 @@ def fit(
     data: Optional[Path] = DATA_ARG,
     text_column: str = o.text_column(), label_column: str = o.label_column(), test: float = o.test_share(),
     val: float = VAL, strict: bool = STRICT, audit: bool = AUDIT, drop: Optional[str] = DROP, refit: bool = REFIT,
+    tta: bool = TTA,
     model: Optional[str] = MODEL, candidates: Optional[str] = CANDIDATES, weights: Optional[Path] = o.weights(),
     strategy: Optional[str] = STRATEGY, config_file: Optional[Path] = CONFIG, cv: Optional[int] = CV,
-    seed: Optional[int] = o.seed(None, "Seed of the split and of training (default 0)."),
+    seed: Optional[int] = o.seed(None, o.help_with_default("Seed of the split and of training.",
+                                                           "0, or the --config file's")),
     out_dir: Optional[Path] = OUT, resume: Optional[Path] = RESUME,
     track: Optional[str] = TRACK, track_uri: Optional[str] = TRACK_URI, as_json: bool = o.as_json("the test metrics"),
     batch_size: int = o.batch_size(), workers: Optional[int] = o.workers(), device: str = o.device(),
@@ -79,6 +86,9 @@ def fit(
     options: dict = None, reading: dict = None,
 ) -> None:
     """Fit a transfer model on DATA, evaluate it on a held-out test split, save the run."""
+    from ..data_audit import check_drop_kinds
+    from ..workflows import FitRun, RunArgs
+
     if nproc > 1:
         return launch(nproc, lambda: _resumable(resume or out_dir, nproc))
     if resume is not None:
@@ -93,7 +103,7 @@ def fit(
             seed=chosen.seed, weights=chosen.weights, strict=strict, batch_size=batch_size, workers=workers,
             device=device, cache_dir=cache_dir, no_cache=no_cache, cv=cv, track=track, track_uri=track_uri,
             reading=o.read_options(reading).to_dict(), audit=audit, drop=check_drop_kinds(names(drop)) or None,
-            refit=refit))
+            refit=refit, tta=tta))
     _audit_first(job, as_json)
     describe_split(job, as_json)
     with progress_bars(not as_json) as progress:
@@ -117,6 +127,8 @@ def _audit_first(job: FitRun, as_json: bool) -> None:
 
 def _resumable(out_dir: Optional[Path], nproc: int) -> str:
     """What a failed distributed fit kept: its last checkpoint, if it wrote one."""
+    from ..workflows import CHECKPOINT, work_dir
+
     if out_dir is None or not (work_dir(out_dir) / CHECKPOINT).is_file():
         return ""
     return f"Its last checkpoint is kept: continue with `headstart fit --resume {out_dir} --nproc {nproc}`."
@@ -126,6 +138,9 @@ def _run_config(config_file: Optional[Path], model: Optional[str], strategy: Opt
                 seed: Optional[int], weights: Optional[Path]) -> RunConfig:
     """The config file's run (or the defaults) with what the command line gave taking precedence;
     a flag that does not apply to the strategy is an error naming it."""
+    from ..strategies import get_strategy
+    from ..workflows import RunConfig, read_run_config
+
     base = read_run_config(config_file) if config_file is not None else RunConfig()
     chosen = base.overridden(model=model, strategy=strategy, seed=seed, weights=weights)
     given = require_applicable(options, get_strategy(chosen.strategy).config_class, FIT_OPTIONS,
@@ -153,6 +168,11 @@ def compare(
     options: dict = None, reading: dict = None,
 ) -> None:
     """Train several strategies on the same split and budget: how much did transfer buy over scratch?"""
+    from ..comparison import compare_strategies, write_comparison
+    from ..data import few_shot_indices
+    from ..strategies import get_strategy
+    from ..workflows import open_data
+
     finetune = get_strategy("finetune")
     budget = finetune.make_config(require_applicable(options, finetune.config_class, BUDGET_OPTIONS,
                                                      "the budget of the network strategies"))

@@ -10,9 +10,6 @@ from typing import Optional
 import typer
 
 from ..backbones import list_backbones
-from ..devices import resolve_device
-from ..transfer import load
-from ..workflows import FitRun, RunArgs, evaluate_run, open_data, open_inputs, open_texts
 from . import options as o
 from .app import command, err, out
 from .launch import launch
@@ -20,17 +17,21 @@ from .output import (backbones_table, describe_split, predictions_table, progres
                      run_backbones_table, show_fit, show_metrics)
 from .output import names as name_list
 
-RANK_KEYS = ("model", "layer", "logme", "leep", "nce", "hscore", "knn_accuracy", "seconds")
+TTA_HELP = ("Test-time augmentation: average the class probabilities of each image and its mirror image, for a "
+            "run fitted without `--tta` (a run fitted with it always applies it).")
+RANK_KEYS = ("model", "layer", "logme", "leep", "nce", "hscore", "knn_accuracy", "seconds", "samples")
 
 
 @command(panel="Inspect")
-def models(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-           runs: Optional[Path] = typer.Option(None, "--runs", help="Also list the runs under this folder, which "
-                                               "`--model run:PATH` takes as backbones.")) -> None:
+def models(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.", rich_help_panel=o.OUTPUT),
+           runs: Optional[Path] = typer.Option(None, "--runs", rich_help_panel=o.DATA, help=(
+               "Also list the runs under this folder, which `--model run:PATH` takes as backbones."))) -> None:
     """List the registered backbones, their weights' availability and input contracts."""
-    from ..run_backbones import list_run_backbones
+    rows, run_rows = list_backbones(), None
+    if runs is not None:
+        from ..run_backbones import list_run_backbones  # reads runs back: torch
 
-    rows, run_rows = list_backbones(), list_run_backbones(runs) if runs is not None else None
+        run_rows = list_run_backbones(runs)
     if as_json:
         listed = [row.__dict__ for row in rows]
         print(json.dumps(listed if run_rows is None else {"backbones": listed, "runs": [r.__dict__ for r in run_rows]},
@@ -50,6 +51,9 @@ def rank(
         "Comma-separated candidates (default: every offline backbone of the data's modality).")),
     layers: bool = typer.Option(False, "--layers", help="Also rank earlier layer groups of each backbone.",
                                 rich_help_panel=o.MODEL),
+    sample: Optional[str] = typer.Option(None, "--sample", metavar="N|all", rich_help_panel=o.DATA, help=(
+        "Rank on a stratified sample of N samples when the data has more, or on `all` of them (default: 1,000, "
+        "or 50 per class if that is more: the ranking has settled by then, and embedding is what ranking costs).")),
     batch_size: int = o.batch_size(), workers: Optional[int] = o.workers("Image-decoding worker processes (1)."),
     device: str = o.device(), cache_dir: Optional[Path] = o.cache_dir(), nproc: int = o.nproc(),
     as_json: bool = o.as_json("the rows"), reading: dict = None,
@@ -57,19 +61,29 @@ def rank(
     """Rank pre-trained backbones for DATA by transferability scores, without fine-tuning."""
     if nproc > 1:
         return launch(nproc)
-    from ..ranking import default_candidates, rank as rank_candidates
+    from ..devices import resolve_device
+    from ..errors import ConfigError
+    from ..ranking import ALL, AUTO, default_candidates, rank as rank_candidates
+    from ..workflows import open_data
 
+    if sample is not None and sample != ALL and not (sample.isdigit() and int(sample) >= 1):
+        raise ConfigError(f"--sample takes a number of samples (>= 1) or '{ALL}'. Got {sample!r} instead.")
     dataset = open_data(data, text_column, label_column, strict=False, reading=o.read_options(reading))
     report_skipped(dataset)
     candidates = name_list(models) or default_candidates(dataset.modality)
     with progress_bars(not as_json) as progress:
         rows = [row.to_dict() for row in rank_candidates(
             candidates, dataset, layers=layers, cache_dir=cache_dir, batch_size=batch_size,
-            num_workers=workers if workers is not None else 1, device=resolve_device(device), progress=progress)]
+            num_workers=workers if workers is not None else 1, device=resolve_device(device), progress=progress,
+            sample=AUTO if sample is None else ALL if sample == ALL else int(sample))]
     if as_json:
         print(json.dumps([{k: row[k] for k in RANK_KEYS} for row in rows], indent=1))
         return
-    out.print(ranking_table(rows, f"transferability to {dataset.source} ({len(dataset)} samples), best first"))
+    scored = rows[0]["samples"]
+    out.print(ranking_table(rows, f"transferability to {dataset.source} ({scored:,} samples), best first"))
+    if scored < len(dataset):
+        out.print(f"ranked on a stratified sample of {scored:,} of {len(dataset):,} samples; `--sample all` ranks on "
+                  "every one (their features are cached: only the rest are embedded).", highlight=False)
     out.print("LogME: evidence of a Bayesian linear model on the features (higher is better); "
               "`headstart fit DATA --model auto` fits the winner.", highlight=False)
 
@@ -83,14 +97,17 @@ def evaluate(
     device: str = o.device(), cache_dir: Optional[Path] = o.cache_dir(),
     exclude_train: bool = typer.Option(False, "--exclude-train", rich_help_panel=o.DATA, help=(
         "Score only the samples the run did not train on (by content).")),
+    tta: bool = typer.Option(False, "--tta", help=TTA_HELP, rich_help_panel=o.MODEL),
     as_json: bool = o.as_json("the metrics"), reading: dict = None,
 ) -> None:
     """Evaluate a saved run on labelled data: accuracy, precision, recall, F1, confusion matrix."""
+    from ..workflows import evaluate_run, open_data
+
     dataset = open_data(data, text_column, label_column, strict=False, reading=o.read_options(reading))
     report_skipped(dataset)
     with progress_bars(not as_json) as progress:
         result = evaluate_run(run, dataset, exclude_train=exclude_train, device=device, cache_dir=cache_dir,
-                              progress=progress)
+                              progress=progress, tta=tta)
     if result.overlap:
         err.print(f"[yellow]warning:[/] {result.overlap} of the {len(dataset)} samples of {dataset.source} are ones "
                   f"the run trained on; " + (f"they were left out: {len(result.evaluated)} scored." if exclude_train
@@ -99,7 +116,7 @@ def evaluate(
     if as_json:
         print(json.dumps(result.metrics, indent=1))
     else:
-        show_metrics(result.metrics, f"{dataset.source} — run {run}")
+        show_metrics(result.metrics, f"{Path(dataset.source).name or dataset.source} — run {run}")  # the title stays short
 
 
 @command(panel="Inspect")
@@ -112,17 +129,27 @@ def predict(
                                                  "from standard input."),
     text_column: str = o.text_column(), device: str = o.device(), cache_dir: Optional[Path] = o.cache_dir(),
     top: int = typer.Option(3, help="Classes shown per input.", rich_help_panel=o.OUTPUT, min=1),
+    tta: bool = typer.Option(False, "--tta", help=TTA_HELP + " A bundle applies what it was exported with.",
+                             rich_help_panel=o.MODEL),
     as_json: bool = o.as_json("the predictions"), reading: dict = None,
 ) -> None:
     """Predict the class of each input, with class probabilities."""
+    from ..errors import ConfigError
     from ..runtime import Bundle, is_bundle
+    from ..workflows import open_inputs, open_texts
 
     bundled = is_bundle(run)
     if bundled:
         model = Bundle.load(run)
         classes, modality = model.labels, model.modality
+        if tta and not model.manifest.get("model", {}).get("tta"):
+            raise ConfigError(f"{run} is a bundle exported without test-time augmentation; it predicts as exported. "
+                              "Leave `--tta` off, predict with the run, or export a run fitted with `--tta`.")
     else:
+        from ..transfer import load
+
         model = load(run, device=device, cache_dir=cache_dir)
+        model.tta = model.tta or tta
         classes, modality = model.classes_, model.contract_.modality
     if inputs == ["-"] and modality == "text":
         data = open_texts(sys.stdin.read().splitlines(), "standard input")
@@ -142,7 +169,8 @@ def predict(
 @command(panel="Inspect")
 def report(
     run: Path = typer.Argument(..., help="A run (`fit`), comparison (`compare --out`) or search (`tune --out`) folder."),
-    title: Optional[str] = typer.Option(None, help="The page's title (default: from the folder's name)."),
+    title: Optional[str] = typer.Option(None, help="The page's title (default: from the folder's name).",
+                                        rich_help_panel=o.OUTPUT),
 ) -> None:
     """Write RUN/report.html: data, backbone, curves, confusion matrix, per-class scores, mistakes, search."""
     from ..report import write_report
@@ -154,13 +182,16 @@ def report(
 
 @command(panel="Start here")
 def demo(
-    out_dir: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Where to save the demo run."),
-    data_dir: Path = typer.Option(Path("runs/demo-digits"), help="Where to write the demo images."),
-    per_class: int = typer.Option(60, help="Digit images per class."),
+    out_dir: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Where to save the demo run.",
+                                 rich_help_panel=o.OUTPUT),
+    data_dir: Path = typer.Option(Path("runs/demo-digits"), help="Where to write the demo images.",
+                                  rich_help_panel=o.DATA),
+    per_class: int = typer.Option(60, help="Digit images per class.", rich_help_panel=o.DATA),
     cache_dir: Optional[Path] = o.cache_dir(),
 ) -> None:
     """Run end to end offline: digits as an image folder -> EfficientNet-Lite0 linear probe -> metrics."""
     from ..demo import write_digits_folder
+    from ..workflows import FitRun, RunArgs
 
     folder = write_digits_folder(data_dir, per_class=per_class)
     err.print(f"demo: {10 * per_class} handwritten digits from scikit-learn, written as PNG class folders "

@@ -19,10 +19,14 @@ from typing import Any, Literal, Optional, Union, get_args, get_origin, get_type
 import typer
 from rich.markup import escape
 
+from ..adaptation.configs import ADAPTATION_CONFIGS, DEFAULT_STRATEGIES
 from ..errors import ConfigError
+from ..strategies.configs import STRATEGY_CONFIGS
+from .app import COMPUTE, DATA, MODEL, OUTPUT, READING, STRATEGY
 
 __all__ = ["ConfigOption", "config_options", "with_config_options", "given", "flags_of", "require_applicable",
-           "default_panel", "default_of", "shown_value", "strategy_owners", "adaptation_owners", "DATA", "MODEL", "STRATEGY", "COMPUTE", "OUTPUT",
+           "default_panel", "default_of", "help_with_default", "shown_value", "strategy_owners", "strategy_names", "adaptation_owners",
+           "adapted_strategy", "DATA", "READING", "MODEL", "STRATEGY", "COMPUTE", "OUTPUT",
            "text_column", "label_column", "model", "weights", "batch_size", "workers", "device", "cache_dir",
            "as_json", "seed", "test_share", "READ_OPTIONS", "with_read_options", "read_options"]
 
@@ -36,7 +40,7 @@ class ConfigOption:
     kind: type                  # int, float, str or bool: what the command line parses
     owners: tuple[str, ...]     # strategies (or methods) whose config has the field
     help: str
-    shown_default: str
+    shown_default: str | None   # None: the help says what leaving it out does
     panel: str
 
     def flag_for(self, value: Any) -> str:
@@ -46,7 +50,7 @@ class ConfigOption:
     def rich_help(self) -> str:
         """The help text and the default(s), as rich markup (typer would show a string
         default in parentheses, and None as no default at all)."""
-        return f"{escape(self.help)} [dim]{escape(f'[default: {self.shown_default}]')}[/dim]"
+        return escape(self.help) if self.shown_default is None else help_with_default(self.help, self.shown_default)
 
     def parameter(self, name: str | None = None) -> inspect.Parameter:
         """The keyword parameter (named ``name``, default the field's) typer turns into this
@@ -57,19 +61,33 @@ class ConfigOption:
                                  annotation=Optional[self.kind])
 
 
-# -- reading the configs ---------------------------------------------------------------------
-def strategy_owners(names: Sequence[str] | None = None) -> dict[str, type]:
-    """Registered strategies (or the named ones) and their config classes, in registration order."""
-    from ..strategies import get_strategy, strategy_names
+def help_with_default(text: str, default: str) -> str:
+    """Help text ending in ``[default: ...]`` as typer shows a default, as rich markup: for an option
+    whose default is no plain value (``--val``: a share of the training split) or a config's."""
+    return f"{escape(text)} [dim]{escape(f'[default: {default}]')}[/dim]"
 
-    return {name: get_strategy(name).config_class for name in (names or strategy_names())}
+
+# -- reading the configs ---------------------------------------------------------------------
+# The built-in strategies' and adaptation methods' configs come from their packages' configs.py,
+# which import no torch: building the command line and its help loads none.
+def strategy_owners(names: Sequence[str] | None = None) -> dict[str, type]:
+    """The strategies (or the named ones) and their config classes, in registration order."""
+    return {name: STRATEGY_CONFIGS[name] for name in (names or STRATEGY_CONFIGS)}
+
+
+def strategy_names() -> list[str]:
+    """The strategies, in registration order."""
+    return list(STRATEGY_CONFIGS)
 
 
 def adaptation_owners() -> dict[str, type]:
-    """Registered adaptation methods and their config classes."""
-    from ..adaptation import adaptation_names, get_adaptation
+    """The adaptation methods and their config classes."""
+    return dict(ADAPTATION_CONFIGS)
 
-    return {name: get_adaptation(name).config_class for name in adaptation_names()}
+
+def adapted_strategy(method: str) -> str:
+    """The strategy an adaptation method adapts (the first it composes with)."""
+    return DEFAULT_STRATEGIES[method]
 
 
 def _kind(hint: Any) -> type:
@@ -122,11 +140,11 @@ def _by_owner(values: Mapping[str, str], joiner: Callable[[str, list[str]], str]
     return "; ".join(joiner(text, owners) for text, owners in groups.items())
 
 
-def _flags(name: str, specs: Sequence[Field], kind: type) -> tuple[str, ...]:
+def _flags(name: str, specs: Sequence[Field], kind: type, negatable: bool = True) -> tuple[str, ...]:
     custom = next((s.metadata.get("flag") for s in specs if s.metadata.get("flag")), None)
     text = custom or name.replace("_", "-")
     parts = [part.strip().lstrip("-") for part in text.split("/")]
-    if kind is bool and len(parts) == 1:
+    if kind is bool and len(parts) == 1 and negatable:
         parts.append(f"no-{parts[0]}")
     return tuple(f"--{part}" for part in parts)
 
@@ -137,12 +155,13 @@ def default_panel(owners: Sequence[str], every: Sequence[str], prefix: str = "Op
     return f"{prefix} every {noun}" if list(owners) == list(every) else f"{prefix} {', '.join(owners)}"
 
 
-def config_options(owners: Mapping[str, type], *, panel: Callable[[tuple[str, ...]], str] | None = None
-                   ) -> list[ConfigOption]:
+def config_options(owners: Mapping[str, type], *, panel: Callable[[tuple[str, ...]], str] | None = None,
+                   negatable: bool = True) -> list[ConfigOption]:
     """One option per distinct field name of the owners' configs, grouped in help panels.
 
     ``owners`` maps a strategy (or method) name to its config class; ``panel(owners_of_field)``
-    names the help panel of a field (default: by which owners have it).
+    names the help panel of a field (default: by which owners have it). A bool field is a
+    ``--x/--no-x`` pair (``--no-x`` overrides a config file's True) unless not ``negatable``.
     """
     every = tuple(owners)
     panel = panel or (lambda have: default_panel(have, every))
@@ -151,7 +170,7 @@ def config_options(owners: Mapping[str, type], *, panel: Callable[[tuple[str, ..
         hints = get_type_hints(config_class)
         for spec in fields(config_class):
             found.setdefault(spec.name, {})[owner] = (spec, hints.get(spec.name, str))
-    options = [_option(name, per_owner, panel) for name, per_owner in found.items()]
+    options = [_option(name, per_owner, panel, negatable) for name, per_owner in found.items()]
     rank: dict[str, tuple[int, int]] = {}
     for option in options:  # panels in the owners' order, the one shared most widely first
         key = (min(every.index(owner) for owner in option.owners), -len(option.owners))
@@ -159,10 +178,10 @@ def config_options(owners: Mapping[str, type], *, panel: Callable[[tuple[str, ..
     return sorted(options, key=lambda option: rank[option.panel])
 
 
-def _option(name: str, per_owner: dict[str, tuple[Field, Any]], panel: Callable) -> ConfigOption:
+def _option(name: str, per_owner: dict[str, tuple[Field, Any]], panel: Callable, negatable: bool) -> ConfigOption:
     specs = {owner: spec for owner, (spec, _) in per_owner.items()}
     kind = _merged_kind({_kind(hint) for _, hint in per_owner.values()})
-    flags = _flags(name, list(specs.values()), kind)
+    flags = _flags(name, list(specs.values()), kind, negatable)
     rules = {owner: _rule_of(spec) for owner, spec in specs.items()}
     if len(set(rules.values())) == 1:  # one valid range: said once, after the help
         rule = next(iter(rules.values()))
@@ -172,6 +191,10 @@ def _option(name: str, per_owner: dict[str, tuple[Field, Any]], panel: Callable)
                               _owned)
     shown = _by_owner({o: _shown_default(default_of(s), kind, flags) for o, s in specs.items()},
                       lambda text, owners: f"{text} ({', '.join(owners)})")
+    defaults = [default_of(s) for s in specs.values()]
+    if (all(d is None for d in defaults) and "default" in help_text) or (len(flags) == 1 and not any(defaults)
+                                                                            and kind is bool):
+        shown = None  # the help says what None does ("default: sniffed from the content"), or a flag left out
     return ConfigOption(name, flags, kind, tuple(specs), help_text, shown, panel(tuple(specs)))
 
 
@@ -253,7 +276,8 @@ def require_applicable(values: Mapping[str, Any], config_class: type, options: S
 
 
 # -- fixed options many commands share ----------------------------------------------------------
-DATA, MODEL, STRATEGY, COMPUTE, OUTPUT = "Data", "Model", "Strategy", "Compute", "Output"
+# The groups of options (DATA, READING, MODEL, STRATEGY, OUTPUT, COMPUTE) come from app.py, which shows them
+# in that order in every command's --help (``app.GroupedCommand``).
 
 
 def text_column(help: str = "Text column of a table.") -> Any:  # noqa: A002
@@ -268,8 +292,17 @@ def test_share(help: str = "Share of the data held out for the test split.") -> 
     return typer.Option(0.2, "--test", help=help, rich_help_panel=DATA)
 
 
+def _seed_range(value: int | None) -> int | None:
+    if value is not None and value > SEED_MAX:  # checked here, not with max=: typer would print the range
+        raise typer.BadParameter(f"{value} is not in the range 0<=x<={SEED_MAX}.")
+    return value
+
+
+SEED_MAX = 2**32 - 1  # numpy's and scikit-learn's seeds
+
+
 def seed(default: int | None = 0, help: str = "Seed of the split and of training.") -> Any:  # noqa: A002
-    return typer.Option(default, "--seed", help=help, rich_help_panel=STRATEGY, min=0, max=2**32 - 1)
+    return typer.Option(default, "--seed", help=help, rich_help_panel=STRATEGY, min=0, callback=_seed_range)
 
 
 def model(help: str = "Backbone (default: efficientnet_lite0 for images, minilm for text).") -> Any:  # noqa: A002
@@ -314,7 +347,7 @@ def as_json(what: str) -> Any:
 def _read_options() -> list[ConfigOption]:
     from ..data.reading import ReadOptions
 
-    return config_options({"reading": ReadOptions}, panel=lambda owners: DATA)
+    return config_options({"reading": ReadOptions}, panel=lambda owners: READING, negatable=False)
 
 
 READ_OPTIONS = _read_options()

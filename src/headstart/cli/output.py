@@ -171,10 +171,14 @@ def show_fit(result: FitRunResult, source: str, as_json: bool) -> None:
         return
     strategy = estimator.strategy
     if estimator.ranking_:
-        out.print(ranking_table(estimator.ranking_, f"ranking on the training split: chose {estimator.model_name_}"))
+        scored, train = estimator.ranking_[0].get("samples"), estimator.fit_info_.get("train_samples")
+        where = (f"a stratified sample of {scored:,} of the {train:,} training samples" if scored and train and scored < train
+                 else "the training split")
+        out.print(ranking_table(estimator.ranking_, f"ranking on {where}: chose {estimator.model_name_}"))
     if result.cv:
         out.print(cv_table(result.cv))
-    show_metrics(metrics, f"test split of {source} — {estimator.model_name_}, {strategy}")
+    short = Path(source).name or source  # the whole path heads the output (data_line); a long one would wrap the table
+    show_metrics(metrics, f"test split of {short} — {estimator.model_name_}, {strategy}")
     info = estimator.fit_info_
     chosen = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.get("selected", {}).items())
     detail = f"best epoch {info['best_epoch']} of {info['epochs_run']}" if "best_epoch" in info else f"head ({chosen})"
@@ -216,12 +220,12 @@ def _contract_text(modality: str, c: dict) -> str:
 def backbones_table(rows) -> Table:
     table = WrappingTable(title="backbones (also: timm:<name>, hf:<id or folder>, run:<run folder> — `--runs DIR` lists "
                   "runs)", title_justify="left")
-    for column in ("name", "modality", "weights", "feature dim", "input contract", "layer groups"):
+    for column in ("name", "modality", "weights", "parameters", "feature dim", "input contract", "layer groups"):
         table.add_column(column)
     for row in rows:
         table.add_row(row.name, row.modality, "[green]offline[/]" if row.available else "[red]missing[/]",
-                      str(row.feature_dim), _contract_text(row.modality, row.contract),
-                      str(len(row.contract["layer_groups"])))
+                      f"{row.parameters / 1e6:.1f}M" if row.parameters else "?", str(row.feature_dim),
+                      _contract_text(row.modality, row.contract), str(len(row.contract["layer_groups"])))
     return table
 
 

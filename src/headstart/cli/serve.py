@@ -12,7 +12,8 @@ from ..serve.settings import ServeConfig
 from . import options as o
 from .app import command, err, out
 
-SERVE_OPTIONS = o.config_options({"serve": ServeConfig}, panel=lambda owners: "Serving")
+SERVING = "Serving"
+SERVE_OPTIONS = o.config_options({"serve": ServeConfig}, panel=lambda owners: SERVING)
 
 
 def _say(stage: str) -> None:
@@ -23,8 +24,10 @@ def _say(stage: str) -> None:
 @o.with_config_options(SERVE_OPTIONS, into="settings")
 def serve(
     path: Path = typer.Argument(..., help="A bundle (`headstart export`), or a run (`headstart fit`) to export first."),
-    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every interface of this machine)."),
-    port: int = typer.Option(8000, help="Port to listen on (0: any free port, printed at start)."),
+    host: str = typer.Option("127.0.0.1", rich_help_panel=SERVING,
+                             help="Address to listen on (0.0.0.0: every interface of this machine)."),
+    port: int = typer.Option(8000, help="Port to listen on (0: any free port, printed at start).",
+                             rich_help_panel=SERVING),
     settings: Optional[dict] = None,
 ) -> None:
     """Serve a model over HTTP: POST /predict, GET /health, /metadata, /stats; API docs at /docs.

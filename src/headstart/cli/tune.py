@@ -8,11 +8,9 @@ from typing import Optional
 
 import typer
 
-from ..strategies import get_strategy, strategy_names
-from ..workflows import open_data, refit_best, save_search, trial_trackers
 from . import options as o
 from .app import command, err, out
-from .options import config_options, default_panel, require_applicable, strategy_owners, with_config_options
+from .options import config_options, default_panel, require_applicable, strategy_names, strategy_owners, with_config_options
 from .output import progress_bars, report_skipped, show_metrics, trials_table
 
 # a strategy option given to tune is pinned: every trial uses it, the search leaves it alone
@@ -65,7 +63,9 @@ def tune(
     """
     import optuna
 
+    from ..strategies import get_strategy
     from ..tuning import TuneSettings, read_space, tune as run_search
+    from ..workflows import open_data, refit_best, save_search, trial_trackers
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bar and table say what its log lines would
     pinned = require_applicable(options, get_strategy(strategy).config_class, TUNE_OPTIONS, f"the {strategy} strategy")

@@ -1,12 +1,24 @@
-"""Reading, validating and splitting data, and preparing it the way a backbone expects."""
+"""Reading, validating and splitting data, and preparing it the way a backbone expects.
 
-from headstart.data.loaders import (ImageSamples, call_module, collate_for, inference_loader, labelled_loader,
-                                     set_loader_epoch, to_device)
-from headstart.data.images import IMAGE_EXTENSIONS, ImageFiles, ImageFolder, load_image
-from headstart.data.samples import DEFAULT_MAX_PIXELS, DataIssue, LabelledData
-from headstart.data.splits import few_shot_indices, stratified_kfold, stratified_split
-from headstart.data.text import TextTable
-from headstart.data.transforms import ImageCollate, TextCollate, image_transform
+The names below are imported on first use (PEP 562), so ``headstart.data.reading`` (the
+``ReadOptions`` every command's flags are built from) loads without torch, timm or scikit-learn.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "ImageSamples": "loaders", "call_module": "loaders", "collate_for": "loaders", "inference_loader": "loaders",
+    "labelled_loader": "loaders", "set_loader_epoch": "loaders", "to_device": "loaders",
+    "IMAGE_EXTENSIONS": "images", "ImageFiles": "images", "ImageFolder": "images", "load_image": "images",
+    "DEFAULT_MAX_PIXELS": "samples", "DataIssue": "samples", "LabelledData": "samples",
+    "few_shot_indices": "splits", "stratified_kfold": "splits", "stratified_sample": "splits",
+    "stratified_split": "splits",
+    "TextTable": "text",
+    "ImageCollate": "transforms", "TextCollate": "transforms", "image_transform": "transforms",
+}
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -28,6 +40,29 @@ __all__ = [
     "load_image",
     "set_loader_epoch",
     "stratified_kfold",
+    "stratified_sample",
     "stratified_split",
     "to_device",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'headstart.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from headstart.data.images import IMAGE_EXTENSIONS, ImageFiles, ImageFolder, load_image
+    from headstart.data.loaders import (ImageSamples, call_module, collate_for, inference_loader, labelled_loader,
+                                         set_loader_epoch, to_device)
+    from headstart.data.samples import DEFAULT_MAX_PIXELS, DataIssue, LabelledData
+    from headstart.data.splits import few_shot_indices, stratified_kfold, stratified_sample, stratified_split
+    from headstart.data.text import TextTable
+    from headstart.data.transforms import ImageCollate, TextCollate, image_transform

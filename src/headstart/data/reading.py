@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 from headstart.config import Config, at_least, option
-from headstart.data.samples import DEFAULT_MAX_PIXELS
+from headstart.contract import DEFAULT_MAX_PIXELS
 
 __all__ = ["ReadOptions"]
 

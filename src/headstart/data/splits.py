@@ -14,7 +14,7 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from headstart.errors import ConfigError, DataError
 
-__all__ = ["stratified_split", "stratified_kfold", "few_shot_indices"]
+__all__ = ["stratified_split", "stratified_kfold", "few_shot_indices", "stratified_sample"]
 
 logger = logging.getLogger(__name__)
 
@@ -133,3 +133,28 @@ def few_shot_indices(y: np.ndarray, per_class: int, seed: int = 0) -> list[int]:
     rng = np.random.default_rng(seed)
     keep = [rng.permutation(np.flatnonzero(y == c))[:per_class] for c in np.unique(y)]
     return sorted(int(i) for i in np.concatenate(keep)) if keep else []
+
+
+def stratified_sample(y: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
+    """About ``size`` sample indices, sorted ascending, in which each class keeps its share of ``y``
+    (largest remainders round it) and every class has at least one; every index when ``size`` is at
+    least ``len(y)``. The choice depends only on ``seed``, and a class's draw is a prefix of one
+    seeded permutation, so a larger ``size`` keeps what a smaller one drew."""
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise ConfigError(f"The sample size must be an int >= 1. Got {size!r} instead.")
+    y = np.asarray(y)
+    if size >= len(y):
+        return np.arange(len(y))
+    classes, counts = np.unique(y, return_counts=True)
+    exact = size * counts / len(y)
+    quota = np.minimum(counts, np.maximum(1, np.floor(exact).astype(int)))
+    for i in np.argsort(quota - exact, kind="stable"):  # largest remainder first
+        if quota.sum() >= size:
+            break
+        quota[i] += quota[i] < counts[i]
+    while quota.sum() > max(size, len(classes)):  # classes raised to one: take it from those over their share
+        i = int(np.argmax(np.where(quota > 1, quota - exact, -np.inf)))
+        quota[i] -= 1
+    rng = np.random.default_rng(seed)
+    picks = [rng.permutation(np.flatnonzero(y == c))[:q] for c, q in zip(classes, quota)]
+    return np.sort(np.concatenate(picks))

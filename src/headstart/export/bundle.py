@@ -123,7 +123,7 @@ def _write_files(model: Transfer, folder: Path, opset: int | None) -> dict:
     """The bundle's files but the manifest; returns what the manifest records of the graph."""
     backbone = model.backbone_
     names = input_names(backbone)
-    graph = export_onnx(model.net_, backbone, folder / MODEL_FILE, opset)
+    graph = export_onnx(model.net_, backbone, folder / MODEL_FILE, opset, tta=model.tta)  # the averaging in the graph
     contract = bundle_contract(model.contract_, model.model_name_, names)
     (folder / CONTRACT_FILE).write_text(json.dumps(contract, indent=1))
     (folder / LABELS_FILE).write_text(json.dumps(model.classes_, indent=1))

@@ -21,6 +21,7 @@ from torch import nn
 
 from ..backbones import Backbone
 from ..errors import ConfigError
+from ..inference import TEST_VIEWS
 from ..runtime import OUTPUT_NAME
 
 __all__ = ["IMAGE_INPUT", "MIN_OPSET", "check_opset", "input_names", "export_onnx"]
@@ -31,15 +32,20 @@ _EXAMPLE_TEXTS = ["an example input", "a longer example input, with punctuation,
 
 
 class _Probabilities(nn.Module):
-    """The network with a softmax on top, taking its inputs positionally (one tensor per name)."""
+    """The network with a softmax on top, taking its inputs positionally (one tensor per name); with
+    ``views`` (test-time augmentation), the mean of the softmax over the image and each view of it,
+    as ``Transfer.predict_proba`` averages them."""
 
-    def __init__(self, net: nn.Module, names: list[str], text: bool) -> None:
+    def __init__(self, net: nn.Module, names: list[str], text: bool, views: tuple[str, ...] = ()) -> None:
         super().__init__()
-        self.net, self.names, self.text = net, names, text
+        self.net, self.names, self.text, self.views = net, names, text, views
 
     def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
         inputs = dict(zip(self.names, tensors)) if self.text else tensors[0]
-        return torch.softmax(self.net(inputs).float(), dim=1)
+        probabilities = torch.softmax(self.net(inputs).float(), dim=1)
+        for view in self.views:
+            probabilities = probabilities + torch.softmax(self.net(TEST_VIEWS[view](inputs)).float(), dim=1)
+        return probabilities / (1 + len(self.views))
 
 
 def check_opset(opset: int | None) -> None:
@@ -68,12 +74,14 @@ def _example(backbone: Backbone, names: list[str]) -> tuple[tuple[torch.Tensor, 
     return tuple(encoded[name] for name in names), tuple({0: batch, 1: sequence} for _ in names)
 
 
-def export_onnx(net: nn.Module, backbone: Backbone, path: Path, opset: int | None = None) -> dict:
+def export_onnx(net: nn.Module, backbone: Backbone, path: Path, opset: int | None = None, tta: bool = False) -> dict:
     """Write ``net`` with a softmax as an ONNX file (dynamic batch axis, and sequence axis for
-    text), check it with ``onnx.checker`` and return what the manifest records of it."""
+    text), check it with ``onnx.checker`` and return what the manifest records of it. ``tta``: the
+    graph averages the probabilities of each image and its test-time views (an image network only)."""
     names = input_names(backbone)
     args, axes = _example(backbone, names)
-    model = _Probabilities(net.eval().cpu(), names, backbone.contract.modality == "text").eval()
+    views = tuple(TEST_VIEWS) if tta else ()
+    model = _Probabilities(net.eval().cpu(), names, backbone.contract.modality == "text", views).eval()
     try:
         with warnings.catch_warnings(), torch.inference_mode(False):
             warnings.simplefilter("ignore")
@@ -88,4 +96,5 @@ def export_onnx(net: nn.Module, backbone: Backbone, path: Path, opset: int | Non
     graph = onnx.load(str(path), load_external_data=False)
     opsets = {entry.domain or "ai.onnx": entry.version for entry in graph.opset_import}
     return {"exporter": "torch.onnx.export(dynamo=True)", "torch": torch.__version__, "onnx": onnx.__version__,
-            "opset": opsets.get("ai.onnx"), "inputs": names, "output": OUTPUT_NAME}
+            "opset": opsets.get("ai.onnx"), "inputs": names, "output": OUTPUT_NAME,
+            **({"tta": list(views)} if views else {})}

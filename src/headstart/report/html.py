@@ -18,9 +18,11 @@ from typing import Any
 
 import yaml
 
-from ..errors import DataError
+from ..errors import DataError, HeadstartError
 from ..runs import write_text_atomic
+from ..strategies import get_strategy
 from . import plots
+from .pretraining import pretraining_section
 
 log = logging.getLogger(__name__)
 
@@ -28,15 +30,17 @@ __all__ = ["read_documents", "build_report", "write_report", "SECTIONS", "MAX_EX
 
 # What each document holds when it is whole: a file of another shape is left out, as a damaged one.
 _KINDS = {"config": dict, "labels": list, "contract": dict, "metrics": dict, "history": list, "predictions": list,
-          "ranking": list, "comparison": dict, "tuning": dict, "audit": dict}
+          "ranking": list, "comparison": dict, "tuning": dict, "audit": dict, "auto": dict,
+          "pretraining": dict}
 DOCUMENTS = ("config.yaml", "labels.json", "contract.json", "metrics.json", "history.json", "predictions.json",
-             "ranking.json", "comparison.json", "tuning.json", "audit.json")
+             "ranking.json", "comparison.json", "tuning.json", "audit.json", "auto.json", "pretraining.json")
 # Section ids in page order, with their headings.
-SECTIONS = {"data": "Data", "backbone": "Backbone and input contract", "curves": "Learning curves",
+SECTIONS = {"auto": "Auto: the plan and the leaderboard", "data": "Data", "backbone": "Backbone and input contract", "curves": "Learning curves",
             "confusion": "Confusion matrix", "per-class": "Per-class precision, recall and F1",
             "misclassified": "Misclassified examples", "cv": "Cross-validation", "ranking": "Backbone ranking",
             "comparison": "Before and after transfer", "adaptation": "Domain adaptation",
-            "tuning": "Hyperparameter search", "audit": "Audit"}
+            "tuning": "Hyperparameter search", "audit": "Audit",
+            "pretraining": "Pre-training"}
 MAX_EXAMPLES = 24
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#222;background:#f6f7f9}
@@ -83,14 +87,15 @@ def _img(png: bytes, alt: str) -> str:
     return f'<img class="plot" alt="{escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
-def _table(headers: list[str], rows: list[list[Any]]) -> str:
-    def cell(value: Any) -> str:
-        if isinstance(value, float):
-            return f"{value:.3g}" if 0 < abs(value) < 0.01 else f"{value:.4f}"
-        return escape(str(value))
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}" if 0 < abs(value) < 0.01 else f"{value:.4f}"
+    return escape(str(value))
 
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in rows)
+    body = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>" for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
@@ -113,7 +118,25 @@ def _data(summary: dict) -> str:
     return _section("data", body)
 
 
-def _backbone(config: dict, contract: dict | None) -> str:
+def _strategy_options(config: dict, modality: str | None) -> list[list[Any]]:
+    """The options the strategy used, as [name, value, note]: those that do nothing with its head,
+    strategy or modality left out, and where the config left the choice to the fit (None), what it chose."""
+    options, selected = config.get("strategy_config") or {}, (config.get("fit") or {}).get("selected") or {}
+    try:
+        strategy = get_strategy(str(config.get("strategy")))
+    except HeadstartError:  # a strategy this version does not know: every option as recorded
+        strategy = None
+    rows = []
+    for name, value in options.items():
+        if strategy is not None and not strategy.option_applies(name, options, modality):
+            continue
+        chosen = name in selected and selected[name] != value
+        rows.append([name, selected[name] if chosen else value, "chosen on the validation split" if chosen else ""])
+    rows += [[name, value, "chosen on the validation split"] for name, value in selected.items() if name not in options]
+    return rows
+
+
+def _backbone(config: dict, contract: dict | None, modality: str | None = None) -> str:
     backbone = config.get("backbone", {})
     rows = [["backbone", backbone.get("name")], ["weights", backbone.get("weights") or "packaged / default"],
             ["weights digest", backbone.get("weights_digest", "—")], ["strategy", config.get("strategy")],
@@ -125,8 +148,7 @@ def _backbone(config: dict, contract: dict | None) -> str:
         if key in fit:
             rows.append([key.replace("_", " "), fit[key]])
     body = _table(["", ""], rows)
-    options = config.get("strategy_config", {})
-    body += "<h3>Strategy options</h3>" + _table(["option", "value"], [[k, v] for k, v in options.items()])
+    body += "<h3>Strategy options</h3>" + _table(["option", "value", ""], _strategy_options(config, modality))
     if contract:
         keys = ("modality", "input_size", "crop_pct", "interpolation", "mean", "std", "tokenizer", "max_length",
                 "feature_dim")
@@ -185,6 +207,20 @@ def _test_metrics(metrics: dict, predictions: list[dict] | None) -> list[str]:
     return parts
 
 
+def _auto(auto: dict) -> str:
+    """What ``headstart auto`` tried, in the order it ran, each stage's score and time, and why the winner won."""
+    winner = auto["winner"]
+    body = (f"<p>Budget {auto['budget_seconds'] / 60:.1f} min, used {auto['spent_seconds'] / 60:.1f} min. Candidates "
+            f"were scored by {escape(str(auto.get('selection')))} on the training split. "
+            f"<b>{escape(auto['why'])}</b> {escape(str(winner.get('refit', '')))}.</p>")
+    keys = ("strategy", "model", "epochs", "best_epoch", "score", "seconds", "planned_seconds", "status")
+    rows = [[place, *("—" if row.get(k) is None else row[k] for k in keys)]
+            for place, row in enumerate(auto["stages"], 1)]
+    body += _table(["#", *keys], rows)
+    body += "".join(f'<p class="muted">{escape(note)}</p>' for note in auto.get("notes", []))
+    return _section("auto", body)
+
+
 def _cv(cv: dict) -> str:
     metrics = list(cv["mean"])
     rows = [[f"fold {row['fold']}", *(row[m] for m in metrics)] for row in cv["folds"]]
@@ -195,11 +231,13 @@ def _cv(cv: dict) -> str:
     return _section("cv", note + _table(["", *metrics], rows))
 
 
-def _ranking(ranking: list[dict]) -> str:
+def _ranking(ranking: list[dict], train_samples: int | None = None) -> str:
     keys = ("model", "layer", "logme", "leep", "nce", "hscore", "knn_accuracy")
     rows = [[place, *(row.get(k) if row.get(k) is not None else "—" for k in keys)] for place, row in enumerate(ranking, 1)]
-    return _section("ranking", "<p>Transferability scores on the training split, best first.</p>"
-                    + _table(["#", *keys], rows))
+    scored = ranking[0].get("samples")
+    where = (f"a stratified sample of {scored:,} of the {train_samples:,} training samples"
+             if scored and train_samples and scored < train_samples else "the training split")
+    return _section("ranking", f"<p>Transferability scores on {where}, best first.</p>" + _table(["#", *keys], rows))
 
 
 def _comparison(comparison: dict) -> str:
@@ -296,9 +334,11 @@ def build_report(documents: dict[str, Any], title: str = "headstart report") -> 
     config, metrics = documents.get("config", {}), documents.get("metrics", {})
     comparison, tuning = documents.get("comparison"), documents.get("tuning")
     data = metrics.get("data") or (comparison or {}).get("data") or (tuning or {}).get("data")
-    parts = [_data(data)] if data else []
+    parts = [_auto(documents["auto"])] if documents.get("auto") else []
+    parts += [_data(data)] if data else []
     if config.get("strategy_config") is not None and "backbone" in config:
-        parts.append(_backbone(config, documents.get("contract")))
+        contract = documents.get("contract")
+        parts.append(_backbone(config, contract, (contract or data or {}).get("modality")))
     if documents.get("history"):
         note = "<p>Per epoch; the best validation epoch's weights are kept.</p>"
         parts.append(_section("curves", note + _img(plots.learning_curves(documents["history"]), "learning curves")))
@@ -310,7 +350,7 @@ def build_report(documents: dict[str, Any], title: str = "headstart report") -> 
     if metrics.get("cv"):
         parts.append(_cv(metrics["cv"]))
     if documents.get("ranking"):
-        parts.append(_ranking(documents["ranking"]))
+        parts.append(_ranking(documents["ranking"], (config.get("fit") or {}).get("train_samples")))
     if comparison:
         parts.append(_comparison(comparison))
     if config.get("adapt"):
@@ -319,8 +359,11 @@ def build_report(documents: dict[str, Any], title: str = "headstart report") -> 
         parts.append(_tuning(tuning))
     if documents.get("audit"):
         parts.append(_audit(documents["audit"]))
+    if documents.get("pretraining"):
+        parts.append(pretraining_section(documents["pretraining"]))
+    source = str((data or {}).get("source") or "")
     subtitle = " · ".join(str(x) for x in ((config.get("backbone") or {}).get("name"), config.get("strategy"),
-                                          (data or {}).get("source")) if x)
+                                          Path(source).name or source) if x)  # the whole path is under Data
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
             f"<style>{STYLE}</style></head><body><main><h1>{escape(title)}</h1>"
             f'<p class="muted">{escape(subtitle)}</p>{"".join(parts)}</main></body></html>')

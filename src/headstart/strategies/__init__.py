@@ -1,18 +1,51 @@
 """Transfer strategies: each one registered class with its own typed config.
 
-Importing this package registers the built-in strategies (in the order the CLI lists them);
-:func:`get_strategy` and :func:`strategy_names` read the registry.
+The configs (``configs.py``) import no torch, so the command line reads them without loading it;
+every other name is imported on first use (PEP 562). The registry imports the built-in strategies'
+modules the first time it is read: :func:`get_strategy` and :func:`strategy_names` list them in
+the order of :data:`~headstart.strategies.configs.STRATEGY_CONFIGS`.
 """
 
-from .base import ComputeContext, FitJob, Strategy, get_strategy, make_config, register_strategy, strategy_names
-from .linear_probe import LinearProbe, LinearProbeConfig, fit_linear_probe_strategy
-from .finetune import Finetune, FinetuneConfig, LpFt, Scratch
-from .peft_tuning import BitFit, BitFitConfig, Lora, LoraConfig, ParameterEfficient
-from .network import NetworkPlan, NetworkStrategy, TrainingConfig, train_network
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .configs import (DEFAULT_COMPARISON, STRATEGY_CONFIGS, BitFitConfig, FinetuneConfig, LinearProbeConfig, LoraConfig,
+                      TrainingConfig)
+
+_EXPORTS = {
+    "ComputeContext": "base", "FitJob": "base", "Strategy": "base", "get_strategy": "base", "make_config": "base",
+    "register_strategy": "base", "strategy_names": "base",
+    "LinearProbe": "linear_probe", "fit_linear_probe_strategy": "linear_probe",
+    "Finetune": "finetune", "LpFt": "finetune", "Scratch": "finetune",
+    "BitFit": "peft_tuning", "Lora": "peft_tuning", "ParameterEfficient": "peft_tuning",
+    "NetworkPlan": "network", "NetworkStrategy": "network", "train_network": "network",
+}
 
 __all__ = [
-    "BitFit", "BitFitConfig", "ComputeContext", "Finetune", "FinetuneConfig", "FitJob", "LinearProbe",
-    "LinearProbeConfig", "Lora", "LoraConfig", "LpFt", "NetworkPlan", "NetworkStrategy", "ParameterEfficient", "Scratch",
-    "Strategy", "TrainingConfig", "fit_linear_probe_strategy", "get_strategy", "make_config", "register_strategy",
-    "strategy_names", "train_network",
+    "BitFit", "BitFitConfig", "ComputeContext", "DEFAULT_COMPARISON", "Finetune", "FinetuneConfig", "FitJob",
+    "LinearProbe", "LinearProbeConfig", "Lora", "LoraConfig", "LpFt", "NetworkPlan", "NetworkStrategy",
+    "ParameterEfficient", "STRATEGY_CONFIGS", "Scratch", "Strategy", "TrainingConfig", "fit_linear_probe_strategy",
+    "get_strategy", "make_config", "register_strategy", "strategy_names", "train_network",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'headstart.strategies' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from .base import ComputeContext, FitJob, Strategy, get_strategy, make_config, register_strategy, strategy_names
+    from .finetune import Finetune, LpFt, Scratch
+    from .linear_probe import LinearProbe, fit_linear_probe_strategy
+    from .network import NetworkPlan, NetworkStrategy, train_network
+    from .peft_tuning import BitFit, Lora, ParameterEfficient

@@ -3,7 +3,8 @@
 A strategy is one class, registered by :func:`register_strategy` (timm's ``@register_model``
 is the model). It owns its config class, how it trains, which tensors a run stores and how
 it restores them; :class:`~headstart.transfer.Transfer` only delegates. Adding a strategy
-means adding one module under ``strategies/`` and importing it in ``strategies/__init__``.
+means adding its config to ``configs.py`` and one module under ``strategies/``, named in the
+registry's ``modules`` below and in ``strategies/__init__``.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ class ComputeContext:
 
     ``features(data, stage, module=None)`` gives the frozen backbone's features of ``data``
     (cached); with ``module`` it embeds with a modified copy of the backbone (never cached).
+    ``view`` (a test-time view, ``inference.TEST_VIEWS``) asks for predictions of that view of every
+    image: ``features`` then gives the view's features (cached under a key of their own), and
+    :meth:`Strategy.predict_proba` passes it to the network, so no strategy handles views itself.
     """
 
     backbone: Backbone
@@ -49,6 +53,7 @@ class ComputeContext:
     num_workers: int
     features: FeatureFn
     progress: Progress | None = None
+    view: str | None = None
 
 
 @dataclass
@@ -122,6 +127,13 @@ class Strategy:
         return cls.config_class()
 
     unsearched: ClassVar[frozenset[str]] = frozenset()  # config fields a search cannot improve
+    unused: ClassVar[frozenset[str]] = frozenset()  # config fields this strategy never reads (a shared config's)
+
+    @classmethod
+    def option_applies(cls, name: str, config: dict, modality: str | None = None) -> bool:
+        """Whether the config field ``name`` changes what this strategy does, given the rest of
+        ``config`` and the data's ``modality`` (None: unknown). The report lists only these."""
+        return name not in cls.unused
 
     @classmethod
     def worth_searching(cls, name: str, fixed: dict) -> bool:
@@ -150,7 +162,7 @@ class Strategy:
     def predict_proba(self, data: LabelledData, context: ComputeContext) -> np.ndarray:
         """Class probabilities of every sample (columns in the order of the classes)."""
         return network_probabilities(self.net_, data, context.backbone, context.device, context.batch_size,
-                                     context.num_workers, context.progress)
+                                     context.num_workers, context.progress, view=context.view)
 
     def trainable_parameters(self) -> int:
         """How many weights the strategy trained: by default all of the network's."""
@@ -193,7 +205,9 @@ class Strategy:
         raise ConfigError(f"Only lora and bitfit runs have an adapter to merge; this is a {self.name} run.")
 
 
-_STRATEGIES: Registry[Strategy] = Registry("strategy")
+# The built-in strategies' modules, imported (registering their classes) on the registry's first use.
+_STRATEGIES: Registry[Strategy] = Registry("strategy", modules=[
+    f"headstart.strategies.{module}" for module in ("linear_probe", "finetune", "peft_tuning")])
 # Class decorator: make a strategy available by its ``name`` everywhere (API, CLI, search, compare).
 register_strategy = _STRATEGIES.register
 strategy_names = _STRATEGIES.names  # registered names, in registration order

@@ -7,37 +7,16 @@ All three train a :class:`TransferNet` (backbone + dropout + new head) with the 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import ClassVar
 
 from torch import nn
 
-from ..config import at_least, between, option, satisfies
 from ..training import group_of_parameters, trainable_groups
 from .base import FitJob, register_strategy
-from .linear_probe import LinearProbeConfig, fit_probe_head
-from .network import NetworkPlan, NetworkStrategy, TrainingConfig
+from .configs import FinetuneConfig, LinearProbeConfig
+from .linear_probe import fit_probe_head
+from .network import NetworkPlan, NetworkStrategy
 
 __all__ = ["FinetuneConfig", "Finetune", "LpFt", "Scratch"]
-
-
-@dataclass
-class FinetuneConfig(TrainingConfig):
-    """Options of ``finetune``, ``lp-ft`` and ``scratch`` (one config: same budget, fair comparison)."""
-
-    owner: ClassVar[str] = "finetune"
-    unfreeze: str = option("all", "'all', or how many top layer groups train",
-                           satisfies("'all' or an int >= 0", lambda v: v == "all" or str(v).isdigit()))
-    gradual: int = option(0, "unfreeze one more group every N epochs (0: off)", at_least(0, int))
-    layer_decay: float = option(1.0, "each group's lr is the group above's times this", between(0, 1, low_open=True))
-    l2sp: float = option(0.0, "L2-SP strength: pull the backbone towards its pre-trained weights", at_least(0))
-    train_bn: bool = option(False, "update BatchNorm statistics while fine-tuning; off keeps the pre-trained ones "
-                                   "(better on small data)")
-    lpft_lr_scale: float = option(0.1, "lp-ft: fine-tuning lr relative to lr", at_least(0, strict=True))
-
-    def __post_init__(self) -> None:
-        self.unfreeze = str(self.unfreeze)
-        super().__post_init__()
 
 
 @register_strategy
@@ -46,6 +25,7 @@ class Finetune(NetworkStrategy):
 
     name = "finetune"
     config_class = FinetuneConfig
+    unused = frozenset({"lpft_lr_scale"})
 
     def plan(self, job: FitJob) -> NetworkPlan:
         c = self.config
@@ -77,6 +57,7 @@ class LpFt(Finetune):
 
     name = "lp-ft"
     reads_features = True  # the probe's head
+    unused = frozenset()
 
     def plan(self, job: FitJob) -> NetworkPlan:
         plan = super().plan(job)
@@ -98,6 +79,7 @@ class Scratch(Finetune):
     name = "scratch"
     pretrained = False
     unsearched = frozenset({"unfreeze", "layer_decay"})  # random weights: nothing to keep frozen or decay towards
+    unused = frozenset({"lpft_lr_scale", "l2sp", "train_bn"})  # its plan overrides them
 
     def plan(self, job: FitJob) -> NetworkPlan:
         plan = super().plan(job)

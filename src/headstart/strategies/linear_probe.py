@@ -3,36 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import ClassVar, Literal
 
 import numpy as np
 import torch
 
 from ..backbones import Backbone
-from ..config import Config, at_least, between, one_of, option
 from ..data import LabelledData
 from ..heads import HeadFit, build_head, fit_linear_probe, fit_mlp_head
 from ..training import TransferNet
 from .base import ComputeContext, FitJob, Strategy, register_strategy
+from .configs import LinearProbeConfig
 
 __all__ = ["LinearProbeConfig", "LinearProbe", "fit_linear_probe_strategy"]
-
-
-@dataclass
-class LinearProbeConfig(Config):
-    """Options of the ``linear-probe`` strategy."""
-
-    owner: ClassVar[str] = "linear-probe"
-    head: Literal["linear", "mlp"] = option(
-        "linear", "linear: logistic regression with C chosen on validation; mlp: one hidden layer with dropout",
-        one_of("linear", "mlp"))
-    class_weight: Literal["balanced"] | None = option(
-        None, "'balanced' weighs classes inversely to their frequency (for imbalanced data)", one_of(None, "balanced"))
-    hidden: int = option(512, "hidden units of the mlp head", at_least(1, int))
-    dropout: float = option(0.2, "dropout before the last layer of the mlp head", between(0, 1, high_open=True))
-    C: float | None = option(None, "inverse regularisation of the linear head; None chooses it on the validation split",
-                             at_least(0, strict=True))
 
 
 def fit_linear_probe_strategy(config: LinearProbeConfig, x_train: np.ndarray, y_train: np.ndarray,
@@ -68,6 +50,11 @@ class LinearProbe(Strategy):
 
     name = "linear-probe"
     config_class = LinearProbeConfig
+
+    @classmethod
+    def option_applies(cls, name: str, config: dict, modality: str | None = None) -> bool:
+        head_only = {"C": "linear", "hidden": "mlp", "dropout": "mlp"}  # the options of one head
+        return head_only.get(name, config.get("head", "linear")) == config.get("head", "linear")
 
     @classmethod
     def worth_searching(cls, name: str, fixed: dict) -> bool:

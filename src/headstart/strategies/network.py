@@ -9,60 +9,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from .. import distributed
-from ..config import Config, at_least, between, one_of, option, satisfies
 from ..heads import balanced_class_weights
 from ..data import labelled_loader
 from ..training import (L2SP, Callback, Checkpointing, EarlyStopping, EpochSeeding, GradualUnfreezing, LoopSettings, Trainer,
                         TransferNet, group_of_parameters, load_checkpoint, optimizer_groups, set_trainable,
                         trainable_groups)
 from .base import FitJob, Strategy
+from .configs import TrainingConfig
 
 __all__ = ["TrainingConfig", "NetworkPlan", "NetworkStrategy", "train_network"]
-
-
-def _is_randaugment_policy(policy: str) -> bool:
-    """Whether timm parses ``policy`` as RandAugment (it asserts deep inside the data pipeline otherwise)."""
-    from timm.data.auto_augment import rand_augment_transform
-
-    if not isinstance(policy, str) or not policy.startswith("rand"):
-        return False
-    try:
-        rand_augment_transform(policy, {})
-    except (AssertionError, ValueError):
-        return False
-    return True
-
-
-@dataclass
-class TrainingConfig(Config):
-    """Options every network strategy shares: the budget, the schedule, the regularisation."""
-
-    epochs: int = option(5, "passes over the training data", at_least(1, int))
-    lr: float = option(3e-4, "peak learning rate of the backbone's top layer group (AdamW)", at_least(0, strict=True))
-    head_lr_scale: float = option(10.0, "the new head's lr relative to lr: it starts from nothing",
-                                  at_least(0, strict=True))
-    weight_decay: float = option(0.01, "AdamW weight decay (none on biases and norms)", at_least(0))
-    batch_size: int = option(32, "training batch size, over all processes (--batch-size is the feature-extraction "
-                             "batch)", at_least(1, int), flag="train-batch")
-    accumulate: int = option(1, "gradient accumulation: each --train-batch runs as K micro-batches, one after another "
-                             "(same result, about 1/K of the activation memory)", at_least(1, int))
-    warmup_epochs: float = option(0.5, "epochs of linear warm-up before the cosine decay", at_least(0))
-    patience: int = option(3, "early-stopping patience in epochs on validation macro F1 (0: off)", at_least(0, int))
-    clip_norm: float = option(1.0, "gradient-norm clipping (0: off)", at_least(0))
-    dropout: float = option(0.1, "dropout before the head", between(0, 1, high_open=True))
-    label_smoothing: float = option(0.1, "label smoothing of the cross-entropy", between(0, 1, high_open=True))
-    min_crop: float = option(0.25, "smallest share of an image a random training crop keeps",
-                             between(0, 1, low_open=True))
-    randaugment: str | None = option(None, "timm RandAugment policy for images, e.g. rand-m9-mstd0.5",
-                                     satisfies("a timm RandAugment policy such as 'rand-m9-mstd0.5'",
-                                               _is_randaugment_policy))
-    class_weight: str | None = option(None, "'balanced' weighs classes inversely to their frequency (for imbalanced data)",
-                                      one_of(None, "balanced"))
 
 
 @dataclass
@@ -156,6 +117,11 @@ class NetworkStrategy(Strategy):
     trains_backbone = True
     reads_features = False
     config_class = TrainingConfig
+    image_only: ClassVar[frozenset[str]] = frozenset({"min_crop", "randaugment"})  # augmentation of images
+
+    @classmethod
+    def option_applies(cls, name: str, config: dict, modality: str | None = None) -> bool:
+        return super().option_applies(name, config, modality) and not (modality == "text" and name in cls.image_only)
 
     def plan(self, job: FitJob) -> NetworkPlan:
         raise NotImplementedError

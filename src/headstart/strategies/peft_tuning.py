@@ -10,17 +10,14 @@ pre-trained backbone, whose weights digest the run records.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
-
 import torch
 from torch import nn
 
-from ..config import at_least, between, one_of, option
 from ..errors import ConfigError
 from .base import FitJob, register_strategy
 from ..training import TransferNet
-from .network import NetworkPlan, NetworkStrategy, TrainingConfig
+from .configs import BitFitConfig, LoraConfig
+from .network import NetworkPlan, NetworkStrategy
 
 __all__ = ["LoraConfig", "BitFitConfig", "ParameterEfficient", "Lora", "BitFit", "default_lora_targets"]
 
@@ -31,52 +28,6 @@ DEFAULT_TARGETS = (("query", "value"), ("q_proj", "v_proj"), ("q_lin", "v_lin"),
 _LORA_LAYERS = (nn.Linear, nn.Conv2d, nn.Conv1d, nn.Embedding)
 # Version 0.1 derived these configs from finetune's and recorded these fields, always at these values.
 _RETIRED = {"unfreeze": "all", "gradual": 0, "layer_decay": 1.0, "l2sp": 0.0, "lpft_lr_scale": 0.1, "train_bn": False}
-
-
-def _target_list(value) -> list[str] | None:
-    if isinstance(value, str):
-        return [name.strip() for name in value.split(",") if name.strip()]
-    return None if value is None else list(value)
-
-
-@dataclass
-class LoraConfig(TrainingConfig):
-    """Options of ``lora``: the shared training options plus the adapter's shape.
-
-    The default lr (3e-3) is ten times finetune's: the adapters start at zero and only a few
-    weights move. Measured with bench/peft_compare.py (3 epochs): flowers5 slice 0.57 / 0.61 /
-    0.20 accuracy at 1e-3 / 3e-3 / 1e-2; amazon 0.925 at both 1e-3 and 3e-3.
-    """
-
-    owner: ClassVar[str] = "lora"
-    lr: float = option(3e-3, "peak learning rate of the adapters (AdamW)", at_least(0, strict=True))
-    lora_rank: int = option(8, "rank r of each low-rank update", at_least(1, int))
-    lora_alpha: float = option(16.0, "scale of the update is alpha / r", at_least(0, strict=True))
-    lora_dropout: float = option(0.0, "dropout on the adapters' input", between(0, 1, high_open=True))
-    lora_targets: list[str] | None = option(
-        None, "names of the layers that get adapters (comma-separated in the CLI); default by architecture: "
-        "attention query/value, ViT qkv, or pointwise convolutions")
-    lora_bias: str = option("none", "'all': the backbone's biases train beside the adapters (peft's bias='all'); "
-                            "'none': adapters only", one_of("none", "all"))
-
-    def __post_init__(self) -> None:
-        self.lora_targets = _target_list(self.lora_targets)
-        if self.lora_targets is not None and not self.lora_targets:
-            raise ConfigError("The 'lora_targets' option of lora is empty. Give layer names, e.g. "
-                              "`--lora-targets query,value`, or leave it out for the default.")
-        super().__post_init__()
-
-
-@dataclass
-class BitFitConfig(TrainingConfig):
-    """Options of ``bitfit``: the shared training options; only biases (and norms) train.
-
-    Default lr 1e-3: 0.914 / 0.925 on amazon and 0.58 / 0.53 on the flowers5 slice at 1e-3 / 3e-3.
-    """
-
-    owner: ClassVar[str] = "bitfit"
-    lr: float = option(1e-3, "peak learning rate of the biases (AdamW)", at_least(0, strict=True))
-    bitfit_norms: bool = option(False, "also train the scales of normalisation layers")
 
 
 def _layer_names(module: nn.Module) -> list[str]:

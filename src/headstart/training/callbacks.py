@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -16,7 +16,7 @@ from ..errors import DataError, OutputError, describe_os_error
 from .loop import Callback, Trainer, TrainingStep, seed_everything
 from .param_groups import set_trainable
 
-__all__ = ["EarlyStopping", "GradualUnfreezing", "EpochSeeding", "L2SP", "Checkpointing", "load_checkpoint",
+__all__ = ["EarlyStopping", "TimeLimit", "GradualUnfreezing", "EpochSeeding", "L2SP", "Checkpointing", "load_checkpoint",
            "state_keys"]
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,20 @@ class EarlyStopping(Callback):
 
     def load_state_dict(self, state: dict) -> None:
         self.best, self.best_epoch, self.best_state = state["best"], state["best_epoch"], state["best_state"]
+
+
+class TimeLimit(Callback):
+    """Stop before an epoch that would end after the time left runs out, the last epoch's duration
+    predicting the next one's (training inside a budget, as ``headstart auto`` does)."""
+
+    def __init__(self, seconds_left: Callable[[], float]) -> None:
+        self.seconds_left = seconds_left
+        self.stopped_at: int | None = None
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, row: dict) -> None:
+        if epoch < trainer.settings.epochs and row["seconds"] > self.seconds_left():
+            log.info("Stopping after epoch %d: the next would overrun the time budget", epoch)
+            trainer.should_stop, self.stopped_at = True, epoch
 
 
 class GradualUnfreezing(Callback):

@@ -272,11 +272,15 @@ class Trainer:
         """Optimizer steps in an epoch: micro-batches left over after the last full step are not used."""
         return max(1, len(loader) // self.settings.accumulate)
 
+    def new_tally(self) -> _EpochTally:
+        """What sums up an epoch's training batches into its history row (loss, accuracy, F1, terms)."""
+        return _EpochTally()
+
     def train_epoch(self, loader: Iterable) -> dict:
         self.set_train_mode()
         accumulate, steps = self.settings.accumulate, self.steps_per_epoch(loader)
         used = min(len(loader), steps * accumulate)
-        seen = _EpochTally()
+        seen = self.new_tally()
         for micro, (inputs, labels) in enumerate(loader):
             if micro >= used:
                 break

@@ -1,0 +1,354 @@
+"""``headstart auto``: audit, rank, probe, train what the budget allows, choose, refit, evaluate, save.
+
+The budget is spent in order of value per second: a feature pass per candidate backbone is
+cheap and its linear probe often good, so probes come first; network strategies then train on
+the best probe's backbone for as many epochs as their share of the time left allows (with the
+refit on the whole training split counted in). Every stage is planned from measured times and
+stopped by the clock if it runs long; after each, the plan is made again from what is left.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import data_audit
+from ..data import LabelledData
+from ..data.reading import ReadOptions
+from ..backbones import build_backbone
+from ..devices import resolve_device
+from ..errors import DataError
+from ..features import uncached_count
+from ..ranking import DEFAULT_SAMPLE, default_candidates, rank
+from ..runs import check_output_dir, write_text_atomic
+from ..strategies import get_strategy
+from ..training import TimeLimit
+from ..transfer import Transfer
+from ..workflows import TRAINED_ON, hold_lock, open_data, refit_on_all, trained_on_digests, with_report, work_dir
+from .budget import Budget, format_duration
+from .plan import NETWORK_STRATEGIES, Costs, Selection, Stage, network_stage, probe_seconds, refit_seconds
+from .scoring import Scored, forward_seconds, score_candidate, train_step_seconds
+
+__all__ = ["AutoArgs", "AutoResult", "AutoRun"]
+
+Progress = Callable[..., None]
+ARGS_FILE, STATE_FILE = "auto-args.json", "auto-state.json"
+PROBES = 2  # backbones probed after the ranking
+AUDIT_SHARE, RANK_SHARE, PROBE_SHARE = 0.2, 0.25, 0.3  # most of the time left each of these may take
+FINISH_SECONDS = 5.0  # the report and writing the run
+SLACK = 1.15  # a stage may run this much over its plan before the clock stops it
+
+
+@dataclass
+class AutoArgs:
+    """Everything an ``auto`` job needs to (re)start; saved in its work dir until it ends."""
+
+    data: str
+    out_dir: str
+    budget: float = 1200.0
+    candidates: list[str] | None = None
+    test: float = 0.2
+    seed: int = 0
+    audit: bool = True
+    drop: list[str] | None = None
+    text_column: str = "text"
+    label_column: str | None = "label"
+    reading: dict = field(default_factory=dict)
+    batch_size: int = 64
+    workers: int | None = None
+    device: str = "auto"
+    cache_dir: str | None = None
+
+
+@dataclass
+class AutoResult:
+    """What :meth:`AutoRun.run` made: the final model, its test metrics, every stage's row, where it is."""
+
+    transfer: Transfer
+    metrics: dict
+    stages: list[dict]
+    winner: dict
+    out_dir: Path
+    spent: float
+    budget: float
+
+
+class AutoRun:
+    """One ``headstart auto`` job; ``clock`` is replaceable so tests can hold time still or run it fast."""
+
+    def __init__(self, args: AutoArgs, *, clock: Callable[[], float] = time.monotonic, resumed: bool = False) -> None:
+        self.args, self.resumed = args, resumed
+        self.data = open_data(args.data, args.text_column, args.label_column, reading=ReadOptions(**args.reading))
+        state = self._read_state() if resumed else {}
+        self.budget = Budget(args.budget, clock=clock, spent=state.get("spent", 0.0))
+        self.costs = Costs(**state.get("costs", {}))
+        self.rows: list[dict] = state.get("stages", [])
+        self.ranking: list[dict] | None = state.get("ranking")
+        self.notes: list[str] = state.get("notes", [])
+        self.audit_result, self.dropped = None, []
+        self.device = resolve_device(args.device)
+        self.progress: Progress | None = None
+        self._best_fitted: tuple[dict, Scored] | None = None
+        self.selection: Selection | None = None
+
+    @classmethod
+    def resume(cls, out_dir: str | Path, *, clock: Callable[[], float] = time.monotonic) -> AutoRun:
+        """The interrupted job that was to write ``out_dir``; the time it spent counts against its budget."""
+        saved = work_dir(out_dir) / ARGS_FILE
+        if not saved.is_file():
+            raise DataError(f"{out_dir} has no unfinished `auto` job to resume (no {saved}).")
+        try:
+            args = AutoArgs(**json.loads(saved.read_text(encoding="utf-8")))
+        except (ValueError, TypeError) as exc:
+            raise DataError(f"{saved} is damaged ({exc}); start the job again without `--resume`.") from None
+        return cls(args, clock=clock, resumed=True)
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.args.out_dir)
+
+    # -- the job ---------------------------------------------------------------------------------------
+    def run(self, progress: Progress | None = None) -> AutoResult:
+        """Plan and run the stages within the budget, refit the winner, evaluate it once on the test split, save."""
+        check_output_dir(self.out_dir, [self.args.data])
+        self.progress = progress
+        workspace = work_dir(self.out_dir)
+        workspace.mkdir(parents=True, exist_ok=True)
+        lock = hold_lock(workspace / "lock", self.out_dir)
+        try:
+            write_text_atomic(workspace / ARGS_FILE, json.dumps(asdict(self.args), indent=1))
+            result = self._run_stages()
+            shutil.rmtree(workspace, ignore_errors=True)
+            return result
+        finally:
+            lock.close()
+
+    def _run_stages(self) -> AutoResult:
+        candidates = self.args.candidates or default_candidates(self.data.modality)
+        self._calibrate(candidates)
+        self._audit(candidates)
+        train, test = self.data.split(test=self.args.test, seed=self.args.seed)
+        selection = self.selection = Selection.for_size(len(train))
+        order = self._rank(candidates, train, self._reserve(candidates, len(test)))
+        self._probes(order, train, selection, self._reserve(candidates, len(test)))
+        probed = [r["model"] for r in self._probed()]
+        self._networks(train, selection, self._reserve(probed, len(test)))
+        self._more_probes(order, train, selection, self._reserve(candidates, len(test)))
+        winner = max((r for r in self.rows if r["score"] is not None), key=lambda r: r["score"])
+        final = self._final(winner, train, selection, len(test))
+        metrics, predictions = final.evaluate_with_predictions(test)
+        leakage = data_audit.warn_split_leakage(train, test, final.backbone_, cache_dir=self.args.cache_dir)
+        self._save(final, winner, metrics, predictions, train, leakage)
+        return AutoResult(final, metrics, self.rows, winner, self.out_dir, self.budget.spent(), self.budget.seconds)
+
+    # -- measuring -------------------------------------------------------------------------------------
+    def _calibrate(self, candidates: list[str]) -> None:
+        """Time a forward pass of each candidate, and a training step of the first (a few seconds each):
+        every plan rests on them."""
+        for name in candidates:
+            if name not in self.costs.forward:
+                self._say(f"timing {name}")
+                self.costs.forward[name] = forward_seconds(name, self.data, device=self.device,
+                                                           batch_size=self.args.batch_size,
+                                                           num_workers=self.args.workers)
+        if not self.costs.measured:
+            step = train_step_seconds(candidates[0], self.data, device=self.device)
+            self.costs.set_train_factor(step / self.costs.forward[candidates[0]])
+
+    def _reserve(self, models: list[str], test_samples: int) -> float:
+        """Seconds kept back for the end: the test split's pass through the slowest model that can still
+        win, and writing the run."""
+        return max(self.costs.forward[m] for m in models) * test_samples + FINISH_SECONDS
+
+    def _audit(self, candidates: list[str]) -> None:
+        """Audit with the first candidate's features (which its probe then reads from the cache) when that
+        takes at most a fifth of the budget; drop only what was asked for."""
+        a = self.args
+        cost = self.costs.forward[candidates[0]] * len(self.data)
+        if not (a.audit or a.drop):
+            return
+        if cost > AUDIT_SHARE * self.budget.left() and not a.drop:
+            self.notes.append(f"The audit was skipped: its feature pass (about {format_duration(cost)}) would take "
+                              f"over {AUDIT_SHARE:.0%} of the budget. Run `headstart audit` on its own.")
+            return
+        self.audit_result = data_audit.audit(self.data, model=candidates[0], seed=a.seed, cache_dir=a.cache_dir,
+                                             batch_size=a.batch_size, num_workers=a.workers, device=a.device,
+                                             progress=self.progress)
+        self.data, self.dropped = data_audit.drop_flagged(self.data, self.audit_result, a.drop or [])
+
+    def _rank(self, candidates: list[str], train: LabelledData, reserve: float) -> list[str]:
+        """Candidates best first by LogME, on a stratified sample small enough for a quarter of the time left."""
+        if len(candidates) == 1:
+            return candidates
+        if self.ranking is None:
+            per_sample = sum(self.costs.forward[c] for c in candidates)
+            affordable = int(RANK_SHARE * max(0.0, self.budget.left() - reserve) / per_sample)
+            sample = min(DEFAULT_SAMPLE, len(train), affordable)
+            if sample < max(50, 5 * len(train.classes)):
+                self.notes.append(f"Backbones were not ranked: a ranking sample would not fit the budget; "
+                                  f"{candidates[0]} was probed first.")
+                return candidates
+            self._say(f"ranking {len(candidates)} backbones on {sample} samples")
+            rows = rank(candidates, train, cache_dir=self.args.cache_dir, batch_size=self.args.batch_size,
+                        num_workers=self.args.workers or 1, device=self.device, progress=self.progress,
+                        sample=sample, seed=self.args.seed)
+            self.ranking = [row.to_dict() for row in rows]
+            self._save_state()
+        return [row["model"] for row in self.ranking]
+
+    # -- stages ----------------------------------------------------------------------------------------
+    def _probes(self, order: list[str], train: LabelledData, selection: Selection, reserve: float) -> None:
+        """Probe the best-ranked backbone whose feature pass fits (the cheapest if none does: a model must
+        come out), then the next ones while each takes at most a share of the time left."""
+        costs = {model: probe_seconds(self.costs, model, self._uncached(model, train)) for model in order}
+        first = next((m for m in order if costs[m] <= self.budget.left() - reserve), min(order, key=costs.get))
+        if first != order[0]:
+            self.notes.append(f"{first} was probed first: a feature pass of {order[0]} (about "
+                              f"{format_duration(costs[order[0]])}) did not fit the time left.")
+        for model in [first, *(m for m in order if m != first)][:PROBES]:
+            stage = Stage.probe_of(model, costs[model])
+            if model != first and costs[model] > PROBE_SHARE * (self.budget.left() - reserve):
+                self._skip(stage, f"its feature pass (about {format_duration(costs[model])}) would take over "
+                                  f"{PROBE_SHARE:.0%} of the time left")
+                continue
+            self._run_stage(stage, train, selection, time_limit=None)
+
+    def _more_probes(self, order: list[str], train: LabelledData, selection: Selection, reserve: float) -> None:
+        """Time the network strategies left unused goes to probing the other candidates that fit in it."""
+        for model in order:
+            if model in {r["model"] for r in self._probed()}:
+                continue
+            cost = probe_seconds(self.costs, model, self._uncached(model, train))
+            if cost <= self.budget.left() - reserve:
+                self.rows = [r for r in self.rows if not (r["model"] == model and r["probe"])]  # was skipped
+                self._run_stage(Stage.probe_of(model, cost), train, selection, time_limit=None)
+
+    def _networks(self, train: LabelledData, selection: Selection, reserve: float) -> None:
+        model = max(self._probed(), key=lambda r: r["score"])["model"]
+        strategies = NETWORK_STRATEGIES[self.data.modality]
+        for place, strategy in enumerate(strategies):
+            left = self.budget.left() - reserve
+            stage = network_stage(strategy, model, self.costs, selection, left / (len(strategies) - place)) \
+                or network_stage(strategy, model, self.costs, selection, left) \
+                or (network_stage(strategy, model, self.costs, selection, left, refit=False)
+                    if selection.folds is None else None)  # one split: the selection's model can serve as is
+            if stage is None:
+                self._skip(Stage(model, strategy, None, 0.0), f"{format_duration(max(left, 0))} left is not enough "
+                                                               "for 2 epochs")
+                continue
+            selecting = (stage.seconds - stage.refit_seconds) * SLACK  # the refit's time stays reserved
+            self._run_stage(stage, train, selection, time_limit=self.budget.spent() + selecting)
+
+    def _uncached(self, model: str, data: LabelledData) -> int:
+        return uncached_count(build_backbone(model), data, self.args.cache_dir)
+
+    def _probed(self) -> list[dict]:
+        """The rows of the probes that were scored."""
+        return [r for r in self.rows if r["probe"] and r["score"] is not None]
+
+    def _run_stage(self, stage: Stage, train: LabelledData, selection: Selection, time_limit: float | None) -> None:
+        if any(r["model"] == stage.model and r["strategy"] == stage.strategy for r in self.rows):
+            return  # scored before an interruption
+        label = f"auto {len(self.rows) + 1}: {stage.name}"
+        self._say(label)
+        callbacks = (lambda: [TimeLimit(lambda: time_limit - self.budget.spent())]) if time_limit else tuple
+        scored = score_candidate(self._transfer(stage), train, selection, callbacks)
+        if stage.epochs:
+            self.costs.learn_training(stage.model, scored.history, selection.fit_samples, selection.val_samples)
+        row = {"model": stage.model, "strategy": stage.strategy, "probe": stage.probe, "epochs": stage.epochs,
+               "score": scored.score,
+               "best_epoch": scored.best_epoch, "seconds": round(scored.seconds, 1),
+               "planned_seconds": round(stage.seconds, 1), "refit_planned": bool(stage.refit_seconds),
+               "status": "done"}
+        self.rows.append(row)
+        if self._best_fitted is None or scored.score > self._best_fitted[0]["score"]:
+            self._best_fitted = (row, scored)
+        self._save_state()
+        self._say(label, f"{selection.label.split(' ')[0]} {scored.score:.3f} in {format_duration(scored.seconds)}, "
+                         f"{format_duration(self.budget.left())} left")
+
+    def _skip(self, stage: Stage, reason: str) -> None:
+        if not any(r["model"] == stage.model and r["strategy"] == stage.strategy for r in self.rows):
+            self.rows.append({"model": stage.model, "strategy": stage.strategy, "probe": stage.probe, "epochs": None,
+                              "score": None,
+                              "best_epoch": None, "seconds": 0.0, "planned_seconds": round(stage.seconds, 1),
+                              "status": f"skipped: {reason}"})
+
+    def _transfer(self, stage: Stage, **config: Any) -> Transfer:
+        options = {"epochs": stage.epochs, **config} if stage.epochs else config
+        a = self.args
+        return Transfer(stage.model, stage.strategy, config=get_strategy(stage.strategy).make_config(options),
+                        cache_dir=a.cache_dir, batch_size=a.batch_size, num_workers=a.workers, device=a.device,
+                        seed=a.seed, progress=self.progress)
+
+    def _final(self, winner: dict, train: LabelledData, selection: Selection, test_samples: int) -> Transfer:
+        """The winner trained on every training sample: a probe's final head already is; a network trains
+        again for its best epoch count, unless the budget planned no time for it (then the model the
+        selection trained serves, as it is)."""
+        kept = self._best_fitted[1] if self._best_fitted and self._best_fitted[0] is winner else None
+        if kept is not None and kept.complete:
+            winner["refit"] = "the probe's final head is fitted on the whole training split"
+            return kept.fitted
+        stage = Stage(winner["model"], winner["strategy"], winner["best_epoch"], 0.0)
+        if not stage.epochs:  # a probe chooses its C on its own validation share, then fits on all
+            winner["refit"] = "the probe's final head is fitted on the whole training split"
+            return self._transfer(stage).fit(train)
+        keep = self.costs.forward[winner["model"]] * test_samples + FINISH_SECONDS
+        needed = refit_seconds(self.costs, stage.model, selection, stage.epochs)
+        if kept is not None and (not winner.get("refit_planned") or needed > self.budget.left() - keep):
+            winner["refit"] = (f"not trained again on the whole training split: the budget left no time (about "
+                               f"{format_duration(needed)} needed); the model of the selection serves")
+            return kept.fitted
+        self._say(f"refit: {stage.name} on all {len(train)} training samples")
+        limit = TimeLimit(lambda: self.budget.left() - keep)
+        config = self._transfer(stage, patience=0).config
+        fitted = refit_on_all(train, stage.model, stage.strategy, config, seed=self.args.seed,
+                              val_fraction=selection.val_fraction, callbacks=[limit],
+                              cache_dir=self.args.cache_dir, batch_size=self.args.batch_size,
+                              num_workers=self.args.workers, device=self.args.device, progress=self.progress)
+        winner["refit"] = (f"trained again on all {len(train)} training samples for {stage.epochs} epochs"
+                           + (f", stopped by the budget after epoch {limit.stopped_at}" if limit.stopped_at else ""))
+        return fitted
+
+    # -- state and output ------------------------------------------------------------------------------
+    def _say(self, stage: str, note: str = "") -> None:
+        if self.progress:
+            self.progress(stage, 1 if note else 0, 1, note)
+
+    def _read_state(self) -> dict:
+        path = work_dir(self.out_dir) / STATE_FILE
+        try:
+            return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        except ValueError:
+            return {}  # damaged: the stages run again
+
+    def _save_state(self) -> None:
+        state = {"spent": self.budget.spent(), "costs": asdict(self.costs), "stages": self.rows,
+                 "ranking": self.ranking, "notes": self.notes}
+        write_text_atomic(work_dir(self.out_dir) / STATE_FILE, json.dumps(state, indent=1))
+
+    def summary(self, winner: dict) -> dict:
+        """What ``auto.json`` holds: the budget and its use, how candidates were scored, every stage, the winner and why."""
+        scored = sorted((r for r in self.rows if r["score"] is not None), key=lambda r: -r["score"])
+        runner_up = next((r for r in scored if r is not winner), None)
+        why = (f"{winner['strategy']} on {winner['model']} scored {winner['score']:.3f}"
+               + (f", ahead of {runner_up['strategy']} on {runner_up['model']} ({runner_up['score']:.3f})"
+                  if runner_up else ", the only candidate scored") + ".")
+        return {"budget_seconds": self.budget.seconds, "spent_seconds": round(self.budget.spent(), 1),
+                "selection": self.selection.label if self.selection else None, "stages": self.rows, "winner": winner,
+                "why": why, "costs": asdict(self.costs), "notes": self.notes}
+
+    def _save(self, final: Transfer, winner: dict, metrics: dict, predictions: list[dict], train: LabelledData,
+              leakage: dict) -> None:
+        document = self.summary(winner)
+        metrics_doc = {"test": metrics, "data": self.data.summary(), "split_leakage": leakage,
+                       "auto": {k: document[k] for k in ("budget_seconds", "spent_seconds", "why")}}
+        audited = {"audit": self.audit_result.to_dict(), "dropped": self.dropped} if self.audit_result else {}
+        final.save(self.out_dir, metrics=metrics_doc,
+                   extra={"predictions": predictions, "auto": document, TRAINED_ON: trained_on_digests([train]),
+                          **audited}, finish=with_report(self.out_dir))

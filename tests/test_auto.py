@@ -1,0 +1,155 @@
+"""`headstart auto`: the budget arithmetic, and whole jobs on a tiny text model within tiny budgets."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+import headstart as hs
+from headstart.autopilot import AutoRun, format_duration, parse_duration
+from headstart.autopilot.plan import MIN_EPOCHS, Costs, Selection, network_stage
+from headstart.errors import ConfigError
+
+from helpers import review_table, run_cli, tiny_bert_folder
+
+
+# -- durations and plans: arithmetic, no training -----------------------------------------------------
+@pytest.mark.parametrize("text, seconds", [("90s", 90), ("20m", 1200), ("1h", 3600), ("1h30m", 5400), ("2.5", 150),
+                                           (5, 300), ("1m30s", 90)])
+def test_budgets_are_read_as_a_person_writes_them(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "soon", "-5", "0m", "20 minutes"])
+def test_a_budget_that_is_no_duration_is_refused_with_the_forms_that_work(text):
+    with pytest.raises(ConfigError, match="90s, 20m, 1h|longer than zero"):
+        parse_duration(text)
+
+
+def test_durations_print_short():
+    assert [format_duration(s) for s in (40, 750, 3900)] == ["40s", "12m30s", "1h05m"]
+
+
+def test_small_data_is_scored_by_folds_and_large_data_by_one_validation_share():
+    assert Selection.for_size(200).folds == 5 and Selection.for_size(5000).folds is None
+    single = Selection.for_size(1000)
+    assert single.fit_samples == 850 and single.val_samples == 150
+
+
+def test_a_network_stage_takes_the_most_epochs_that_fit_with_its_refit_and_never_more():
+    costs = Costs({"m": 0.01}, train_factor=3.0)
+    selection = Selection(1000)  # one split: 850 fit, 150 val
+    per_epoch = 0.01 * (3 * 850 + 150) + 0.01 * (3 * 1000 + 150)  # selection epoch + refit epoch = 58.5 s
+    stage = network_stage("finetune", "m", costs, selection, seconds=300)
+    assert stage.epochs == 5 and stage.seconds == pytest.approx(5 * per_epoch) and stage.seconds <= 300
+    assert network_stage("finetune", "m", costs, selection, seconds=MIN_EPOCHS * per_epoch - 1) is None
+    assert network_stage("finetune", "m", costs, selection, seconds=1e6).epochs == 10  # the cap
+    assert stage.refit_seconds == pytest.approx(5 * 0.01 * (3 * 1000 + 150))
+    alone = network_stage("finetune", "m", costs, selection, seconds=MIN_EPOCHS * per_epoch - 1, refit=False)
+    assert alone.epochs == 4 and alone.refit_seconds == 0  # without the refit: 27 s an epoch
+
+
+def test_folds_multiply_a_network_stage_cost():
+    costs = Costs({"m": 0.01})
+    one = network_stage("finetune", "m", costs, Selection(500, folds=None), seconds=1e6)
+    five = network_stage("finetune", "m", costs, Selection(500, folds=5), seconds=1e6)
+    fold_epoch, refit_epoch = 0.01 * (3 * 340 + 60), 0.01 * (3 * 500 + 75)  # a fold trains on 340, validates on 60
+    assert five.seconds == pytest.approx(10 * (5 * fold_epoch + refit_epoch) + 0.01 * 500)  # + scoring the held-out folds
+    assert one.seconds == pytest.approx(10 * (0.01 * (3 * 425 + 75) + refit_epoch))
+
+
+def test_the_training_cost_is_learnt_from_measured_epochs():
+    costs = Costs({"m": 0.01})
+    costs.learn_training("m", [{"seconds": 10.0}, {"seconds": 12.0}], n_fit=200, n_val=100)
+    assert costs.train_factor == pytest.approx((11.0 - 0.01 * 100) / (0.01 * 200))
+
+
+# -- whole jobs on a tiny model ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_text(tmp_path_factory):
+    root = tmp_path_factory.mktemp("auto")
+    return root, review_table(root / "reviews.csv", per_class=30), f"hf:{tiny_bert_folder(root / 'bert', dropout=0.0)}"
+
+
+@pytest.fixture(scope="module")
+def finished(tiny_text):
+    root, table, bert = tiny_text
+    started = time.monotonic()
+    result = hs.auto(table, root / "run", budget="40s", candidates=[bert], device="cpu", cache_dir=str(root / "cache"))
+    return result, time.monotonic() - started
+
+
+def test_auto_scores_probe_and_network_strategies_refits_the_winner_and_keeps_to_the_budget(finished):
+    result, wall = finished
+    strategies = [row["strategy"] for row in result.stages]
+    assert strategies[0] == "linear-probe" and {"lp-ft", "lora", "finetune"} <= set(strategies)
+    assert any(row["status"] == "done" and row["epochs"] for row in result.stages)  # a network strategy trained
+    assert result.spent <= 1.1 * 40 and wall <= 1.1 * 40 + 5  # + 5 s: opening the tiny model before the clock
+    assert result.winner["score"] == max(r["score"] for r in result.stages if r["score"] is not None)
+    assert "whole training split" in result.winner["refit"] or "all 48 training samples" in result.winner["refit"]
+    info = result.transfer.fit_info_  # the final model saw every training sample (a probe's head: train + val share)
+    assert info["train_samples"] + (info["val_samples"] if result.winner["strategy"] == "linear-probe" else 0) == 48
+    assert result.metrics["samples"] == 12 and result.metrics["accuracy"] > 0.5
+
+
+def test_the_auto_run_loads_predicts_and_reports_its_leaderboard(finished, tiny_text):
+    result, _ = finished
+    root, table, _ = tiny_text
+    document = json.loads((result.out_dir / "auto.json").read_text())
+    assert document["selection"] == "5-fold CV accuracy" and len(document["stages"]) == len(result.stages)
+    assert (result.out_dir / "audit.json").is_file()
+    page = (result.out_dir / "report.html").read_text()
+    assert 'id="auto"' in page and document["why"] in page
+    model = hs.load(result.out_dir, device="cpu")
+    assert model.evaluate(hs.TextTable(table))["accuracy"] == pytest.approx(
+        result.transfer.evaluate(hs.TextTable(table))["accuracy"])
+
+
+def test_a_tiny_budget_still_ends_with_a_model_and_says_what_it_skipped(tiny_text):
+    root, table, bert = tiny_text
+    result = hs.auto(table, root / "tiny", budget="1s", candidates=[bert], device="cpu", audit=False,
+                     cache_dir=str(root / "cache"))
+    skipped = [row for row in result.stages if row["status"].startswith("skipped")]
+    assert result.winner["strategy"] == "linear-probe" and skipped
+    assert all("not enough" in row["status"] for row in skipped)
+
+
+def test_an_interrupted_auto_resumes_with_the_stages_it_had_scored(tiny_text):
+    root, table, bert = tiny_text
+
+    def interrupt_once_the_first_stage_is_scored(stage, done, total, note=""):
+        if stage.startswith("auto 1:") and done:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        hs.auto(table, root / "resumed", budget="20s", candidates=[bert], device="cpu", audit=False,
+                cache_dir=str(root / "cache"), progress=interrupt_once_the_first_stage_is_scored)
+    state = json.loads((root / ".resumed.unfinished" / "auto-state.json").read_text())
+    assert [row["strategy"] for row in state["stages"]] == ["linear-probe"] and state["spent"] > 0
+    resumed = AutoRun.resume(root / "resumed")
+    assert resumed.budget.spent() >= state["spent"]
+    result = resumed.run()
+    assert result.stages[0]["seconds"] == state["stages"][0]["seconds"]  # kept, not run again
+    assert not (root / ".resumed.unfinished").exists()
+
+
+def test_the_auto_command_prints_the_leaderboard_and_the_test_scores(tiny_text, monkeypatch, capsys):
+    root, table, bert = tiny_text
+    code, stdout, stderr = run_cli(monkeypatch, capsys, "auto", str(table), "--budget", "10s", "--candidates", bert,
+                                   "--no-audit", "--device", "cpu", "--out", str(root / "cli"),
+                                   "--cache-dir", str(root / "cache"))
+    assert code == 0, stderr
+    assert "linear-probe ★" in stdout and "accuracy" in stdout and str(root / "cli") in stdout
+
+
+def test_a_probe_is_costed_by_the_samples_the_feature_cache_lacks(tiny_text, tmp_path):
+    from headstart.backbones import build_backbone
+    from headstart.features import extract_features, uncached_count
+
+    _, table, bert = tiny_text
+    data, backbone = hs.TextTable(table), build_backbone(bert)
+    assert uncached_count(backbone, data, tmp_path) == len(set(data.items))
+    extract_features(backbone, data.subset(range(10)), cache_dir=tmp_path)
+    assert uncached_count(backbone, data, tmp_path) == len(set(data.items)) - len(set(data.items[:10]))
