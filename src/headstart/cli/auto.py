@@ -26,7 +26,7 @@ RESUME = typer.Option(None, help="Continue the interrupted job RUN (stages alrea
                       rich_help_panel=o.OUTPUT)
 
 
-@command(panel="Train")
+@command(panel="Start here")
 @o.with_read_options
 def auto(
     data: Optional[Path] = typer.Argument(None, show_default=False, help=(
