@@ -164,7 +164,7 @@ LAYERS = [  # top first: a module may import its own layer and those below, neve
     {"strategies", "adaptation"},
     {"training", "features", "feature_cache", "inference", "heads", "ranking", "transferability", "peak_memory"},
     {"data", "backbones"},
-    {"config", "registry", "runs", "integrity", "runtime", "imaging", "devices", "distributed", "errors", "evaluation", "contract",
+    {"config", "registry", "lazy", "runs", "integrity", "runtime", "imaging", "devices", "distributed", "errors", "evaluation", "contract",
      "_version"},
 ]
 

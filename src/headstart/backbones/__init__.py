@@ -6,9 +6,9 @@ naming defaults is cheap; ``TextEncoder`` and ``load_state_dict_file`` are impor
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ..lazy import lazy_exports
 from .base import Backbone, BackboneEntry
 from .registry import (DEFAULT_BACKBONES, BackboneInfo, build_backbone, default_backbone, list_backbones,
                        register_backbone, register_prefix, registered_names)
@@ -31,12 +31,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'headstart.backbones' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs

@@ -9,9 +9,9 @@ is imported on first use (PEP 562).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ..lazy import lazy_exports
 from .configs import (METHOD_CONFIGS, PretrainConfig, SelfSupervisedConfig, SimclrConfig, SimcseConfig,
                       SupervisedConfig, TsdaeConfig)
 from .methods import PretrainMethod, get_method, method_names, register_method
@@ -23,16 +23,7 @@ __all__ = ["METHOD_CONFIGS", "PretrainConfig", "PretrainMethod", "SelfSupervised
            "SupervisedConfig", "TsdaeConfig", "get_method", "method_names", "register_method", *_EXPORTS]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'headstart.pretraining' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly

@@ -10,8 +10,7 @@ Names are imported on first use, so the CLI can read ``ServeConfig`` without loa
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ..lazy import lazy_exports
 
 _EXPORTS = {"BodyLimit": "app", "Prediction": "app", "Predictions": "app", "create_app": "app", "metadata": "app",
             "Batcher": "batching", "BatchStats": "batching", "bind_socket": "server", "make_server": "server",
@@ -20,7 +19,4 @@ _EXPORTS = {"BodyLimit": "app", "Prediction": "app", "Predictions": "app", "crea
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'headstart.serve' has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -8,9 +8,9 @@ the order of :data:`~headstart.strategies.configs.STRATEGY_CONFIGS`.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ..lazy import lazy_exports
 from .configs import (DEFAULT_COMPARISON, STRATEGY_CONFIGS, BitFitConfig, FinetuneConfig, LinearProbeConfig, LoraConfig,
                       TrainingConfig)
 
@@ -31,16 +31,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'headstart.strategies' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
