@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from . import distributed
 from .data import ImageFiles, ImageFolder, LabelledData, TextTable, stratified_split
@@ -27,7 +27,7 @@ from .errors import ConfigError, DataError, HeadstartError
 from .runs import check_output_dir, write_text_atomic
 
 __all__ = ["open_data", "open_inputs", "open_texts", "open_unlabelled", "RunConfig", "read_run_config", "RunArgs", "FitRun",
-           "FitRunResult", "fit_run", "resume_run", "work_dir", "save_search", "refit_best", "refit_on_all", "trial_trackers",
+           "FitRunResult", "fit_run", "resume_run", "work_dir", "save_search", "refit_best", "refit_on_all", "saved_arguments", "trial_trackers",
            "AdaptRunResult", "adapt_run", "share_features_of", "Evaluation", "evaluate_run", "training_overlap",
            "trained_on_digests"]
 
@@ -36,6 +36,7 @@ ARGS_FILE = "args.json"
 DATA_FILE = "data.sha256"
 CHECKPOINT = "checkpoint.pt"
 Progress = Callable[..., None]
+T = TypeVar("T")
 
 
 # -- data on disk ------------------------------------------------------------------------------
@@ -141,6 +142,19 @@ def hold_lock(path: Path, out_dir: Path):
     return handle
 
 
+def saved_arguments(out_dir: str | Path, name: str, job: str, parse: Callable[[dict], T]) -> T:
+    """What an interrupted ``job`` (training, pre-training, an ``auto`` job) saved as ``name`` in the work
+    dir of ``out_dir``, parsed; a missing or damaged file is a clear error."""
+    saved = work_dir(out_dir) / name
+    if not saved.is_file():
+        raise DataError(f"{out_dir} has no unfinished {job} to resume (no {saved}).")
+    try:
+        return parse(json.loads(saved.read_text(encoding="utf-8")))
+    except (ValueError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{saved} is damaged ({exc}); the interrupted {job} cannot be resumed. Start it again "
+                        f"without `--resume` after removing {saved.parent}.") from None
+
+
 def work_dir(out_dir: str | Path) -> Path:
     """Where an unfinished run keeps its checkpoint and arguments (a hidden sibling of the run)."""
     out_dir = Path(out_dir)
@@ -244,16 +258,7 @@ class FitRun:
     @classmethod
     def resume(cls, out_dir: str | Path) -> FitRun:
         """The interrupted run that was to be written to ``out_dir``, from its saved arguments."""
-        saved = work_dir(out_dir) / ARGS_FILE
-        if not saved.is_file():
-            raise DataError(f"{out_dir} has no unfinished training to resume (no {saved}).")
-        try:
-            values = json.loads(saved.read_text(encoding="utf-8"))
-            args = RunArgs.from_dict(values)
-        except (ValueError, TypeError, AttributeError, UnicodeDecodeError) as exc:
-            raise DataError(f"{saved} is damaged ({exc}); the interrupted run cannot be resumed. Start it again "
-                            f"without `--resume` after removing {saved.parent}.") from None
-        return cls(args, resumed=True)
+        return cls(saved_arguments(out_dir, ARGS_FILE, "training", RunArgs.from_dict), resumed=True)
 
     @property
     def out_dir(self) -> Path:

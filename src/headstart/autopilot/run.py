@@ -22,14 +22,13 @@ from ..data import LabelledData
 from ..data.reading import ReadOptions
 from ..backbones import build_backbone
 from ..devices import resolve_device
-from ..errors import DataError
 from ..features import uncached_count
 from ..ranking import DEFAULT_SAMPLE, default_candidates, rank
 from ..runs import check_output_dir, write_text_atomic
 from ..strategies import get_strategy
 from ..training import TimeLimit
 from ..transfer import Transfer
-from ..workflows import TRAINED_ON, hold_lock, open_data, refit_on_all, trained_on_digests, with_report, work_dir
+from ..workflows import TRAINED_ON, hold_lock, saved_arguments, open_data, refit_on_all, trained_on_digests, with_report, work_dir
 from .budget import Budget, format_duration
 from .plan import NETWORK_STRATEGIES, Costs, Selection, Stage, network_stage, probe_seconds, refit_seconds
 from .scoring import Scored, forward_seconds, score_candidate, train_step_seconds
@@ -99,14 +98,8 @@ class AutoRun:
     @classmethod
     def resume(cls, out_dir: str | Path, *, clock: Callable[[], float] = time.monotonic) -> AutoRun:
         """The interrupted job that was to write ``out_dir``; the time it spent counts against its budget."""
-        saved = work_dir(out_dir) / ARGS_FILE
-        if not saved.is_file():
-            raise DataError(f"{out_dir} has no unfinished `auto` job to resume (no {saved}).")
-        try:
-            args = AutoArgs(**json.loads(saved.read_text(encoding="utf-8")))
-        except (ValueError, TypeError) as exc:
-            raise DataError(f"{saved} is damaged ({exc}); start the job again without `--resume`.") from None
-        return cls(args, clock=clock, resumed=True)
+        return cls(saved_arguments(out_dir, ARGS_FILE, "`auto` job", lambda values: AutoArgs(**values)),
+                   clock=clock, resumed=True)
 
     @property
     def out_dir(self) -> Path:

@@ -22,8 +22,8 @@ from ..data.reading import ReadOptions
 from ..devices import default_workers, resolve_device
 from ..errors import ConfigError, DataError
 from ..runs import check_output_dir, write_text_atomic
-from ..workflows import (CHECKPOINT, DATA_FILE, data_fingerprint, hold_lock, open_data, open_unlabelled, with_report,
-                         work_dir)
+from ..workflows import (CHECKPOINT, DATA_FILE, data_fingerprint, hold_lock, open_data, open_unlabelled,
+                         saved_arguments, with_report, work_dir)
 from .configs import PretrainConfig
 from .job import Pretrained, PretrainJob
 from .methods import get_method
@@ -111,15 +111,9 @@ class Pretraining:
     @classmethod
     def resume(cls, out_dir: str | Path) -> Pretraining:
         """The interrupted pre-training that was to be written to ``out_dir``, from its saved arguments."""
-        saved = work_dir(out_dir) / ARGS_FILE
-        if not saved.is_file():
-            raise DataError(f"{out_dir} has no unfinished pre-training to resume (no {saved}).")
-        try:
-            values = json.loads(saved.read_text(encoding="utf-8"))
-            args = PretrainArgs(**{k: v for k, v in values.items() if k in {f.name for f in fields(PretrainArgs)}})
-        except (ValueError, TypeError, UnicodeDecodeError) as exc:
-            raise DataError(f"{saved} is damaged ({exc}); the interrupted pre-training cannot be resumed. Start it "
-                            f"again without `--resume` after removing {saved.parent}.") from None
+        known = {f.name for f in fields(PretrainArgs)}
+        args = saved_arguments(out_dir, ARGS_FILE, "pre-training",
+                               lambda values: PretrainArgs(**{k: v for k, v in values.items() if k in known}))
         return cls(args, resumed=True)
 
     @property
