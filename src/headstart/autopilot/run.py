@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from .. import data_audit
+from ..backbones import build_backbone
 from ..data import LabelledData
 from ..data.reading import ReadOptions
-from ..backbones import build_backbone
 from ..devices import resolve_device
 from ..features import uncached_count
 from ..ranking import DEFAULT_SAMPLE, default_candidates, rank
@@ -28,7 +28,8 @@ from ..runs import check_output_dir, write_text_atomic
 from ..strategies import get_strategy
 from ..training import TimeLimit
 from ..transfer import Transfer
-from ..workflows import TRAINED_ON, hold_lock, saved_arguments, open_data, refit_on_all, trained_on_digests, with_report, work_dir
+from ..workflows import (TRAINED_ON, hold_lock, open_data, refit_on_all, saved_arguments, trained_on_digests,
+                         with_report, work_dir)
 from .budget import Budget, format_duration
 from .plan import NETWORK_STRATEGIES, Costs, Selection, Stage, network_stage, probe_seconds, refit_seconds
 from .scoring import Scored, forward_seconds, score_candidate, train_step_seconds
