@@ -99,3 +99,17 @@ class PhaseClock:
     def features_done(self) -> float:
         """Seconds from start until the last feature stage finished (backbone build included)."""
         return max((t for s, t in self.last.items() if "features" in s), default=self.start) - self.start
+
+
+def class_slices(data, per_class: int, test_per_class: int, seed: int):
+    """A training slice of ``per_class`` samples of each class and a disjoint test slice of
+    ``test_per_class`` of each, drawn from ``seed``."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for label in range(len(data.classes)):
+        members = rng.permutation(np.flatnonzero(data.y == label))
+        train += members[:per_class].tolist()
+        test += members[per_class:per_class + test_per_class].tolist()
+    return data.subset(sorted(train)), data.subset(sorted(test))

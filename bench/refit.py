@@ -14,21 +14,10 @@ import statistics
 import tempfile
 import time
 
-import numpy as np
 import torch
 
 import headstart as hs
-from _common import emit, machine, parser
-
-
-def _slice(data, per_class: int, test_per_class: int, seed: int):
-    rng = np.random.default_rng(seed)
-    train, test = [], []
-    for label in range(len(data.classes)):
-        members = rng.permutation(np.flatnonzero(data.y == label))
-        train += members[:per_class].tolist()
-        test += members[per_class:per_class + test_per_class].tolist()
-    return data.subset(sorted(train)), data.subset(sorted(test))
+from _common import class_slices, emit, machine, parser
 
 
 def main() -> None:
@@ -43,7 +32,7 @@ def main() -> None:
     rows, result = [], {"machine": None, "seeds": {}}
     with tempfile.TemporaryDirectory() as cache:
         for seed in map(int, a.seeds.split(",")):
-            train, test = _slice(data, a.per_class, a.test_per_class, seed)
+            train, test = class_slices(data, a.per_class, a.test_per_class, seed)
             scores = {}
             for refit in (False, True):
                 started = time.perf_counter()

@@ -17,21 +17,10 @@ import sys
 import tempfile
 import time
 
-import numpy as np
 import torch
-from _common import emit, machine, parser, quiet
+from _common import class_slices, emit, machine, parser, quiet
 
 import headstart as hs
-
-
-def _slice(data, per_class: int, test_per_class: int, seed: int):
-    rng = np.random.default_rng(seed)
-    train, test = [], []
-    for label in range(len(data.classes)):
-        members = rng.permutation(np.flatnonzero(data.y == label))
-        train += members[:per_class].tolist()
-        test += members[per_class:per_class + test_per_class].tolist()
-    return data.subset(sorted(train)), data.subset(sorted(test))
 
 
 def _scored(model: hs.Transfer, test, tta: bool) -> tuple[float, float]:
@@ -43,7 +32,7 @@ def _scored(model: hs.Transfer, test, tta: bool) -> tuple[float, float]:
 
 
 def _row(data, strategy: str, per_class: int, seed: int, a, cache: str) -> dict:
-    train, test = _slice(data, per_class, a.test_per_class, seed)
+    train, test = class_slices(data, per_class, a.test_per_class, seed)
     config = {"epochs": a.epochs} if strategy == "finetune" else None
     model = hs.Transfer("efficientnet_lite0", strategy, config=config, seed=seed, cache_dir=cache,
                         device="cpu").fit(train)
