@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -27,7 +28,7 @@ from .errors import ConfigError, DataError, HeadstartError
 from .runs import check_output_dir, write_text_atomic
 
 __all__ = ["open_data", "open_inputs", "open_texts", "open_unlabelled", "RunConfig", "read_run_config", "RunArgs", "FitRun",
-           "FitRunResult", "fit_run", "resume_run", "work_dir", "save_search", "refit_best", "refit_on_all", "saved_arguments", "trial_trackers",
+           "FitRunResult", "fit_run", "resume_run", "work_dir", "save_search", "refit_best", "refit_on_all", "saved_arguments", "held_workspace", "trial_trackers",
            "AdaptRunResult", "adapt_run", "share_features_of", "Evaluation", "evaluate_run", "training_overlap",
            "trained_on_digests"]
 
@@ -153,6 +154,29 @@ def saved_arguments(out_dir: str | Path, name: str, job: str, parse: Callable[[d
     except (ValueError, TypeError, AttributeError, UnicodeDecodeError) as exc:
         raise DataError(f"{saved} is damaged ({exc}); the interrupted {job} cannot be resumed. Start it again "
                         f"without `--resume` after removing {saved.parent}.") from None
+
+
+@contextmanager
+def held_workspace(out_dir: str | Path, keep: str, refused: Callable[[HeadstartError], None] | None = None):
+    """The work dir of the job writing ``out_dir``, created and locked while the job runs; a job that
+    fails before writing ``keep`` (its checkpoint or state) leaves nothing behind. ``refused(error)`` is
+    told when another job holds the lock (a distributed fit's other ranks then stop too)."""
+    workspace = work_dir(out_dir)
+    try:
+        workspace.mkdir(parents=True, exist_ok=True)
+        lock = hold_lock(workspace / "lock", Path(out_dir))
+    except HeadstartError as exc:
+        if refused is not None:
+            refused(exc)
+        raise
+    try:
+        yield workspace
+    except BaseException:
+        if not (workspace / keep).is_file():  # nothing to resume
+            shutil.rmtree(workspace, ignore_errors=True)
+        raise
+    finally:
+        lock.close()
 
 
 def work_dir(out_dir: str | Path) -> Path:
@@ -314,21 +338,8 @@ class FitRun:
             return None
         if not world.is_main:
             return self._follow()
-        workspace = work_dir(self.out_dir)
-        try:
-            workspace.mkdir(parents=True, exist_ok=True)
-            lock = hold_lock(workspace / "lock", self.out_dir)
-        except HeadstartError as exc:
-            self._tell_followers(exc)  # they stop with it instead of waiting
-            raise
-        try:
+        with held_workspace(self.out_dir, CHECKPOINT, refused=self._tell_followers) as workspace:
             return self._run_locked(workspace, progress)
-        except BaseException:
-            if not (workspace / CHECKPOINT).is_file():  # nothing to resume: leave nothing behind
-                shutil.rmtree(workspace, ignore_errors=True)
-            raise
-        finally:
-            lock.close()
 
     def _share(self, progress: Progress | None) -> bool:
         """Join the launcher's job and share out the features a strategy reads; whether this rank

@@ -28,7 +28,7 @@ from ..runs import check_output_dir, write_text_atomic
 from ..strategies import get_strategy
 from ..training import TimeLimit
 from ..transfer import Transfer
-from ..workflows import (TRAINED_ON, hold_lock, open_data, refit_on_all, saved_arguments, trained_on_digests,
+from ..workflows import (TRAINED_ON, held_workspace, open_data, refit_on_all, saved_arguments, trained_on_digests,
                          with_report, work_dir)
 from .budget import Budget, format_duration
 from .plan import NETWORK_STRATEGIES, Costs, Selection, Stage, network_stage, probe_seconds, refit_seconds
@@ -111,16 +111,11 @@ class AutoRun:
         """Plan and run the stages within the budget, refit the winner, evaluate it once on the test split, save."""
         check_output_dir(self.out_dir, [self.args.data])
         self.progress = progress
-        workspace = work_dir(self.out_dir)
-        workspace.mkdir(parents=True, exist_ok=True)
-        lock = hold_lock(workspace / "lock", self.out_dir)
-        try:
+        with held_workspace(self.out_dir, STATE_FILE) as workspace:
             write_text_atomic(workspace / ARGS_FILE, json.dumps(asdict(self.args), indent=1))
             result = self._run_stages()
-            shutil.rmtree(workspace, ignore_errors=True)
-            return result
-        finally:
-            lock.close()
+        shutil.rmtree(workspace, ignore_errors=True)
+        return result
 
     def _run_stages(self) -> AutoResult:
         candidates = self.args.candidates or default_candidates(self.data.modality)

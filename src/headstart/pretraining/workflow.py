@@ -22,8 +22,8 @@ from ..data.reading import ReadOptions
 from ..devices import default_workers, resolve_device
 from ..errors import ConfigError, DataError
 from ..runs import check_output_dir, write_text_atomic
-from ..workflows import (CHECKPOINT, DATA_FILE, data_fingerprint, hold_lock, open_data, open_unlabelled,
-                         saved_arguments, with_report, work_dir)
+from ..workflows import (CHECKPOINT, DATA_FILE, data_fingerprint, held_workspace, open_data, open_unlabelled,
+                         saved_arguments, with_report)
 from .configs import PretrainConfig
 from .job import Pretrained, PretrainJob
 from .methods import get_method
@@ -124,17 +124,8 @@ class Pretraining:
         """Pre-train (continuing from the checkpoint when resumed), probe, write the run."""
         inputs = [self.args.data, *([self.args.eval_data] if self.args.eval_data else [])]
         check_output_dir(self.out_dir, inputs)
-        workspace = work_dir(self.out_dir)
-        workspace.mkdir(parents=True, exist_ok=True)
-        lock = hold_lock(workspace / "lock", self.out_dir)
-        try:
+        with held_workspace(self.out_dir, CHECKPOINT) as workspace:
             return self._run_locked(workspace, progress)
-        except BaseException:
-            if not (workspace / CHECKPOINT).is_file():  # nothing to resume: leave nothing behind
-                shutil.rmtree(workspace, ignore_errors=True)
-            raise
-        finally:
-            lock.close()
 
     def _check_workspace(self, workspace: Path, fingerprint: str) -> None:
         """A new pre-training never overwrites an interrupted one's checkpoint; a resumed one needs its data."""
