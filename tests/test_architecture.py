@@ -160,7 +160,7 @@ LAYERS = [  # top first: a module may import its own layer and those below, neve
     {"autopilot"},
     {"workflows", "tuning", "comparison", "report", "tracking", "demo", "export", "serve", "data_audit",
      "pretraining"},
-    {"transfer", "run_backbones"},
+    {"transfer", "ensemble", "run_backbones"},
     {"strategies", "adaptation"},
     {"training", "features", "feature_cache", "inference", "heads", "ranking", "transferability", "peak_memory"},
     {"data", "backbones"},

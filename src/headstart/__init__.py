@@ -22,7 +22,7 @@ _EXPORTS = {
     "BitFitConfig": "strategies", "FinetuneConfig": "strategies", "LinearProbeConfig": "strategies",
     "LoraConfig": "strategies", "Strategy": "strategies", "TrainingConfig": "strategies",
     "get_strategy": "strategies", "register_strategy": "strategies", "strategy_names": "strategies",
-    "NotFittedError": "transfer", "Transfer": "transfer", "clone": "transfer", "load": "transfer",
+    "NotFittedError": "transfer", "Transfer": "transfer", "clone": "transfer", "load": "ensemble", "Ensemble": "ensemble",
     "compare_strategies": "comparison",
     "rank": "ranking",
     "audit": "data_audit", "Audit": "data_audit",
@@ -51,4 +51,5 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .ranking import rank
     from .strategies import (BitFitConfig, FinetuneConfig, LinearProbeConfig, LoraConfig, Strategy,
                              TrainingConfig, get_strategy, register_strategy, strategy_names)
-    from .transfer import NotFittedError, Transfer, clone, load
+    from .ensemble import Ensemble, load
+    from .transfer import NotFittedError, Transfer, clone

@@ -25,7 +25,7 @@ from .backbones.base import file_digest
 from .errors import ConfigError, DataError, HeadstartError
 from .integrity import read_manifest
 from .runs import RUN_MARKER, RunFiles, read_run
-from .transfer import load_run
+from .transfer import check_one_model, load_run
 
 __all__ = ["build_run_backbone", "list_run_backbones", "RunBackboneInfo", "stores_backbone"]
 
@@ -49,6 +49,7 @@ def _run_folder(spec: str) -> Path:
 
 def _read_source_run(path: Path, name: str) -> RunFiles:
     run = read_run(path)
+    check_one_model(run.config, path)
     base = (run.config.get("backbone") or {}).get("name")
     if base == name:
         raise DataError(f"{path} was fitted on itself (`--model {name}` with `--out` the same folder), so its "

@@ -31,13 +31,14 @@ from .evaluation import classification_metrics
 from .features import extract_features
 from .inference import TEST_VIEWS, check_tta, viewed_backbone
 from .ranking import default_candidates, rank
-from .runs import RunFiles, read_run, write_run
+from .runs import RunFiles, write_run
 from .strategies import ComputeContext, FitJob, Strategy, get_strategy
 from .training import Callback
 
-__all__ = ["Transfer", "load", "load_run", "clone", "NotFittedError", "EpochProgress"]
+__all__ = ["Transfer", "Classifier", "ENSEMBLE", "load_run", "check_one_model", "clone", "NotFittedError", "EpochProgress"]
 
 Progress = Callable[..., None]
+ENSEMBLE = "ensemble"  # the strategy an ensemble run (``ensemble.py``) records in config.yaml
 
 
 class NotFittedError(HeadstartError, AttributeError):
@@ -58,7 +59,38 @@ class EpochProgress(Callback):
         self.progress(f"{self.label}epoch {epoch}/{trainer.settings.epochs}", 1, 1, note)
 
 
-class Transfer:
+class Classifier:
+    """What every fitted classifier (a :class:`Transfer`, an ``Ensemble``) derives from its class
+    probabilities: predicted names, metrics, and metrics with one row per sample."""
+
+    classes_: list[str]
+
+    def predict_proba(self, data: LabelledData) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict(self, data: LabelledData) -> list[str]:
+        """The predicted class name of each sample."""
+        probabilities = self.predict_proba(data)
+        return [self.classes_[i] for i in probabilities.argmax(1)]
+
+    def evaluate(self, data: LabelledData) -> dict:
+        """Accuracy, balanced accuracy, macro and per-class precision/recall/F1, confusion matrix."""
+        return self.evaluate_with_predictions(data)[0]
+
+    def evaluate_with_predictions(self, data: LabelledData) -> tuple[dict, list[dict]]:
+        """The metrics of :meth:`evaluate`, and one row per sample (location, true and predicted
+        class, confidence; the text for text data), so a report can show the mistakes without
+        running the model again."""
+        data = data.with_classes(self.classes_)
+        probabilities = self.predict_proba(data)
+        predicted = probabilities.argmax(1)
+        rows = [{"location": location, "true": self.classes_[t], "predicted": self.classes_[p],
+                 "confidence": round(float(row[p]), 4), **({"text": item} if data.modality == "text" else {})}
+                for location, item, t, p, row in zip(data.locations, data.items, data.y, predicted, probabilities)]
+        return classification_metrics(data.y, predicted, self.classes_), rows
+
+
+class Transfer(Classifier):
     """Transfer a pre-trained backbone to a labelled data set.
 
     Parameters
@@ -295,33 +327,20 @@ class Transfer:
             probabilities = probabilities + self.strategy_.predict_proba(data, self._context(view))
         return probabilities / (1 + len(TEST_VIEWS))
 
-    def predict(self, data: LabelledData) -> list[str]:
-        """The predicted class name of each sample."""
-        probabilities = self.predict_proba(data)
-        return [self.classes_[i] for i in probabilities.argmax(1)]
-
-    def evaluate(self, data: LabelledData) -> dict:
-        """Accuracy, balanced accuracy, macro and per-class precision/recall/F1, confusion matrix."""
-        return self.evaluate_with_predictions(data)[0]
-
-    def evaluate_with_predictions(self, data: LabelledData) -> tuple[dict, list[dict]]:
-        """The metrics of :meth:`evaluate`, and one row per sample (location, true and predicted
-        class, confidence; the text for text data), so a report can show the mistakes without
-        running the model again."""
-        data = data.with_classes(self.classes_)
-        probabilities = self.predict_proba(data)
-        predicted = probabilities.argmax(1)
-        rows = [{"location": location, "true": self.classes_[t], "predicted": self.classes_[p],
-                 "confidence": round(float(row[p]), 4), **({"text": item} if data.modality == "text" else {})}
-                for location, item, t, p, row in zip(data.locations, data.items, data.y, predicted, probabilities)]
-        return classification_metrics(data.y, predicted, self.classes_), rows
-
     # -- persistence --------------------------------------------------------------------------
     def checkpoint_tensors(self) -> dict:
         """The tensors ``save`` writes: the whole network, or for lora / bitfit only what trained
         (adapter or biases) and the head, since the frozen base is rebuilt from its weights."""
         self._check_fitted()
         return self.strategy_.state_tensors()
+
+    def deployable(self) -> Transfer:
+        """This model with a lora adapter or bitfit's biases folded into its backbone (:meth:`merge`),
+        one plain network to export; a model without an adapter is returned as it is."""
+        self._check_fitted()
+        if self.strategy_.adapter:
+            self.strategy_.merge()
+        return self
 
     def merge(self) -> Transfer:
         """Fold a lora adapter (or bitfit's biases) into a plain backbone, for deployment: the
@@ -387,19 +406,10 @@ class Transfer:
         return self
 
 
-def load(path: str | Path, *, device: str = "auto", cache_dir: str | Path | None = None,
-         progress: Progress | None = None) -> Transfer:
-    """Load a saved run as a fitted :class:`Transfer`, checking the backbone's weights match."""
-    run = read_run(path)
-    if not run.labels:
-        raise ConfigError(f"{path} is a pre-trained backbone (`headstart pretrain`), not a classifier: it has no "
-                          f"classes to predict. Fit a model on it with `--model run:{path}`.")
-    return load_run(run, path, device=device, cache_dir=cache_dir, progress=progress)
-
-
 def load_run(run: RunFiles, path: str | Path, *, device: str = "auto", cache_dir: str | Path | None = None,
              progress: Progress | None = None) -> Transfer:
-    """:func:`load` for a run already read with ``runs.read_run`` (``path`` names it in messages)."""
+    """A saved run of one model, already read with ``runs.read_run``, as a fitted :class:`Transfer`
+    (``path`` names it in messages); ``ensemble.load`` reads any run."""
     backbone = _recorded_backbone(run.config, path)
     model = Transfer(backbone["name"], run.config["strategy"], config=run.config["strategy_config"],
                      weights=backbone.get("weights"), seed=run.config.get("seed", 0),
@@ -408,8 +418,16 @@ def load_run(run: RunFiles, path: str | Path, *, device: str = "auto", cache_dir
     return model._restore(run, path)
 
 
+def check_one_model(config: dict, path: str | Path) -> None:
+    """Refuse an ensemble's run where one network's run is needed (a `run:` backbone)."""
+    if config.get("strategy") == ENSEMBLE:
+        raise ConfigError(f"{path} is an ensemble of several networks; use it with `hs.load` (evaluate, predict, "
+                          "export, serve). A backbone (`run:`) comes from one network's run.")
+
+
 def _recorded_backbone(config: dict, path: str | Path) -> dict:
     """The ``backbone`` entry of a run's config.yaml, checked to hold what loading needs."""
+    check_one_model(config, path)
     backbone = config.get("backbone")
     if not isinstance(backbone, dict) or not isinstance(backbone.get("name"), str):
         raise DataError(f"{path}/config.yaml is damaged: it names no backbone (`backbone: name:`).")

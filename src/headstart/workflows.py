@@ -575,7 +575,7 @@ def evaluate_run(run_dir: str | Path, data: LabelledData, *, exclude_train: bool
     """Evaluate a saved run on labelled ``data``, noticing samples it trained on (their scores
     overstate it); ``exclude_train`` scores only the others; ``tta`` turns test-time augmentation on
     for a run fitted without it (a run fitted with it always uses it)."""
-    from .transfer import load
+    from .ensemble import load
 
     overlap = training_overlap(run_dir, data)
     if exclude_train and overlap is None:

@@ -26,14 +26,14 @@ def export_merged(
     The merged run predicts the same (to float tolerance), needs no peft at prediction
     time and no separate base weights; `evaluate`, `predict` and `hs.load` read it as usual.
     """
+    from ..ensemble import load
     from ..runs import check_output_dir
-    from ..transfer import load
 
     check_output_dir(out_dir, [run])  # never over (or inside) the run it merges
     model = load(run, device=device).merge()
     model.save(out_dir, metrics=model.metrics_)
     size = (out_dir / "model.safetensors").stat().st_size
-    out.print(f"merged {model.strategy} run {run} into [bold]{out_dir}[/] ({size / 1e6:.1f} MB of weights)",
+    out.print(f"merged {model.run_config()['strategy']} run {run} into [bold]{out_dir}[/] ({size / 1e6:.1f} MB of weights)",
               highlight=False)
 
 

@@ -146,7 +146,7 @@ def predict(
             raise ConfigError(f"{run} is a bundle exported without test-time augmentation; it predicts as exported. "
                               "Leave `--tta` off, predict with the run, or export a run fitted with `--tta`.")
     else:
-        from ..transfer import load
+        from ..ensemble import load
 
         model = load(run, device=device, cache_dir=cache_dir)
         model.tta = model.tta or tta

@@ -35,7 +35,8 @@ from ..runtime import (
     Bundle,
     is_bundle,
 )
-from ..transfer import Transfer, load
+from ..ensemble import Ensemble, load
+from ..transfer import Transfer
 from .graph import check_opset, export_onnx, input_names
 from .quantize import agreement, quantize_int8
 from .samples import (
@@ -55,6 +56,7 @@ TOLERANCE = 1e-4  # largest difference of a probability between the run and the 
 _EVALUATED = 1000  # test samples int8 agreement is measured on, at most
 _CALIBRATED = 64  # training images static quantization calibrates on
 Progress = Callable[[str], None]
+Model = Transfer | Ensemble  # what a run loads as
 
 
 @dataclass
@@ -119,7 +121,7 @@ def _write_tokenizer(tokenizer, path: Path, max_length: int) -> None:
     backend.save(str(path))
 
 
-def _write_files(model: Transfer, folder: Path, opset: int | None) -> dict:
+def _write_files(model: Model, folder: Path, opset: int | None) -> dict:
     """The bundle's files but the manifest; returns what the manifest records of the graph."""
     backbone = model.backbone_
     names = input_names(backbone)
@@ -132,7 +134,7 @@ def _write_files(model: Transfer, folder: Path, opset: int | None) -> dict:
     return graph
 
 
-def _parity_samples(run: Path, model: Transfer, scratch: Path, limit: int) -> Samples:
+def _parity_samples(run: Path, model: Model, scratch: Path, limit: int) -> Samples:
     samples = test_samples(run, model.contract_.modality)
     if samples is not None:
         return samples.subset(limit)
@@ -141,7 +143,7 @@ def _parity_samples(run: Path, model: Transfer, scratch: Path, limit: int) -> Sa
     return generated_texts(model.backbone_.tokenizer, limit)
 
 
-def check_parity(model: Transfer, bundle: Bundle, samples: Samples, tolerance: float = TOLERANCE) -> dict:
+def check_parity(model: Model, bundle: Bundle, samples: Samples, tolerance: float = TOLERANCE) -> dict:
     """Probabilities of the run (torch) and of the bundle (ONNX Runtime) on the same inputs; a
     difference over ``tolerance`` or any other top class is a DataError."""
     expected = model.predict_proba(LabelledData(model.contract_.modality, samples.items))
@@ -156,7 +158,7 @@ def check_parity(model: Transfer, bundle: Bundle, samples: Samples, tolerance: f
             "top1_disagreements": differ}
 
 
-def _quantized(model: Transfer, bundle: Bundle, run: Path, parity: Samples, min_agreement: float,
+def _quantized(model: Model, bundle: Bundle, run: Path, parity: Samples, min_agreement: float,
                scratch: Path) -> dict:
     """Quantize the bundle's model to int8 in ``scratch``, measured against the float model on the
     run's test split; returns the figures, or raises when agreement is below ``min_agreement``."""
@@ -190,7 +192,7 @@ def _run_digest(run: Path) -> dict:
     return {"weights_sha256": sha256_of(run / "model.safetensors")}
 
 
-def _build(model: Transfer, run: Path, temp: Path, settings: dict, progress: Progress) -> tuple[dict, dict | None]:
+def _build(model: Model, run: Path, temp: Path, settings: dict, progress: Progress) -> tuple[dict, dict | None]:
     """Fill ``temp`` with a checked bundle; returns the parity and quantization figures."""
     scratch = Path(tempfile.mkdtemp(prefix="headstart-export-"))
     try:
@@ -205,7 +207,7 @@ def _build(model: Transfer, run: Path, temp: Path, settings: dict, progress: Pro
             progress("quantizing to int8 and measuring agreement")
             quantization = _quantized(model, bundle, run, samples, settings["min_agreement"], scratch)
         source = {"path": str(run.resolve()), **_run_digest(run), "backbone": model.model_name_,
-                  "strategy": model.strategy_.name}
+                  "strategy": model.run_config()["strategy"]}
         write_manifest(temp, extra={"kind": BUNDLE_KIND, "headstart_version": __version__, "run": source,
                                     "model": graph, "parity": parity, "quantization": quantization})
         return parity, quantization
@@ -221,9 +223,7 @@ def export_bundle(run: str | Path, out_dir: str | Path, *, fmt: str = "onnx", qu
     run, out_dir = Path(run), Path(out_dir)
     _check_options(fmt, quantize, opset, min_agreement, samples)
     check_bundle_dir(out_dir, run)
-    model = load(run, device="cpu").set_params(use_cache=False, num_workers=0)
-    if model.strategy_.adapter:  # lora / bitfit: one plain network to export
-        model.merge()
+    model = load(run, device="cpu").set_params(use_cache=False, num_workers=0).deployable()  # lora: one plain network
     settings = {"opset": opset, "samples": samples, "quantize": quantize, "min_agreement": min_agreement}
     with staged_folder(out_dir, "the bundle", then=lambda: " Nothing was written.") as temp:
         parity, quantization = _build(model, run, temp, settings, progress or (lambda stage: None))

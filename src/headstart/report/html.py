@@ -35,7 +35,7 @@ _KINDS = {"config": dict, "labels": list, "contract": dict, "metrics": dict, "hi
 DOCUMENTS = ("config.yaml", "labels.json", "contract.json", "metrics.json", "history.json", "predictions.json",
              "ranking.json", "comparison.json", "tuning.json", "audit.json", "auto.json", "pretraining.json")
 # Section ids in page order, with their headings.
-SECTIONS = {"auto": "Auto: the plan and the leaderboard", "data": "Data", "backbone": "Backbone and input contract", "curves": "Learning curves",
+SECTIONS = {"auto": "Auto: the plan and the leaderboard", "data": "Data", "ensemble": "Ensemble members", "backbone": "Backbone and input contract", "curves": "Learning curves",
             "confusion": "Confusion matrix", "per-class": "Per-class precision, recall and F1",
             "misclassified": "Misclassified examples", "cv": "Cross-validation", "ranking": "Backbone ranking",
             "comparison": "Before and after transfer", "adaptation": "Domain adaptation",
@@ -231,6 +231,17 @@ def _cv(cv: dict) -> str:
     return _section("cv", note + _table(["", *metrics], rows))
 
 
+def _ensemble(config: dict) -> str:
+    """An ensemble run: its members, each with what its fit chose and ran."""
+    rows = []
+    for number, member in enumerate(config["ensemble"].get("members", []), 1):
+        fit, options = member.get("fit") or {}, member.get("strategy_config") or {}
+        rows.append([number, member.get("strategy"), (member.get("backbone") or {}).get("name"),
+                     fit.get("epochs_run", options.get("epochs", "—")), fit.get("train_samples")])
+    note = f"<p>Predicts the {escape(str(config['ensemble'].get('combine')))}.</p>"
+    return _section("ensemble", note + _table(["member", "strategy", "backbone", "epochs", "train samples"], rows))
+
+
 def _ranking(ranking: list[dict], train_samples: int | None = None) -> str:
     keys = ("model", "layer", "logme", "leep", "nce", "hscore", "knn_accuracy")
     rows = [[place, *(row.get(k) if row.get(k) is not None else "—" for k in keys)] for place, row in enumerate(ranking, 1)]
@@ -339,6 +350,8 @@ def build_report(documents: dict[str, Any], title: str = "headstart report") -> 
     if config.get("strategy_config") is not None and "backbone" in config:
         contract = documents.get("contract")
         parts.append(_backbone(config, contract, (contract or data or {}).get("modality")))
+    if isinstance(config.get("ensemble"), dict):
+        parts.append(_ensemble(config))
     if documents.get("history"):
         note = "<p>Per epoch; the best validation epoch's weights are kept.</p>"
         parts.append(_section("curves", note + _img(plots.learning_curves(documents["history"]), "learning curves")))
