@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+import numpy as np
 import pytest
 
 import headstart as hs
@@ -153,3 +154,41 @@ def test_a_probe_is_costed_by_the_samples_the_feature_cache_lacks(tiny_text, tmp
     assert uncached_count(backbone, data, tmp_path) == len(set(data.items))
     extract_features(backbone, data.subset(range(10)), cache_dir=tmp_path)
     assert uncached_count(backbone, data, tmp_path) == len(set(data.items)) - len(set(data.items[:10]))
+
+
+# -- ensembles -----------------------------------------------------------------------------------------
+def _scored(probabilities, labels, score=0.0):
+    from headstart.autopilot.scoring import Scored
+
+    return Scored(score, 0.0, probabilities=np.array(probabilities, dtype=float), labels=np.array(labels))
+
+
+def test_a_blend_joins_members_only_while_the_average_scores_higher():
+    from headstart.autopilot.scoring import Scored, best_blend
+
+    labels = [0, 1, 0, 1]
+    a = _scored([[0.9, 0.1], [0.6, 0.4], [0.6, 0.4], [0.4, 0.6]], labels)  # 3 of 4: sample 2 wrong
+    b = _scored([[0.4, 0.6], [0.1, 0.9], [0.9, 0.1], [0.3, 0.7]], labels)  # 3 of 4: sample 1 wrong
+    c = _scored([[0.5, 0.5], [0.9, 0.1], [0.9, 0.1], [0.9, 0.1]], labels)  # 2 of 4, and no help to a + b
+    members, score = best_blend({"a": a, "b": b, "c": c})
+    assert members == ["b", "a"] and score == 1.0  # ties are broken by name, the later one first
+    alone, score = best_blend({"a": a, "c": c})
+    assert alone == ["a"] and score == 0.75
+    assert best_blend({"probe": Scored(0.9, 0.0)}) == ([], 0.0)  # a probe's final head: no honest predictions
+
+
+def test_an_ensemble_that_wins_on_validation_is_saved_as_one_run_that_loads(tiny_text, monkeypatch):
+    """Force the blend to win: the job must then refit every member and save them as one run."""
+    from headstart.autopilot import run as auto_run
+
+    monkeypatch.setattr(auto_run, "best_blend", lambda scored, most=3: (sorted(scored)[:2], 1.01))  # above any accuracy
+    root, table, bert = tiny_text
+    result = hs.auto(table, root / "ensembled", budget="40s", candidates=[bert], device="cpu", audit=False,
+                     cache_dir=str(root / "cache"))
+    assert result.winner["strategy"] == "ensemble" and len(result.winner["members"]) == 2
+    assert isinstance(result.transfer, hs.Ensemble) and result.spent <= 1.1 * 40
+    model = hs.load(result.out_dir, device="cpu")
+    assert isinstance(model, hs.Ensemble)
+    assert model.evaluate(hs.TextTable(table))["accuracy"] == pytest.approx(
+        result.transfer.evaluate(hs.TextTable(table))["accuracy"])
+    assert "ensemble of" in (result.out_dir / "report.html").read_text()

@@ -20,6 +20,7 @@ from typing import Any
 from .. import data_audit
 from ..backbones import build_backbone
 from ..data import LabelledData
+from ..ensemble import Ensemble
 from ..data.reading import ReadOptions
 from ..devices import resolve_device
 from ..features import uncached_count
@@ -27,14 +28,14 @@ from ..ranking import DEFAULT_SAMPLE, default_candidates, rank
 from ..runs import check_output_dir, write_text_atomic
 from ..strategies import get_strategy
 from ..training import TimeLimit
-from ..transfer import Transfer
+from ..transfer import ENSEMBLE, Transfer
 from ..workflows import (TRAINED_ON, held_workspace, open_data, refit_on_all, saved_arguments, trained_on_digests,
                          with_report, work_dir)
 from .budget import Budget, format_duration
 from .plan import NETWORK_STRATEGIES, Costs, Selection, Stage, network_stage, probe_seconds, refit_seconds
-from .scoring import Scored, forward_seconds, score_candidate, train_step_seconds
+from .scoring import Scored, best_blend, forward_seconds, score_candidate, train_step_seconds
 
-__all__ = ["AutoArgs", "AutoResult", "AutoRun"]
+__all__ = ["AutoArgs", "AutoResult", "AutoRun", "stage_title"]
 
 Progress = Callable[..., None]
 ARGS_FILE, STATE_FILE = "auto-args.json", "auto-state.json"
@@ -67,9 +68,10 @@ class AutoArgs:
 
 @dataclass
 class AutoResult:
-    """What :meth:`AutoRun.run` made: the final model, its test metrics, every stage's row, where it is."""
+    """What :meth:`AutoRun.run` made: the final model (an Ensemble when averaging won), its test metrics,
+    every stage's row, where it is."""
 
-    transfer: Transfer
+    transfer: Transfer | Ensemble
     metrics: dict
     stages: list[dict]
     winner: dict
@@ -93,7 +95,7 @@ class AutoRun:
         self.audit_result, self.dropped = None, []
         self.device = resolve_device(args.device)
         self.progress: Progress | None = None
-        self._best_fitted: tuple[dict, Scored] | None = None
+        self._scored: dict[str, Scored] = {}  # this process's scored stages, by row key
         self.selection: Selection | None = None
 
     @classmethod
@@ -128,6 +130,7 @@ class AutoRun:
         probed = [r["model"] for r in self._probed()]
         self._networks(train, selection, self._reserve(probed, len(test)))
         self._more_probes(order, train, selection, self._reserve(candidates, len(test)))
+        self._ensemble(train, selection, len(test))
         winner = max((r for r in self.rows if r["score"] is not None), key=lambda r: r["score"])
         final = self._final(winner, train, selection, len(test))
         metrics, predictions = final.evaluate_with_predictions(test)
@@ -233,6 +236,44 @@ class AutoRun:
             selecting = (stage.seconds - stage.refit_seconds) * SLACK  # the refit's time stays reserved
             self._run_stage(stage, train, selection, time_limit=self.budget.spent() + selecting)
 
+    def _ensemble(self, train: LabelledData, selection: Selection, test_samples: int) -> None:
+        """Offer the average of the best few stages of one backbone as a candidate when it scores higher on
+        the same validation samples (or out of fold) than its best member, and its members' final models
+        and test pass fit in the time left."""
+        if any(r["strategy"] == ENSEMBLE for r in self.rows):
+            return  # scored before an interruption
+        best: tuple[float, str, list[str]] | None = None
+        for model in dict.fromkeys(r["model"] for r in self.rows if r["score"] is not None):
+            members, score = best_blend({_key(r): self._scored[_key(r)] for r in self.rows
+                                         if r["model"] == model and _key(r) in self._scored})
+            if len(members) > 1 and (best is None or score > best[0]):
+                best = (score, model, members)
+        top = max((r["score"] for r in self.rows if r["score"] is not None), default=None)
+        if best is None or top is None or best[0] <= top:
+            return
+        score, model, members = best
+        rows = [r for r in self.rows if _key(r) in members]
+        needed = sum(self._final_seconds(r, selection) for r in rows) + \
+            len(rows) * self.costs.forward[model] * test_samples + FINISH_SECONDS
+        names = " + ".join(r["strategy"] for r in rows)
+        if needed > self.budget.left():
+            self.notes.append(f"The ensemble {names} of {model} scored {score:.3f} but its members' final models "
+                              f"(about {format_duration(needed)}) did not fit the time left.")
+            return
+        self.rows.append({"model": model, "strategy": ENSEMBLE, "members": [r["strategy"] for r in rows],
+                          "probe": False, "epochs": None, "score": score, "best_epoch": None, "seconds": 0.0,
+                          "planned_seconds": round(needed, 1), "status": "done"})
+        self._save_state()
+        self._say(f"auto {len(self.rows)}: ensemble {names} {model}", f"{score:.3f}")
+
+    def _final_seconds(self, row: dict, selection: Selection) -> float:
+        """What making ``row``'s final model costs: nothing when the selection's model serves (a probe's
+        final head, a single split's network), else its refit on the whole training split."""
+        kept = self._scored.get(_key(row))
+        if not row["epochs"] or (kept is not None and kept.fitted is not None):
+            return 0.0
+        return refit_seconds(self.costs, row["model"], selection, row["best_epoch"] or row["epochs"])
+
     def _uncached(self, model: str, data: LabelledData) -> int:
         return uncached_count(build_backbone(model), data, self.args.cache_dir)
 
@@ -255,8 +296,7 @@ class AutoRun:
                "planned_seconds": round(stage.seconds, 1), "refit_planned": bool(stage.refit_seconds),
                "status": "done"}
         self.rows.append(row)
-        if self._best_fitted is None or scored.score > self._best_fitted[0]["score"]:
-            self._best_fitted = (row, scored)
+        self._scored[_key(row)] = scored
         self._save_state()
         self._say(label, f"{selection.label.split(' ')[0]} {scored.score:.3f} in {format_duration(scored.seconds)}, "
                          f"{format_duration(self.budget.left())} left")
@@ -275,11 +315,22 @@ class AutoRun:
                         cache_dir=a.cache_dir, batch_size=a.batch_size, num_workers=a.workers, device=a.device,
                         seed=a.seed, progress=self.progress)
 
-    def _final(self, winner: dict, train: LabelledData, selection: Selection, test_samples: int) -> Transfer:
-        """The winner trained on every training sample: a probe's final head already is; a network trains
-        again for its best epoch count, unless the budget planned no time for it (then the model the
+    def _final(self, winner: dict, train: LabelledData, selection: Selection, test_samples: int) -> Transfer | Ensemble:
+        """The winner's final model: one stage's (see :meth:`_final_model`), or an ensemble of its members'."""
+        if winner["strategy"] != ENSEMBLE:
+            return self._final_model(winner, train, selection, test_samples)
+        members = [r for name in winner["members"] for r in self.rows
+                   if r["model"] == winner["model"] and r["strategy"] == name]
+        finals = [self._final_model(r, train, selection, test_samples * len(members)) for r in members]
+        winner["refit"] = "; ".join(f"{r['strategy']}: {r['refit']}" for r in members)
+        return Ensemble(finals)
+
+    def _final_model(self, winner: dict, train: LabelledData, selection: Selection, test_samples: int) -> Transfer:
+        """One stage's model trained on every training sample: a probe's final head already is; a network
+        trains again for its best epoch count, unless the budget planned no time for it (then the model the
         selection trained serves, as it is)."""
-        kept = self._best_fitted[1] if self._best_fitted and self._best_fitted[0] is winner else None
+        kept = self._scored.get(_key(winner))
+        kept = kept if kept is not None and kept.fitted is not None else None
         if kept is not None and kept.complete:
             winner["refit"] = "the probe's final head is fitted on the whole training split"
             return kept.fitted
@@ -325,14 +376,14 @@ class AutoRun:
         """What ``auto.json`` holds: the budget and its use, how candidates were scored, every stage, the winner and why."""
         scored = sorted((r for r in self.rows if r["score"] is not None), key=lambda r: -r["score"])
         runner_up = next((r for r in scored if r is not winner), None)
-        why = (f"{winner['strategy']} on {winner['model']} scored {winner['score']:.3f}"
-               + (f", ahead of {runner_up['strategy']} on {runner_up['model']} ({runner_up['score']:.3f})"
+        why = (f"{stage_title(winner)} on {winner['model']} scored {winner['score']:.3f}"
+               + (f", ahead of {stage_title(runner_up)} on {runner_up['model']} ({runner_up['score']:.3f})"
                   if runner_up else ", the only candidate scored") + ".")
         return {"budget_seconds": self.budget.seconds, "spent_seconds": round(self.budget.spent(), 1),
                 "selection": self.selection.label if self.selection else None, "stages": self.rows, "winner": winner,
                 "why": why, "costs": asdict(self.costs), "notes": self.notes}
 
-    def _save(self, final: Transfer, winner: dict, metrics: dict, predictions: list[dict], train: LabelledData,
+    def _save(self, final: Transfer | Ensemble, winner: dict, metrics: dict, predictions: list[dict], train: LabelledData,
               leakage: dict) -> None:
         document = self.summary(winner)
         metrics_doc = {"test": metrics, "data": self.data.summary(), "split_leakage": leakage,
@@ -341,3 +392,13 @@ class AutoRun:
         final.save(self.out_dir, metrics=metrics_doc,
                    extra={"predictions": predictions, "auto": document, TRAINED_ON: trained_on_digests([train]),
                           **audited}, finish=with_report(self.out_dir))
+
+
+def stage_title(row: dict) -> str:
+    """A stage's strategy as people read it: an ensemble names its members."""
+    return f"{ENSEMBLE} of {' + '.join(row['members'])}" if row.get("members") else row["strategy"]
+
+
+def _key(row: dict) -> str:
+    """A stage's name among the scored ones: its strategy and backbone."""
+    return f"{row['strategy']} {row['model']}"

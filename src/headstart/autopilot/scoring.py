@@ -11,14 +11,15 @@ import numpy as np
 import torch
 
 from ..backbones import build_backbone
-from ..data import LabelledData, call_module, labelled_loader, stratified_kfold, stratified_sample, to_device
+from ..data import (LabelledData, call_module, labelled_loader, stratified_kfold, stratified_sample,
+                    stratified_split, to_device)
 from ..devices import default_workers
 from ..features import extract_features
 from ..training import Callback
 from ..transfer import Transfer, clone
 from .plan import Selection
 
-__all__ = ["forward_seconds", "train_step_seconds", "Scored", "score_candidate"]
+__all__ = ["forward_seconds", "train_step_seconds", "Scored", "score_candidate", "best_blend"]
 
 CALIBRATION_SAMPLES = (8, 40)  # two passes: the slope between them leaves out each call's fixed cost
 
@@ -65,7 +66,10 @@ def train_step_seconds(model: str, data: LabelledData, *, device, batch_size: in
 @dataclass
 class Scored:
     """A candidate's selection score, what it chose, and (one validation share) the fitted model:
-    ``complete`` when it already learnt from the whole training split (a probe's final head does)."""
+    ``complete`` when it already learnt from the whole training split (a probe's final head does).
+    ``probabilities``: its honest predictions of ``labels`` (the validation share, or every sample
+    out of fold), which ensembles are scored on; None where it has none (a probe's final head has
+    seen the validation share)."""
 
     score: float
     seconds: float
@@ -73,6 +77,8 @@ class Scored:
     history: list[dict] = field(default_factory=list)
     fitted: Transfer | None = None
     complete: bool = False
+    probabilities: np.ndarray | None = None
+    labels: np.ndarray | None = None
 
     @property
     def best_epoch(self) -> int | None:
@@ -88,15 +94,45 @@ def score_candidate(base: Transfer, train: LabelledData, selection: Selection,
     if selection.folds is None:
         fitted = clone(base, val_fraction=selection.val_fraction).fit(train, callbacks=callbacks())
         info = fitted.fit_info_
+        complete = fitted.strategy_.refit_config(info) is None
+        _, val_idx = stratified_split(train.y, [selection.val_fraction], base.seed, class_names=train.classes)
+        probabilities = None if complete else fitted.predict_proba(train.subset(val_idx))  # the same share as fit's
         return Scored(float(info["val_accuracy"]), time.perf_counter() - started,
                       [info["best_epoch"]] if "best_epoch" in info else [], fitted.history_, fitted,
-                      complete=fitted.strategy_.refit_config(info) is None)
+                      complete=complete, probabilities=probabilities, labels=train.y[val_idx])
     scores, epochs, history = [], [], []
+    out_of_fold = np.zeros((len(train), len(train.classes)))
     folds = stratified_kfold(train.y, selection.folds, base.seed, class_names=train.classes,
                              noun="images" if train.modality == "image" else "samples")
     for fit_idx, held_idx in folds:
         fitted = clone(base, val_fraction=selection.val_fraction).fit(train.subset(fit_idx), callbacks=callbacks())
-        scores.append(fitted.evaluate(train.subset(held_idx))["accuracy"])
+        out_of_fold[held_idx] = fitted.predict_proba(train.subset(held_idx))
+        scores.append(float((out_of_fold[held_idx].argmax(1) == train.y[held_idx]).mean()))
         epochs.extend([fitted.fit_info_["best_epoch"]] if "best_epoch" in fitted.fit_info_ else [])
         history = fitted.history_
-    return Scored(float(np.mean(scores)), time.perf_counter() - started, epochs, history)
+    return Scored(float(np.mean(scores)), time.perf_counter() - started, epochs, history,
+                  probabilities=out_of_fold, labels=train.y)
+
+
+def best_blend(candidates: dict[str, Scored], most: int = 3) -> tuple[list[str], float]:
+    """The members whose averaged probabilities score best (greedy forward selection, as Caruana et
+    al.'s ensemble selection, without repeats): start from the best candidate and add the one that
+    raises the accuracy most, while one does and fewer than ``most`` are in. Returns the names and
+    the accuracy; a single name when no blend beats the best candidate."""
+    usable = {name: s for name, s in candidates.items() if s.probabilities is not None}
+    if not usable:
+        return [], 0.0
+    labels = next(iter(usable.values())).labels
+
+    def accuracy(names: list[str]) -> float:
+        mean = np.mean([usable[n].probabilities for n in names], axis=0)
+        return float((mean.argmax(1) == labels).mean())
+
+    chosen = [max(usable, key=lambda n: (accuracy([n]), n))]
+    best = accuracy(chosen)
+    while len(chosen) < min(most, len(usable)):
+        score, name = max((accuracy([*chosen, n]), n) for n in usable if n not in chosen)
+        if score <= best:
+            break
+        chosen, best = [*chosen, name], score
+    return chosen, best

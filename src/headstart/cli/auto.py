@@ -39,7 +39,7 @@ def auto(
     cache_dir: Optional[Path] = o.cache_dir(), reading: dict = None,
 ) -> None:
     """Choose backbone, strategy and epochs for DATA within a time budget; refit the winner, test it once, save."""
-    from ..autopilot import AutoArgs, AutoRun, parse_duration
+    from ..autopilot import AutoArgs, AutoRun, parse_duration, stage_title
     from ..data_audit import check_drop_kinds
 
     if resume is not None:
@@ -68,7 +68,7 @@ def auto(
         return
     out.print(leaderboard(result.stages, result.winner))
     show_metrics(result.metrics, f"test split of {Path(job.data.source).name} — {result.winner['model']}, "
-                                 f"{result.winner['strategy']}")
+                                 f"{stage_title(result.winner)}")
     out.print(f"{result.winner.get('refit', '')}; took {_minutes(result.spent)} of {_minutes(result.budget)}; run "
               f"saved to [bold]{result.out_dir}[/]", highlight=False)
 
@@ -81,13 +81,15 @@ def _minutes(seconds: float) -> str:
 
 def leaderboard(stages: list[dict], winner: dict) -> WrappingTable:
     """Every stage, scored or skipped, best first; the winner marked ★."""
+    from ..autopilot import stage_title
+
     table = WrappingTable(title="auto: candidates on the training split, best first", title_justify="left")
     for column in ("strategy", "model", "epochs", "score", "seconds", "status"):
         table.add_column(column, justify="right" if column in ("epochs", "score", "seconds") else "left")
     ordered = sorted(stages, key=lambda r: -(r["score"] if r["score"] is not None else -1))
     for row in ordered:
         epochs = f"{row['best_epoch']}/{row['epochs']}" if row.get("epochs") else "—"
-        table.add_row(row["strategy"] + (" ★" if row is winner else ""), row["model"], epochs,
+        table.add_row(stage_title(row) + (" ★" if row is winner else ""), row["model"], epochs,
                       f"{row['score']:.4f}" if row["score"] is not None else "—", f"{row['seconds']:.0f}",
                       row["status"])
     return table

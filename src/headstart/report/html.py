@@ -214,8 +214,9 @@ def _auto(auto: dict) -> str:
             f"were scored by {escape(str(auto.get('selection')))} on the training split. "
             f"<b>{escape(auto['why'])}</b> {escape(str(winner.get('refit', '')))}.</p>")
     keys = ("strategy", "model", "epochs", "best_epoch", "score", "seconds", "planned_seconds", "status")
-    rows = [[place, *("—" if row.get(k) is None else row[k] for k in keys)]
-            for place, row in enumerate(auto["stages"], 1)]
+    named = [{**row, "strategy": f"{row['strategy']} of {' + '.join(row['members'])}"} if row.get("members") else row
+             for row in auto["stages"]]  # an ensemble names its members
+    rows = [[place, *("—" if row.get(k) is None else row[k] for k in keys)] for place, row in enumerate(named, 1)]
     body += _table(["#", *keys], rows)
     body += "".join(f'<p class="muted">{escape(note)}</p>' for note in auto.get("notes", []))
     return _section("auto", body)
