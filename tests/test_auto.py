@@ -192,3 +192,15 @@ def test_an_ensemble_that_wins_on_validation_is_saved_as_one_run_that_loads(tiny
     assert model.evaluate(hs.TextTable(table))["accuracy"] == pytest.approx(
         result.transfer.evaluate(hs.TextTable(table))["accuracy"])
     assert "ensemble of" in (result.out_dir / "report.html").read_text()
+
+
+def test_time_left_after_the_networks_searches_the_best_ones_settings(tiny_text):
+    root, table, bert = tiny_text
+    result = hs.auto(table, root / "searched", budget="4m", candidates=[bert], device="cpu", audit=False, trials=4,
+                     cache_dir=str(root / "cache"))
+    searched = [row for row in result.stages if row.get("options")]
+    assert len(searched) == 1 and searched[0]["score"] is not None and searched[0]["epochs"]
+    assert searched[0]["options"]["lr"] > 0  # the settings the search found, which the stage trained with
+    document = json.loads((result.out_dir / "auto.json").read_text())
+    assert any("searched in 4 trials" in note for note in document["notes"])
+    assert result.spent <= 1.1 * 240

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["PROBE", "Costs", "Selection", "Stage", "network_stage", "probe_seconds", "refit_seconds", "NETWORK_STRATEGIES",
+__all__ = ["PROBE", "Costs", "Selection", "Stage", "row_key", "network_stage", "probe_seconds", "refit_seconds", "NETWORK_STRATEGIES",
            "MIN_EPOCHS", "MAX_EPOCHS", "SMALL_DATA", "FOLDS"]
 
 PROBE = "linear-probe"  # the strategy of the probe stages: a head on each candidate's cached features
@@ -87,6 +87,7 @@ class Stage:
     seconds: float
     probe: bool = False
     refit_seconds: float = 0.0  # of ``seconds``: the refit on the whole training split, if one is planned
+    options: dict = field(default_factory=dict)  # the strategy's options a search chose (empty: its defaults)
 
     @classmethod
     def probe_of(cls, model: str, seconds: float) -> Stage:
@@ -94,8 +95,18 @@ class Stage:
         return cls(model, PROBE, None, seconds, probe=True)
 
     @property
+    def key(self) -> str:
+        """The stage among the others: strategy, searched or not, and backbone (as :func:`row_key` of its row)."""
+        return f"{self.strategy}{' tuned' if self.options else ''} {self.model}"
+
+    @property
     def name(self) -> str:
-        return f"{self.strategy} {self.model}" + (f" ({self.epochs} epochs)" if self.epochs else "")
+        return self.key + (f" ({self.epochs} epochs)" if self.epochs else "")
+
+
+def row_key(row: dict) -> str:
+    """A stage's row among the others (see :attr:`Stage.key`)."""
+    return f"{row['strategy']}{' tuned' if row.get('options') else ''} {row['model']}"
 
 
 def probe_seconds(costs: Costs, model: str, uncached: int) -> float:

@@ -32,7 +32,9 @@ from ..transfer import ENSEMBLE, Transfer
 from ..workflows import (TRAINED_ON, held_workspace, open_data, refit_on_all, saved_arguments, trained_on_digests,
                          with_report, work_dir)
 from .budget import Budget, format_duration
-from .plan import NETWORK_STRATEGIES, Costs, Selection, Stage, network_stage, probe_seconds, refit_seconds
+from .plan import (NETWORK_STRATEGIES, Costs, Selection, Stage, network_stage, probe_seconds, refit_seconds,
+                   row_key)
+from .search import MIN_TRIALS, search_settings
 from .scoring import Scored, best_blend, forward_seconds, score_candidate, train_step_seconds
 
 __all__ = ["AutoArgs", "AutoResult", "AutoRun", "stage_title"]
@@ -42,6 +44,7 @@ ARGS_FILE, STATE_FILE = "auto-args.json", "auto-state.json"
 PROBES = 2  # backbones probed after the ranking
 AUDIT_SHARE, RANK_SHARE, PROBE_SHARE = 0.2, 0.25, 0.3  # most of the time left each of these may take
 FINISH_SECONDS = 5.0  # the report and writing the run
+SEARCH_SHARE = 0.7  # of the time left after scoring and refitting its result: the rest may refit an ensemble
 SLACK = 1.15  # a stage may run this much over its plan before the clock stops it
 
 
@@ -57,6 +60,7 @@ class AutoArgs:
     seed: int = 0
     audit: bool = True
     drop: list[str] | None = None
+    trials: int = 40  # most trials of the search stage (0: none)
     text_column: str = "text"
     label_column: str | None = "label"
     reading: dict = field(default_factory=dict)
@@ -130,6 +134,7 @@ class AutoRun:
         probed = [r["model"] for r in self._probed()]
         self._networks(train, selection, self._reserve(probed, len(test)))
         self._more_probes(order, train, selection, self._reserve(candidates, len(test)))
+        self._search(train, selection, self._reserve(probed, len(test)))
         self._ensemble(train, selection, len(test))
         winner = max((r for r in self.rows if r["score"] is not None), key=lambda r: r["score"])
         final = self._final(winner, train, selection, len(test))
@@ -236,6 +241,38 @@ class AutoRun:
             selecting = (stage.seconds - stage.refit_seconds) * SLACK  # the refit's time stays reserved
             self._run_stage(stage, train, selection, time_limit=self.budget.spent() + selecting)
 
+    def _search(self, train: LabelledData, selection: Selection, reserve: float) -> None:
+        """Search the best network stage's settings when the time left holds at least ``MIN_TRIALS`` trials
+        besides scoring what the search found and refitting it; the search gets what is left of that."""
+        networks = [r for r in self.rows if r["epochs"] and r["score"] is not None and not r.get("options")]
+        if not networks or not self.args.trials or any(r.get("options") for r in self.rows):
+            return  # nothing to search, or searched before an interruption
+        best = max(networks, key=lambda r: r["score"])
+        one = network_stage(best["strategy"], best["model"], self.costs, selection, 1e12,
+                            max_epochs=best["epochs"])
+        if one is None:
+            return
+        trial = one.seconds - one.refit_seconds  # a trial trains as the stage's selection did
+        search = SEARCH_SHARE * (self.budget.left() - reserve - one.seconds)  # what it finds is scored, then refit
+        if search < MIN_TRIALS * trial:
+            self.notes.append(f"No search of {best['strategy']}'s settings: {MIN_TRIALS} trials (about "
+                              f"{format_duration(MIN_TRIALS * trial)}) did not fit the time left.")
+            return
+        self._say(f"auto {len(self.rows) + 1}: searching {best['strategy']} {best['model']} settings for "
+                  f"{format_duration(search)}")
+        a = self.args
+        options, trials = search_settings(
+            best["strategy"], best["model"], train, selection, epochs=best["epochs"], seconds=search, seed=a.seed,
+            trials=a.trials,
+            transfer_options={"cache_dir": a.cache_dir, "batch_size": a.batch_size, "num_workers": a.workers,
+                              "device": a.device}, progress=self.progress)
+        options.pop("epochs", None)
+        stage = Stage(best["model"], best["strategy"], best["epochs"], one.seconds, refit_seconds=one.refit_seconds,
+                      options=options)
+        self.notes.append(f"{best['strategy']}'s settings were searched in {trials} trials (Optuna TPE, median "
+                          f"pruning); the best trial's settings were then scored as the stage `{stage.key}`.")
+        self._run_stage(stage, train, selection, time_limit=self.budget.spent() + trial * SLACK)
+
     def _ensemble(self, train: LabelledData, selection: Selection, test_samples: int) -> None:
         """Offer the average of the best few stages of one backbone as a candidate when it scores higher on
         the same validation samples (or out of fold) than its best member, and its members' final models
@@ -244,23 +281,24 @@ class AutoRun:
             return  # scored before an interruption
         best: tuple[float, str, list[str]] | None = None
         for model in dict.fromkeys(r["model"] for r in self.rows if r["score"] is not None):
-            members, score = best_blend({_key(r): self._scored[_key(r)] for r in self.rows
-                                         if r["model"] == model and _key(r) in self._scored})
+            members, score = best_blend({row_key(r): self._scored[row_key(r)] for r in self.rows
+                                         if r["model"] == model and row_key(r) in self._scored})
             if len(members) > 1 and (best is None or score > best[0]):
                 best = (score, model, members)
         top = max((r["score"] for r in self.rows if r["score"] is not None), default=None)
         if best is None or top is None or best[0] <= top:
             return
         score, model, members = best
-        rows = [r for r in self.rows if _key(r) in members]
+        rows = [r for r in self.rows if row_key(r) in members]
         needed = sum(self._final_seconds(r, selection) for r in rows) + \
             len(rows) * self.costs.forward[model] * test_samples + FINISH_SECONDS
-        names = " + ".join(r["strategy"] for r in rows)
+        names = " + ".join(stage_title(r) for r in rows)
         if needed > self.budget.left():
             self.notes.append(f"The ensemble {names} of {model} scored {score:.3f} but its members' final models "
                               f"(about {format_duration(needed)}) did not fit the time left.")
             return
-        self.rows.append({"model": model, "strategy": ENSEMBLE, "members": [r["strategy"] for r in rows],
+        self.rows.append({"model": model, "strategy": ENSEMBLE, "members": [stage_title(r) for r in rows],
+                          "member_keys": [row_key(r) for r in rows],
                           "probe": False, "epochs": None, "score": score, "best_epoch": None, "seconds": 0.0,
                           "planned_seconds": round(needed, 1), "status": "done"})
         self._save_state()
@@ -269,7 +307,7 @@ class AutoRun:
     def _final_seconds(self, row: dict, selection: Selection) -> float:
         """What making ``row``'s final model costs: nothing when the selection's model serves (a probe's
         final head, a single split's network), else its refit on the whole training split."""
-        kept = self._scored.get(_key(row))
+        kept = self._scored.get(row_key(row))
         if not row["epochs"] or (kept is not None and kept.fitted is not None):
             return 0.0
         return refit_seconds(self.costs, row["model"], selection, row["best_epoch"] or row["epochs"])
@@ -282,7 +320,7 @@ class AutoRun:
         return [r for r in self.rows if r["probe"] and r["score"] is not None]
 
     def _run_stage(self, stage: Stage, train: LabelledData, selection: Selection, time_limit: float | None) -> None:
-        if any(r["model"] == stage.model and r["strategy"] == stage.strategy for r in self.rows):
+        if any(row_key(r) == stage.key for r in self.rows):
             return  # scored before an interruption
         label = f"auto {len(self.rows) + 1}: {stage.name}"
         self._say(label)
@@ -294,9 +332,9 @@ class AutoRun:
                "score": scored.score,
                "best_epoch": scored.best_epoch, "seconds": round(scored.seconds, 1),
                "planned_seconds": round(stage.seconds, 1), "refit_planned": bool(stage.refit_seconds),
-               "status": "done"}
+               "status": "done", **({"options": stage.options} if stage.options else {})}
         self.rows.append(row)
-        self._scored[_key(row)] = scored
+        self._scored[row_key(row)] = scored
         self._save_state()
         self._say(label, f"{selection.label.split(' ')[0]} {scored.score:.3f} in {format_duration(scored.seconds)}, "
                          f"{format_duration(self.budget.left())} left")
@@ -309,7 +347,7 @@ class AutoRun:
                               "status": f"skipped: {reason}"})
 
     def _transfer(self, stage: Stage, **config: Any) -> Transfer:
-        options = {"epochs": stage.epochs, **config} if stage.epochs else config
+        options = {**stage.options, **({"epochs": stage.epochs} if stage.epochs else {}), **config}
         a = self.args
         return Transfer(stage.model, stage.strategy, config=get_strategy(stage.strategy).make_config(options),
                         cache_dir=a.cache_dir, batch_size=a.batch_size, num_workers=a.workers, device=a.device,
@@ -319,22 +357,21 @@ class AutoRun:
         """The winner's final model: one stage's (see :meth:`_final_model`), or an ensemble of its members'."""
         if winner["strategy"] != ENSEMBLE:
             return self._final_model(winner, train, selection, test_samples)
-        members = [r for name in winner["members"] for r in self.rows
-                   if r["model"] == winner["model"] and r["strategy"] == name]
+        members = [r for key in winner["member_keys"] for r in self.rows if row_key(r) == key]
         finals = [self._final_model(r, train, selection, test_samples * len(members)) for r in members]
-        winner["refit"] = "; ".join(f"{r['strategy']}: {r['refit']}" for r in members)
+        winner["refit"] = "; ".join(f"{stage_title(r)}: {r['refit']}" for r in members)
         return Ensemble(finals)
 
     def _final_model(self, winner: dict, train: LabelledData, selection: Selection, test_samples: int) -> Transfer:
         """One stage's model trained on every training sample: a probe's final head already is; a network
         trains again for its best epoch count, unless the budget planned no time for it (then the model the
         selection trained serves, as it is)."""
-        kept = self._scored.get(_key(winner))
+        kept = self._scored.get(row_key(winner))
         kept = kept if kept is not None and kept.fitted is not None else None
         if kept is not None and kept.complete:
             winner["refit"] = "the probe's final head is fitted on the whole training split"
             return kept.fitted
-        stage = Stage(winner["model"], winner["strategy"], winner["best_epoch"], 0.0)
+        stage = Stage(winner["model"], winner["strategy"], winner["best_epoch"], 0.0, options=winner.get("options") or {})
         if not stage.epochs:  # a probe chooses its C on its own validation share, then fits on all
             winner["refit"] = "the probe's final head is fitted on the whole training split"
             return self._transfer(stage).fit(train)
@@ -396,9 +433,6 @@ class AutoRun:
 
 def stage_title(row: dict) -> str:
     """A stage's strategy as people read it: an ensemble names its members."""
-    return f"{ENSEMBLE} of {' + '.join(row['members'])}" if row.get("members") else row["strategy"]
-
-
-def _key(row: dict) -> str:
-    """A stage's name among the scored ones: its strategy and backbone."""
-    return f"{row['strategy']} {row['model']}"
+    if row.get("members"):
+        return f"{ENSEMBLE} of {' + '.join(row['members'])}"
+    return row["strategy"] + (", searched" if row.get("options") else "")

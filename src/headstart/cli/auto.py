@@ -22,6 +22,8 @@ NO_AUDIT = typer.Option(False, "--no-audit", rich_help_panel=o.DATA, help="Skip 
 DROP = typer.Option(None, "--drop", rich_help_panel=o.DATA, help=(
     "Remove what the audit flags before the split: comma-separated duplicates, leakage, label-issues, outliers."))
 OUT = typer.Option(None, "--out", "-o", help="Run directory to write.", rich_help_panel=o.OUTPUT)
+TRIALS = typer.Option(40, min=0, rich_help_panel=o.STRATEGY, help=(
+    "Most trials of the search of the best network strategy's settings, when time is left for 4 (0: no search)."))
 RESUME = typer.Option(None, help="Continue the interrupted job RUN (stages already scored are kept).",
                       rich_help_panel=o.OUTPUT)
 
@@ -33,7 +35,7 @@ def auto(
         "An image folder (one sub-folder per class) or a .csv/.tsv/.jsonl table.")),
     budget: str = BUDGET, candidates: Optional[str] = CANDIDATES,
     text_column: str = o.text_column(), label_column: str = o.label_column(), test: float = o.test_share(),
-    no_audit: bool = NO_AUDIT, drop: Optional[str] = DROP, seed: int = o.seed(),
+    no_audit: bool = NO_AUDIT, drop: Optional[str] = DROP, trials: int = TRIALS, seed: int = o.seed(),
     out_dir: Optional[Path] = OUT, resume: Optional[Path] = RESUME, as_json: bool = o.as_json("the result"),
     batch_size: int = o.batch_size(), workers: Optional[int] = o.workers(), device: str = o.device(),
     cache_dir: Optional[Path] = o.cache_dir(), reading: dict = None,
@@ -49,7 +51,7 @@ def auto(
             raise ConfigError("Give DATA and `--out RUN` (or `--resume RUN` to continue an interrupted job).")
         job = AutoRun(AutoArgs(
             data=str(data), out_dir=str(out_dir), budget=parse_duration(budget), candidates=names(candidates),
-            test=test, seed=seed, audit=not no_audit, drop=check_drop_kinds(names(drop)) or None,
+            test=test, seed=seed, audit=not no_audit, trials=trials, drop=check_drop_kinds(names(drop)) or None,
             text_column=text_column, label_column=label_column, reading=o.read_options(reading).to_dict(),
             batch_size=batch_size, workers=workers, device=device, cache_dir=str(cache_dir) if cache_dir else None))
     if not as_json:
