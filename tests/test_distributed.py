@@ -253,3 +253,25 @@ def test_collectives_average_gather_and_broadcast_across_two_processes():
         assert grad == [1.5, 1.5, 1.5]
         assert rows == [[i, i * 10] for i in range(5)]  # every rank gets all rows back, in order
         assert told == "from 0" and ranks == [0, 1] and world == World(rank, 2, rank)
+
+
+def test_pretraining_runs_as_two_processes_and_rank_0_alone_writes_the_backbone(text_job):
+    root, table, bert = text_job
+    texts = root / "unlabelled.txt"
+    texts.write_text("".join(line.rsplit(",", 1)[0] + "\n" for line in table.read_text().splitlines()[1:]))
+    documents = {}
+    for out, extra in (("simcse-one", ()), ("simcse-two", ("--nproc", "2"))):
+        result = _headstart("pretrain", str(texts), "--method", "simcse", "--model", f"hf:{bert}", "--epochs", "2",
+                            "--train-batch", "8", "--device", "cpu", "--out", out, *extra, cwd=root, cache=root / "cache")
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.stdout.count("run saved to") == 1  # rank 0 alone prints
+        documents[out] = json.loads((root / out / "pretraining.json").read_text())
+    curve = documents["simcse-two"]["curve"]
+    assert len(curve) == 2 and all(np.isfinite(row["train_loss"]) for row in curve)
+    one, two = (documents[out]["cost"]["samples_seen"] for out in ("simcse-one", "simcse-two"))
+    assert one / 2 < two <= one  # every rank's share counted (each rank drops its last partial batch)
+    assert sorted(p.name for p in root.iterdir() if "simcse-two" in p.name) == ["simcse-two"]  # no work folder left
+    base = hs.extract_features(hs.build_backbone(f"hf:{bert}"), hs.TextTable(table), use_cache=False, device="cpu")
+    tuned = hs.extract_features(hs.build_backbone(f"run:{root / 'simcse-two'}"), hs.TextTable(table), use_cache=False,
+                                device="cpu")
+    assert not np.allclose(base, tuned)  # both processes' training reached the saved weights

@@ -84,7 +84,7 @@ out = Console()
 err = Console(stderr=True)
 
 # Commands that run as one job of several processes under torchrun or --nproc.
-LAUNCHABLE = ("fit", "rank", "adapt", "shift")
+LAUNCHABLE = ("fit", "rank", "adapt", "shift", "pretrain")
 LOST_PEER = ("another process of this distributed job stopped ({}); the job ends here. A fine-tuning run keeps "
              "its last epoch's checkpoint: continue it with `headstart fit --resume RUN`.")
 

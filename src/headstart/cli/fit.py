@@ -11,7 +11,7 @@ import typer
 from ..errors import ConfigError
 from ..strategies.configs import DEFAULT_COMPARISON
 from .app import command, err, out
-from .launch import launch
+from .launch import launch, resume_hint
 from . import options as o
 from .options import config_options, require_applicable, strategy_owners, with_config_options
 from .output import comparison_table, describe_split, names, progress_bars, report_skipped, show_audit, show_fit
@@ -90,7 +90,7 @@ def fit(
     from ..workflows import FitRun, RunArgs
 
     if nproc > 1:
-        return launch(nproc, lambda: _resumable(resume or out_dir, nproc))
+        return launch(nproc, lambda: resume_hint("fit", resume or out_dir, nproc))
     if resume is not None:
         job = FitRun.resume(resume)
     else:
@@ -124,14 +124,6 @@ def _audit_first(job: FitRun, as_json: bool) -> None:
         err.print(f"dropped {len(job.dropped)} flagged sample(s) ({', '.join(job.args.drop)}) before the split; the "
                   "run lists them, with the reason, in dropped.json", highlight=False)
 
-
-def _resumable(out_dir: Optional[Path], nproc: int) -> str:
-    """What a failed distributed fit kept: its last checkpoint, if it wrote one."""
-    from ..workflows import CHECKPOINT, work_dir
-
-    if out_dir is None or not (work_dir(out_dir) / CHECKPOINT).is_file():
-        return ""
-    return f"Its last checkpoint is kept: continue with `headstart fit --resume {out_dir} --nproc {nproc}`."
 
 
 def _run_config(config_file: Optional[Path], model: Optional[str], strategy: Optional[str], options: dict,

@@ -12,6 +12,7 @@ from ..errors import ConfigError
 from ..pretraining import METHOD_CONFIGS
 from . import options as o
 from .app import command, out
+from .launch import launch, resume_hint
 from .options import config_options, default_panel, require_applicable, with_config_options
 from .output import progress_bars, report_skipped
 
@@ -47,12 +48,14 @@ def pretrain(
     seed: int = o.seed(0, "Seed of the held-out shares and of training."),
     out_dir: Optional[Path] = OUT, resume: Optional[Path] = RESUME, as_json: bool = o.as_json("the run's summary"),
     batch_size: int = o.batch_size(), workers: Optional[int] = o.workers(), device: str = o.device(),
-    cache_dir: Optional[Path] = o.cache_dir(), options: dict = None, reading: dict = None,
+    cache_dir: Optional[Path] = o.cache_dir(), nproc: int = o.nproc(), options: dict = None, reading: dict = None,
 ) -> None:
     """Continue a backbone's pre-training on DATA (tsdae, simcse, simclr) or fine-tune it on labelled DATA
     (supervised), and save it as a run that `--model run:RUN` uses as a backbone."""
     from ..pretraining import PretrainArgs, Pretraining
 
+    if nproc > 1:
+        return launch(nproc, lambda: resume_hint("pretrain", resume or out_dir, nproc))
     if resume is not None:
         job = Pretraining.resume(resume)
     else:
@@ -71,7 +74,9 @@ def pretrain(
             report_skipped(part)
     with progress_bars(not as_json) as progress:
         result = job.run(progress)
-    _show(result, as_json)
+    if result is not None:  # None on ranks other than 0 of a distributed pre-training
+        _show(result, as_json)
+
 
 
 def _show(result, as_json: bool) -> None:

@@ -17,13 +17,14 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import distributed
 from ..backbones import build_backbone, default_backbone
 from ..data.reading import ReadOptions
 from ..devices import default_workers, resolve_device
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, HeadstartError
 from ..runs import check_output_dir, write_text_atomic
 from ..workflows import (CHECKPOINT, DATA_FILE, data_fingerprint, held_workspace, open_data, open_unlabelled,
-                         saved_arguments, with_report)
+                         saved_arguments, with_report, work_dir)
 from .configs import PretrainConfig
 from .job import Pretrained, PretrainJob
 from .methods import get_method
@@ -99,6 +100,7 @@ class Pretraining:
 
     def __init__(self, args: PretrainArgs, *, resumed: bool = False) -> None:
         self.args, self.resumed = args, resumed
+        self.device = resolve_device(args.device)  # this rank's own GPU once `run` joins a launcher's job
         self.method = get_method(args.method)(dict(args.options))
         read = ReadOptions(**args.reading)
         if self.method.labelled:
@@ -120,12 +122,26 @@ class Pretraining:
     def out_dir(self) -> Path:
         return Path(self.args.out_dir)
 
-    def run(self, progress: Progress | None = None) -> PretrainResult:
-        """Pre-train (continuing from the checkpoint when resumed), probe, write the run."""
+    def run(self, progress: Progress | None = None) -> PretrainResult | None:
+        """Pre-train (continuing from the checkpoint when resumed), probe, write the run.
+
+        Under a launcher (torchrun, ``--nproc``) every rank calls it and trains on its share of each
+        epoch; rank 0 alone checks the work dir, probes and writes the run (the others return None).
+        """
         inputs = [self.args.data, *([self.args.eval_data] if self.args.eval_data else [])]
         check_output_dir(self.out_dir, inputs)
-        with held_workspace(self.out_dir, CHECKPOINT) as workspace:
+        self.device = distributed.join(resolve_device(self.args.device))
+        if not distributed.current().is_main:
+            return self._follow()
+        with held_workspace(self.out_dir, CHECKPOINT, refused=_tell_followers) as workspace:
             return self._run_locked(workspace, progress)
+
+    def _follow(self) -> None:
+        """A rank other than 0: wait for rank 0's go (or its refusal), then train; rank 0 writes."""
+        failure = distributed.broadcast(None)
+        if failure is not None:
+            raise failure
+        self.method.train(self._job(work_dir(self.out_dir), None))
 
     def _check_workspace(self, workspace: Path, fingerprint: str) -> None:
         """A new pre-training never overwrites an interrupted one's checkpoint; a resumed one needs its data."""
@@ -144,13 +160,18 @@ class Pretraining:
         self.method.check(self.data, backbone.contract.modality)
         train, val, test = self.method.split(self.data, a.seed)
         return PretrainJob(backbone, backbone.name, a.weights, train, val, self.method.config, test=test, seed=a.seed,
-                           device=resolve_device(a.device), num_workers=default_workers(a.workers),
+                           device=self.device, num_workers=default_workers(a.workers),
                            checkpoint=workspace / CHECKPOINT, resume=self.resumed, cache_dir=a.cache_dir,
                            progress=progress)
 
     def _run_locked(self, workspace: Path, progress: Progress | None) -> PretrainResult:
         fingerprint = data_fingerprint(self.data)
-        self._check_workspace(workspace, fingerprint)
+        try:
+            self._check_workspace(workspace, fingerprint)
+        except HeadstartError as exc:
+            _tell_followers(exc)
+            raise
+        _tell_followers(None)  # they may start
         write_text_atomic(workspace / ARGS_FILE, json.dumps(asdict(self.args), indent=1))
         write_text_atomic(workspace / DATA_FILE, fingerprint)
         job = self._job(workspace, progress)
@@ -172,6 +193,12 @@ class Pretraining:
         return probe_gain(base, result.module, train, test, seed=a.seed, cache_dir=a.cache_dir,
                           batch_size=a.batch_size, num_workers=job.num_workers, device=job.device,
                           progress=(lambda done, total: progress("probe features", done, total)) if progress else None)
+
+
+def _tell_followers(failure: HeadstartError | None) -> None:
+    """Rank 0's go (None) or refusal to the other ranks of a distributed pre-training."""
+    if distributed.current().size > 1:
+        distributed.broadcast(failure)
 
 
 def pretrain(data: str | Path, out_dir: str | Path, *, method: str, model: str | None = None,
