@@ -1,9 +1,10 @@
 """``auto``: one call from labelled data to the best transferred model a time budget allows.
 
 It audits the data, ranks the candidate backbones, fits linear probes of the best, trains the
-network strategies the remaining time allows, chooses by validation (K-fold on small data),
-averages the best few when that scores higher, refits the winner on the whole training split, evaluates it once on the test split and saves
-the run with a leaderboard of every stage.
+network strategies the remaining time allows, searches the best one's settings with the time
+left, averages the best few when that scores higher, chooses by validation (K-fold on small
+data), refits the winner on the whole training split, evaluates it once on the test split and
+saves the run with a leaderboard of every stage.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Any
 from .budget import Budget, format_duration, parse_duration
 from .run import AutoArgs, AutoResult, AutoRun, stage_title
 
-__all__ = ["auto", "resume_auto", "AutoArgs", "AutoResult", "AutoRun", "stage_title", "Budget", "parse_duration", "format_duration"]
+__all__ = ["auto", "resume_auto", "AutoArgs", "AutoResult", "AutoRun", "stage_title", "Budget", "parse_duration",
+           "format_duration"]
 
 
 def auto(data: str | Path, out_dir: str | Path, *, budget: str | float = "20m", progress: Callable[..., None] | None = None,

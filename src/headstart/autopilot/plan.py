@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["PROBE", "Costs", "Selection", "Stage", "row_key", "network_stage", "probe_seconds", "refit_seconds", "NETWORK_STRATEGIES",
-           "MIN_EPOCHS", "MAX_EPOCHS", "SMALL_DATA", "FOLDS"]
+__all__ = ["PROBE", "Costs", "Selection", "Stage", "row_key", "network_stage", "probe_seconds", "refit_seconds",
+           "NETWORK_STRATEGIES", "MIN_EPOCHS", "MAX_EPOCHS", "SMALL_DATA", "FOLDS"]
 
 PROBE = "linear-probe"  # the strategy of the probe stages: a head on each candidate's cached features
 # Network strategies worth trying, most promising first (bench/README: fine-tuning leads on images,

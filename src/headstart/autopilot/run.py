@@ -20,9 +20,9 @@ from typing import Any
 from .. import data_audit
 from ..backbones import build_backbone
 from ..data import LabelledData
-from ..ensemble import Ensemble
 from ..data.reading import ReadOptions
 from ..devices import resolve_device
+from ..ensemble import Ensemble
 from ..features import uncached_count
 from ..ranking import DEFAULT_SAMPLE, default_candidates, rank
 from ..runs import check_output_dir, write_text_atomic
@@ -32,8 +32,8 @@ from ..transfer import ENSEMBLE, Transfer
 from ..workflows import (TRAINED_ON, held_workspace, open_data, refit_on_all, saved_arguments, trained_on_digests,
                          with_report, work_dir)
 from .budget import Budget, format_duration
-from .plan import (NETWORK_STRATEGIES, Costs, Selection, Stage, network_stage, probe_seconds, refit_seconds,
-                   row_key)
+from .plan import (MIN_EPOCHS, NETWORK_STRATEGIES, Costs, Selection, Stage, network_stage, probe_seconds,
+                   refit_seconds, row_key)
 from .search import MIN_TRIALS, search_settings
 from .scoring import Scored, best_blend, forward_seconds, score_candidate, train_step_seconds
 
@@ -44,7 +44,7 @@ ARGS_FILE, STATE_FILE = "auto-args.json", "auto-state.json"
 PROBES = 2  # backbones probed after the ranking
 AUDIT_SHARE, RANK_SHARE, PROBE_SHARE = 0.2, 0.25, 0.3  # most of the time left each of these may take
 FINISH_SECONDS = 5.0  # the report and writing the run
-SEARCH_SHARE = 0.7  # of the time left after scoring and refitting its result: the rest may refit an ensemble
+SEARCH_SHARE = 0.8  # of the time left after scoring and refitting its result: the rest may refit an ensemble
 SLACK = 1.15  # a stage may run this much over its plan before the clock stops it
 
 
@@ -242,18 +242,17 @@ class AutoRun:
             self._run_stage(stage, train, selection, time_limit=self.budget.spent() + selecting)
 
     def _search(self, train: LabelledData, selection: Selection, reserve: float) -> None:
-        """Search the best network stage's settings when the time left holds at least ``MIN_TRIALS`` trials
-        besides scoring what the search found and refitting it; the search gets what is left of that."""
+        """Search the best network stage's settings, training one epoch past its best epoch, when the time
+        left holds at least ``MIN_TRIALS`` trials (each costs what the stage measured per epoch) besides
+        scoring what the search found and refitting it; the search gets most of what is left of that."""
         networks = [r for r in self.rows if r["epochs"] and r["score"] is not None and not r.get("options")]
         if not networks or not self.args.trials or any(r.get("options") for r in self.rows):
             return  # nothing to search, or searched before an interruption
         best = max(networks, key=lambda r: r["score"])
-        one = network_stage(best["strategy"], best["model"], self.costs, selection, 1e12,
-                            max_epochs=best["epochs"])
-        if one is None:
-            return
-        trial = one.seconds - one.refit_seconds  # a trial trains as the stage's selection did
-        search = SEARCH_SHARE * (self.budget.left() - reserve - one.seconds)  # what it finds is scored, then refit
+        epochs = max(MIN_EPOCHS, min(best["epochs"], (best["best_epoch"] or best["epochs"]) + 1))  # past its best
+        trial = best["seconds"] / max(1, best.get("epochs_run") or best["epochs"]) * epochs  # measured, not planned
+        refit = refit_seconds(self.costs, best["model"], selection, epochs)
+        search = SEARCH_SHARE * (self.budget.left() - reserve - trial - refit)  # what it finds is scored, then refit
         if search < MIN_TRIALS * trial:
             self.notes.append(f"No search of {best['strategy']}'s settings: {MIN_TRIALS} trials (about "
                               f"{format_duration(MIN_TRIALS * trial)}) did not fit the time left.")
@@ -262,13 +261,12 @@ class AutoRun:
                   f"{format_duration(search)}")
         a = self.args
         options, trials = search_settings(
-            best["strategy"], best["model"], train, selection, epochs=best["epochs"], seconds=search, seed=a.seed,
+            best["strategy"], best["model"], train, selection, epochs=epochs, seconds=search, seed=a.seed,
             trials=a.trials,
             transfer_options={"cache_dir": a.cache_dir, "batch_size": a.batch_size, "num_workers": a.workers,
                               "device": a.device}, progress=self.progress)
         options.pop("epochs", None)
-        stage = Stage(best["model"], best["strategy"], best["epochs"], one.seconds, refit_seconds=one.refit_seconds,
-                      options=options)
+        stage = Stage(best["model"], best["strategy"], epochs, trial + refit, refit_seconds=refit, options=options)
         self.notes.append(f"{best['strategy']}'s settings were searched in {trials} trials (Optuna TPE, median "
                           f"pruning); the best trial's settings were then scored as the stage `{stage.key}`.")
         self._run_stage(stage, train, selection, time_limit=self.budget.spent() + trial * SLACK)
@@ -330,7 +328,8 @@ class AutoRun:
             self.costs.learn_training(stage.model, scored.history, selection.fit_samples, selection.val_samples)
         row = {"model": stage.model, "strategy": stage.strategy, "probe": stage.probe, "epochs": stage.epochs,
                "score": scored.score,
-               "best_epoch": scored.best_epoch, "seconds": round(scored.seconds, 1),
+               "best_epoch": scored.best_epoch, "epochs_run": len(scored.history) or None,
+               "seconds": round(scored.seconds, 1),
                "planned_seconds": round(stage.seconds, 1), "refit_planned": bool(stage.refit_seconds),
                "status": "done", **({"options": stage.options} if stage.options else {})}
         self.rows.append(row)
@@ -371,7 +370,8 @@ class AutoRun:
         if kept is not None and kept.complete:
             winner["refit"] = "the probe's final head is fitted on the whole training split"
             return kept.fitted
-        stage = Stage(winner["model"], winner["strategy"], winner["best_epoch"], 0.0, options=winner.get("options") or {})
+        stage = Stage(winner["model"], winner["strategy"], winner["best_epoch"], 0.0,
+                      options=winner.get("options") or {})
         if not stage.epochs:  # a probe chooses its C on its own validation share, then fits on all
             winner["refit"] = "the probe's final head is fitted on the whole training split"
             return self._transfer(stage).fit(train)
@@ -420,8 +420,8 @@ class AutoRun:
                 "selection": self.selection.label if self.selection else None, "stages": self.rows, "winner": winner,
                 "why": why, "costs": asdict(self.costs), "notes": self.notes}
 
-    def _save(self, final: Transfer | Ensemble, winner: dict, metrics: dict, predictions: list[dict], train: LabelledData,
-              leakage: dict) -> None:
+    def _save(self, final: Transfer | Ensemble, winner: dict, metrics: dict, predictions: list[dict],
+              train: LabelledData, leakage: dict) -> None:
         document = self.summary(winner)
         metrics_doc = {"test": metrics, "data": self.data.summary(), "split_leakage": leakage,
                        "auto": {k: document[k] for k in ("budget_seconds", "spent_seconds", "why")}}
