@@ -108,6 +108,9 @@ def main() -> None:
                     print(f"  {name} {minutes:g} min: {stage['strategy']} {stage['model']} epochs {stage['epochs']} "
                           f"score {stage['score']} in {stage['seconds']} s (planned {stage['planned_seconds']} s): "
                           f"{stage['status']}", flush=True)
+                print(f"  {name} {minutes:g} min: auto {row['auto']:.4f} ({row['winner']}), default fit "
+                      f"{row['default_fit']}, compare's best {row['compare_best']} ({row['compare_strategy']}), "
+                      f"wall/budget {row['over_budget']}", flush=True)
                 rows.append([name, minutes, row["auto"], row["winner"], row["spent_s"], row["over_budget"],
                              row["default_fit"] if baseline else "—", f"{compared[0]:.3f} {compared[1]}" if compared
                              else "—"])
