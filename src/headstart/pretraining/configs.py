@@ -12,7 +12,7 @@ from typing import ClassVar
 
 from ..config import Config, at_least, between, option
 
-__all__ = ["PretrainConfig", "SelfSupervisedConfig", "TsdaeConfig", "SimcseConfig", "SimclrConfig",
+__all__ = ["PretrainConfig", "SelfSupervisedConfig", "TsdaeConfig", "SimcseConfig", "MlmConfig", "SimclrConfig",
            "SupervisedConfig", "METHOD_CONFIGS"]
 
 
@@ -66,6 +66,19 @@ class SimcseConfig(SelfSupervisedConfig):
 
 
 @dataclass
+class MlmConfig(SelfSupervisedConfig):
+    """``mlm``: masked-language modelling, the encoder's own pre-training objective (Devlin et al., 2019),
+    continued on your texts as "Don't Stop Pretraining" does (Gururangan et al., ACL 2020), with
+    transformers' ``AutoModelForMaskedLM`` and ``DataCollatorForLanguageModeling``. Only for an encoder
+    whose folder keeps its masked-LM head (sentence-transformers models such as minilm do not)."""
+
+    owner: ClassVar[str] = "mlm"
+    lr: float = option(5e-5, "peak learning rate of the backbone (AdamW)", at_least(0, strict=True))
+    mask: float = option(0.15, "share of tokens to predict: 80 % of them masked, 10 % replaced by a random token, "
+                         "10 % kept (BERT's recipe)", between(0, 1, low_open=True, high_open=True))
+
+
+@dataclass
 class SimclrConfig(SelfSupervisedConfig):
     """``simclr``: two augmented views of each image agree through a projection head, the batch's other
     images as negatives (Chen et al., ICML 2020), with lightly's ``NTXentLoss`` and ``SimCLRTransform``."""
@@ -97,4 +110,5 @@ class SupervisedConfig(PretrainConfig):
 
 
 METHOD_CONFIGS: dict[str, type[PretrainConfig]] = {
-    "tsdae": TsdaeConfig, "simcse": SimcseConfig, "simclr": SimclrConfig, "supervised": SupervisedConfig}
+    "tsdae": TsdaeConfig, "simcse": SimcseConfig, "mlm": MlmConfig, "simclr": SimclrConfig,
+    "supervised": SupervisedConfig}

@@ -108,9 +108,9 @@ class Tsdae(_SelfSupervised):
     name, config_class, modality = "tsdae", METHOD_CONFIGS["tsdae"], "text"
 
     def objective(self, job: PretrainJob):
-        from .text import text_loaders, tsdae_objective
+        from .text import TextViews, text_loaders, tsdae_objective
 
-        return tsdae_objective(job), text_loaders(job, deletion=self.config.deletion)
+        return tsdae_objective(job), text_loaders(job, TextViews.of(job, deletion=self.config.deletion))
 
 
 @register_method
@@ -120,9 +120,21 @@ class Simcse(_SelfSupervised):
     name, config_class, modality = "simcse", METHOD_CONFIGS["simcse"], "text"
 
     def objective(self, job: PretrainJob):
-        from .text import simcse_objective, text_loaders
+        from .text import TextViews, simcse_objective, text_loaders
 
-        return simcse_objective(job), text_loaders(job, deletion=None)
+        return simcse_objective(job), text_loaders(job, TextViews.of(job, deletion=None))
+
+
+@register_method
+class Mlm(_SelfSupervised):
+    """Masked-language modelling, through the encoder's own masked-LM head."""
+
+    name, config_class, modality = "mlm", METHOD_CONFIGS["mlm"], "text"
+
+    def objective(self, job: PretrainJob):
+        from .text import MaskedTexts, mlm_objective, text_loaders
+
+        return mlm_objective(job), text_loaders(job, MaskedTexts.of(job, mask=self.config.mask))
 
 
 @register_method

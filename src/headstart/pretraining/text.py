@@ -1,4 +1,5 @@
-"""Text objectives through sentence-transformers' own losses: ``tsdae`` and ``simcse``.
+"""Text objectives through sentence-transformers' own losses, ``tsdae`` and ``simcse``, and transformers'
+masked-language modelling, ``mlm``.
 
 The losses take a ``SentenceTransformer``; :class:`BackboneEmbedding` makes one whose only module is
 the backbone itself (the same encoder and pooling the features come from), so training the loss
@@ -25,7 +26,8 @@ from .. import distributed
 from ..errors import ConfigError, WeightsUnavailableError
 from .job import PretrainJob
 
-__all__ = ["BackboneEmbedding", "TextViews", "text_loaders", "tsdae_objective", "simcse_objective"]
+__all__ = ["BackboneEmbedding", "TextViews", "MaskedTexts", "text_loaders", "tsdae_objective", "simcse_objective",
+           "mlm_objective"]
 
 
 class BackboneEmbedding(InputModule):
@@ -72,8 +74,8 @@ def _encoder(job: PretrainJob) -> nn.Module:
     return encoder
 
 
-def _local_folder(encoder: nn.Module, model: str) -> str:
-    """The folder the encoder was read from: TSDAE's decoder is built (and tied) from its config."""
+def _local_folder(encoder: nn.Module, model: str, method: str = "tsdae", what: str = "its decoder") -> str:
+    """The folder the encoder was read from: TSDAE's decoder and the masked-LM head are built from it."""
     where = str(getattr(encoder.config, "_name_or_path", "") or "")
     if where and Path(where).is_dir():
         return where
@@ -83,7 +85,7 @@ def _local_folder(encoder: nn.Module, model: str) -> str:
         return snapshot_download(where, local_files_only=True)
     except Exception:  # noqa: BLE001 - huggingface_hub raises many kinds for "not here"
         raise WeightsUnavailableError(
-            f"tsdae builds its decoder from the encoder's own files, and no local copy of '{where or model}' was "
+            f"{method} builds {what} from the encoder's own files, and no local copy of '{where or model}' was "
             "found; give the backbone as a model folder (`hf:/path/to/model`).") from None
 
 
@@ -112,6 +114,60 @@ def simcse_objective(job: PretrainJob) -> nn.Module:
     return _Objective(MultipleNegativesRankingLoss(_sentence_transformer(job), scale=job.config.scale))
 
 
+class _MaskedLM(nn.Module):
+    """A masked-LM model (the backbone's encoder under the folder's head) on a batch of masked texts."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, views: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+        return self.model(**views[0]).loss
+
+
+def mlm_objective(job: PretrainJob) -> nn.Module:
+    """Masked-language modelling: the encoder's own masked-LM head, read from its folder, on top of the
+    backbone's encoder (its own weights: a ``run:`` backbone's too), the output layer tied to its embeddings."""
+    from transformers import AutoModelForMaskedLM
+
+    encoder = _encoder(job)
+    folder = _local_folder(encoder, job.model, "mlm", "the masked-LM head")
+    try:
+        model, loading = AutoModelForMaskedLM.from_pretrained(folder, output_loading_info=True)
+    except ValueError as exc:  # an architecture without a masked-LM class
+        raise ConfigError(f"'{job.model}' has no masked-LM architecture ({str(exc).splitlines()[0][:150]}). "
+                          "Use `--method tsdae` or `--method simcse`.") from None
+    head = [key for key in loading["missing_keys"] if not key.startswith(model.base_model_prefix)]
+    if head:
+        raise ConfigError(f"'{job.model}' keeps no masked-LM head in {folder} ({head[0]} and {len(head) - 1} more "
+                          "weights are missing); mlm continues an encoder's own masked-LM training. Use `--method "
+                          "tsdae` or `--method simcse`.")
+    setattr(model, model.base_model_prefix, encoder)  # the backbone trains; the head sits on it
+    model.tie_weights()
+    return _MaskedLM(model)
+
+
+class MaskedTexts:
+    """A ``collate_fn``: a batch of texts to ``([masked tokens with their labels], labels)``, masked by
+    transformers' ``DataCollatorForLanguageModeling`` (from torch's generator, which the loop seeds)."""
+
+    def __init__(self, tokenizer, max_length: int, mask: float) -> None:
+        from transformers import DataCollatorForLanguageModeling
+
+        self.tokenizer, self.max_length = tokenizer, max_length
+        self.masking = DataCollatorForLanguageModeling(tokenizer, mlm_probability=mask, return_tensors="pt")
+
+    @classmethod
+    def of(cls, job: PretrainJob, mask: float) -> MaskedTexts:
+        """The masking for the job's backbone: its tokenizer, its maximum length."""
+        return cls(job.backbone.tokenizer, job.backbone.contract.max_length or 512, mask)
+
+    def __call__(self, texts: list[str]) -> tuple[list[dict[str, torch.Tensor]], torch.Tensor]:
+        encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
+        batch = self.masking([{key: values[i] for key, values in encoded.items()} for i in range(len(texts))])
+        return [dict(batch)], torch.zeros(len(texts), dtype=torch.int64)
+
+
 class TextViews:
     """A ``collate_fn``: a batch of texts to ``([first view, second view], labels)``, each view the
     tokenizer's tensors. The first view is a damaged copy (``deletion``: the share of words dropped,
@@ -119,6 +175,11 @@ class TextViews:
 
     def __init__(self, tokenizer, max_length: int, deletion: float | None) -> None:
         self.tokenizer, self.max_length, self.deletion = tokenizer, max_length, deletion
+
+    @classmethod
+    def of(cls, job: PretrainJob, deletion: float | None) -> TextViews:
+        """The views for the job's backbone: its tokenizer, its maximum length."""
+        return cls(job.backbone.tokenizer, job.backbone.contract.max_length or 512, deletion)
 
     def damage(self, text: str) -> str:
         words = text.split()
@@ -134,11 +195,10 @@ class TextViews:
         return [self._tokens(first), self._tokens(list(texts))], torch.zeros(len(texts), dtype=torch.int64)
 
 
-def text_loaders(job: PretrainJob, deletion: float | None) -> tuple[DataLoader, DataLoader | None]:
+def text_loaders(job: PretrainJob, collate) -> tuple[DataLoader, DataLoader | None]:
     """Shuffled training batches (each rank its share of one permutation per epoch) and, with a
-    validation share, its batches in order."""
-    contract, world, batch = job.backbone.contract, distributed.current(), job.config.batch_size
-    collate = TextViews(job.backbone.tokenizer, contract.max_length or 512, deletion)
+    validation share, its batches in order; ``collate`` makes a batch's views of its texts."""
+    world, batch = distributed.current(), job.config.batch_size
     sampler = DistributedSampler(job.train.items, num_replicas=world.size, rank=world.rank, shuffle=True, seed=job.seed,
                                  drop_last=world.size > 1)
     train = DataLoader(job.train.items, batch_size=batch, sampler=sampler, collate_fn=collate,
