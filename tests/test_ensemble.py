@@ -3,6 +3,8 @@ evaluate, predict, export and serve's bundle take."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -44,6 +46,9 @@ def test_an_ensemble_saves_as_one_run_that_loads_and_predicts_the_same(members, 
     assert np.allclose(loaded.predict_proba(test), ensemble.predict_proba(test), atol=1e-6)
     code, stdout, _ = run_cli(monkeypatch, capsys, "predict", str(tmp_path / "run"), "a great product", "--json")
     assert code == 0 and '"label"' in stdout
+    code, stdout, stderr = run_cli(monkeypatch, capsys, "evaluate", str(tmp_path / "run"), str(test.source), "--json")
+    assert code == 0, stderr
+    assert json.loads(stdout)["samples"] == 40  # the whole table: the run never saw it as a whole
 
 
 def test_an_exported_ensemble_predicts_what_the_run_does(members, tmp_path):
