@@ -171,6 +171,7 @@ def test_the_run_and_its_report_hold_the_curve_the_cost_and_the_probe_before_and
                                                  abs=0.01)
     page = (run.out_dir / "report.html").read_text()
     assert 'id="pretraining"' in page and "Linear probe before and after" in page and 'alt="pre-training loss"' in page
+    assert "pre-training method" in page and "finetune" not in page  # how the run is read back is no strategy
 
 
 def test_supervised_pretraining_is_a_finetune_run_the_next_task_uses_as_backbone(images, weights, tmp_path):

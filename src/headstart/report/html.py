@@ -138,9 +138,10 @@ def _strategy_options(config: dict, modality: str | None) -> list[list[Any]]:
 
 def _backbone(config: dict, contract: dict | None, modality: str | None = None) -> str:
     backbone = config.get("backbone", {})
+    pretrained = (config.get("pretraining") or {}).get("method")  # a self-supervised run: no strategy trained it
+    trained_by = ["pre-training method", pretrained] if pretrained else ["strategy", config.get("strategy")]
     rows = [["backbone", backbone.get("name")], ["weights", backbone.get("weights") or "packaged / default"],
-            ["weights digest", backbone.get("weights_digest", "—")], ["strategy", config.get("strategy")],
-            ["seed", config.get("seed")]]
+            ["weights digest", backbone.get("weights_digest", "—")], trained_by, ["seed", config.get("seed")]]
     if backbone.get("chosen_by"):
         rows.append(["chosen by", backbone["chosen_by"]])
     fit = config.get("fit", {})
@@ -148,7 +149,8 @@ def _backbone(config: dict, contract: dict | None, modality: str | None = None) 
         if key in fit:
             rows.append([key.replace("_", " "), fit[key]])
     body = _table(["", ""], rows)
-    body += "<h3>Strategy options</h3>" + _table(["option", "value", ""], _strategy_options(config, modality))
+    if not pretrained:  # its options are in the pre-training section
+        body += "<h3>Strategy options</h3>" + _table(["option", "value", ""], _strategy_options(config, modality))
     if contract:
         keys = ("modality", "input_size", "crop_pct", "interpolation", "mean", "std", "tokenizer", "max_length",
                 "feature_dim")
@@ -376,7 +378,8 @@ def build_report(documents: dict[str, Any], title: str = "headstart report") -> 
     if documents.get("pretraining"):
         parts.append(pretraining_section(documents["pretraining"]))
     source = str((data or {}).get("source") or "")
-    subtitle = " · ".join(str(x) for x in ((config.get("backbone") or {}).get("name"), config.get("strategy"),
+    trained_by = (config.get("pretraining") or {}).get("method") or config.get("strategy")
+    subtitle = " · ".join(str(x) for x in ((config.get("backbone") or {}).get("name"), trained_by,
                                           Path(source).name or source) if x)  # the whole path is under Data
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
             f"<style>{STYLE}</style></head><body><main><h1>{escape(title)}</h1>"
