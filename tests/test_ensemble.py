@@ -71,6 +71,10 @@ def test_members_of_different_classes_or_backbones_are_refused(members, tmp_path
         hs.LabelledData("text", other.items, [f"c{y}" for y in other.y]))
     with pytest.raises(ConfigError, match="same classes"):
         hs.Ensemble([fits[0], relabelled])
+    mirrored = hs.Transfer(fits[0].model_name_, "linear-probe", device="cpu")
+    mirrored.__dict__.update(fits[0].__dict__, tta=True)  # text models refuse tta: only its flag matters here
+    with pytest.raises(ConfigError, match="test-time augmentation"):
+        hs.Ensemble([fits[0], mirrored])
 
 
 def test_an_ensemble_run_is_no_backbone_for_run_models(members, tmp_path):

@@ -67,6 +67,8 @@ class Ensemble(Classifier):
             if member.model_name_ != first.model_name_ or member.contract_.to_dict() != first.contract_.to_dict():
                 raise ConfigError(f"The members of an ensemble must share one backbone (one input contract, one "
                                   f"exported input): {first.model_name_} against {member.model_name_}.")
+        if len({member.tta for member in members}) > 1:  # the exported graph averages views for all or none
+            raise ConfigError("The members of an ensemble must all use test-time augmentation (`tta`) or none.")
         self.members, self.metrics_ = members, metrics or {}
 
     @property
