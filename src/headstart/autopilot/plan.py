@@ -8,10 +8,11 @@ the start, then what the last network stage measured).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 __all__ = ["PROBE", "Costs", "Selection", "Stage", "row_key", "network_stage", "probe_seconds", "refit_seconds",
-           "NETWORK_STRATEGIES", "MIN_EPOCHS", "MAX_EPOCHS", "SMALL_DATA", "FOLDS"]
+           "standard_error", "NETWORK_STRATEGIES", "MIN_EPOCHS", "MAX_EPOCHS", "SMALL_DATA", "FOLDS"]
 
 PROBE = "linear-probe"  # the strategy of the probe stages: a head on each candidate's cached features
 # Network strategies worth trying, most promising first (bench/README: fine-tuning leads on images,
@@ -73,6 +74,11 @@ class Selection:
         return int(part * self.val_fraction)
 
     @property
+    def scored_samples(self) -> int:
+        """Samples a candidate's score is measured on: the validation share, or every sample out of fold."""
+        return self.samples if self.folds else max(1, round(self.samples * self.val_fraction))
+
+    @property
     def label(self) -> str:
         return f"{self.folds}-fold CV accuracy" if self.folds else f"accuracy on a {self.val_fraction:.0%} validation share"
 
@@ -107,6 +113,11 @@ class Stage:
 def row_key(row: dict) -> str:
     """A stage's row among the others (see :attr:`Stage.key`)."""
     return f"{row['strategy']}{' tuned' if row.get('options') else ''} {row['model']}"
+
+
+def standard_error(accuracy: float, samples: int) -> float:
+    """The standard error of an accuracy measured on ``samples`` samples (binomial)."""
+    return math.sqrt(max(accuracy * (1 - accuracy), 0.0) / max(samples, 1))
 
 
 def probe_seconds(costs: Costs, model: str, uncached: int) -> float:

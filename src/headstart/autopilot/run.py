@@ -33,7 +33,7 @@ from ..workflows import (TRAINED_ON, held_workspace, open_data, refit_on_all, sa
                          with_report, work_dir)
 from .budget import Budget, format_duration
 from .plan import (MIN_EPOCHS, NETWORK_STRATEGIES, Costs, Selection, Stage, network_stage, probe_seconds,
-                   refit_seconds, row_key)
+                   refit_seconds, row_key, standard_error)
 from .search import MIN_TRIALS, search_settings
 from .scoring import Scored, best_blend, forward_seconds, score_candidate, train_step_seconds
 
@@ -136,7 +136,7 @@ class AutoRun:
         self._more_probes(order, train, selection, self._reserve(candidates, len(test)))
         self._search(train, selection, self._reserve(probed, len(test)))
         self._ensemble(train, selection, len(test))
-        winner = max((r for r in self.rows if r["score"] is not None), key=lambda r: r["score"])
+        winner = self._choose(selection)
         final = self._final(winner, train, selection, len(test))
         metrics, predictions = final.evaluate_with_predictions(test)
         leakage = data_audit.warn_split_leakage(train, test, final.backbone_, cache_dir=self.args.cache_dir)
@@ -240,6 +240,24 @@ class AutoRun:
                 continue
             selecting = (stage.seconds - stage.refit_seconds) * SLACK  # the refit's time stays reserved
             self._run_stage(stage, train, selection, time_limit=self.budget.spent() + selecting)
+
+    def _choose(self, selection: Selection) -> dict:
+        """The best-scoring stage, except that a network (or ensemble) must beat the best probe by more than
+        one standard error of its validation accuracy: a probe on frozen features varies far less, and a
+        difference of a sample or two on the validation share is noise (Breiman's one-standard-error rule)."""
+        scored = [r for r in self.rows if r["score"] is not None]
+        best = max(scored, key=lambda r: r["score"])
+        probes = [r for r in scored if r["probe"]]
+        if best["probe"] or not probes:
+            return best
+        probe = max(probes, key=lambda r: r["score"])
+        margin = standard_error(best["score"], selection.scored_samples)
+        if best["score"] - probe["score"] > margin:
+            return best
+        self.notes.append(f"{stage_title(best)} on {best['model']} scored {best['score']:.3f}, within one standard "
+                          f"error ({margin:.3f}) of the probe of {probe['model']} ({probe['score']:.3f}): the probe "
+                          "is kept, as the steadier choice.")
+        return probe
 
     def _search(self, train: LabelledData, selection: Selection, reserve: float) -> None:
         """Search the best network stage's settings, training one epoch past its best epoch, when the time
@@ -413,9 +431,11 @@ class AutoRun:
         """What ``auto.json`` holds: the budget and its use, how candidates were scored, every stage, the winner and why."""
         scored = sorted((r for r in self.rows if r["score"] is not None), key=lambda r: -r["score"])
         runner_up = next((r for r in scored if r is not winner), None)
+        relation = "kept over" if runner_up and runner_up["score"] > winner["score"] else "ahead of"  # see _choose
         why = (f"{stage_title(winner)} on {winner['model']} scored {winner['score']:.3f}"
-               + (f", ahead of {stage_title(runner_up)} on {runner_up['model']} ({runner_up['score']:.3f})"
-                  if runner_up else ", the only candidate scored") + ".")
+               + (f", {relation} {stage_title(runner_up)} on {runner_up['model']} ({runner_up['score']:.3f})"
+                  if runner_up else ", the only candidate scored")
+               + (", which is within one standard error of it" if relation == "kept over" else "") + ".")
         return {"budget_seconds": self.budget.seconds, "spent_seconds": round(self.budget.spent(), 1),
                 "selection": self.selection.label if self.selection else None, "stages": self.rows, "winner": winner,
                 "why": why, "costs": asdict(self.costs), "notes": self.notes}
