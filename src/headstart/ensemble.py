@@ -90,7 +90,7 @@ class Ensemble(Classifier):
 
     @property
     def tta(self) -> bool:
-        return all(member.tta for member in self.members)
+        return self.members[0].tta  # every member's, as __init__ checks and the setter keeps
 
     @tta.setter
     def tta(self, value: bool) -> None:

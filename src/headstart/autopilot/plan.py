@@ -103,7 +103,7 @@ class Stage:
     @property
     def key(self) -> str:
         """The stage among the others: strategy, searched or not, and backbone (as :func:`row_key` of its row)."""
-        return f"{self.strategy}{' tuned' if self.options else ''} {self.model}"
+        return _stage_key(self.strategy, bool(self.options), self.model)
 
     @property
     def name(self) -> str:
@@ -112,7 +112,11 @@ class Stage:
 
 def row_key(row: dict) -> str:
     """A stage's row among the others (see :attr:`Stage.key`)."""
-    return f"{row['strategy']}{' tuned' if row.get('options') else ''} {row['model']}"
+    return _stage_key(row["strategy"], bool(row.get("options")), row["model"])
+
+
+def _stage_key(strategy: str, searched: bool, model: str) -> str:
+    return f"{strategy}{' tuned' if searched else ''} {model}"
 
 
 def standard_error(accuracy: float, samples: int) -> float:
