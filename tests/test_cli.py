@@ -52,6 +52,28 @@ def test_evaluate_and_predict_a_saved_run(fitted_run, monkeypatch, capsys):
     assert code == 0 and json.loads(out)["samples"] == 6 and "left out: 6 scored" in " ".join(err.split())
 
 
+def test_a_table_of_image_paths_fits_with_modality_image_and_is_evaluated_and_predicted_as_images(
+        tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HEADSTART_CACHE", str(tmp_path / "cache"))
+    folder = colour_folder(tmp_path / "imgs", per_class=10)
+    rows = [f"{p.relative_to(tmp_path)},{p.parent.name}" for p in sorted(folder.glob("*/*.png"))]
+    (tmp_path / "images.csv").write_text("image,label\n" + "\n".join(rows) + "\n")
+    code, out, err = run_cli(monkeypatch, capsys, "fit", tmp_path / "images.csv", "--modality", "image", "--model",
+                             f"timm:{TINY_TIMM}", "--weights", tiny_timm_weights(tmp_path), "--out", tmp_path / "run",
+                             "--workers", "0", "--json")
+    assert code == 0, err
+    assert json.loads(out)["accuracy"] >= 0.8 and json.loads(out)["samples"] == 6  # 30 images, 20 % to test
+    code, out, err = run_cli(monkeypatch, capsys, "evaluate", tmp_path / "run", tmp_path / "images.csv", "--json",
+                             "--exclude-train")  # an image run reads a table as image paths without being told
+    assert code == 0 and json.loads(out)["samples"] == 6, err
+    code, out, err = run_cli(monkeypatch, capsys, "predict", tmp_path / "run", tmp_path / "images.csv", "--json")
+    predictions = json.loads(out)
+    assert code == 0 and len(predictions) == 30 and predictions[0]["input"].endswith(".png"), err
+    code, _, err = run_cli(monkeypatch, capsys, "fit", tmp_path / "images.csv", "--modality", "audio",
+                           "--out", tmp_path / "other")
+    assert code != 0 and "modality" in err
+
+
 def test_models_lists_the_packaged_backbones(monkeypatch, capsys):
     code, out, _ = run_cli(monkeypatch, capsys, "models", "--json")
     names = {row["name"]: row for row in json.loads(out)}

@@ -508,3 +508,67 @@ def test_a_root_holding_only_a_loop_says_why_it_has_no_classes(tmp_path):
     (tmp_path / "loop").symlink_to(".")
     with pytest.raises(DataError, match=r"has no class sub-folders \(skipped .*loop: link to .*a cycle"):
         ImageFolder(tmp_path)
+
+
+# --- ImageTable: a table of image paths and labels ---------------------------------------------
+
+def _image_table(tmp_path: Path) -> Path:
+    """A CSV naming images relative to its folder and by absolute path, one missing, one corrupt."""
+    (tmp_path / "pics").mkdir()
+    for name, colour in (("r0", "red"), ("r1", "red"), ("b0", "blue"), ("b1", "blue")):
+        Image.new("RGB", (8, 8), colour).save(tmp_path / "pics" / f"{name}.png")
+    (tmp_path / "pics" / "broken.png").write_bytes(b"not a png")
+    rows = ["image,label", "pics/r0.png,red", f"{tmp_path / 'pics' / 'r1.png'},red", "pics/b0.png,blue",
+            "pics/b1.png,blue", "pics/gone.png,blue", "pics/broken.png,red"]
+    (tmp_path / "table.csv").write_text("\n".join(rows) + "\n")
+    return tmp_path / "table.csv"
+
+
+def test_an_image_table_reads_relative_and_absolute_paths_and_skips_missing_and_broken_images(tmp_path, caplog):
+    from headstart.data import ImageTable
+
+    with caplog.at_level(logging.WARNING):
+        data = ImageTable(_image_table(tmp_path))
+    assert data.modality == "image" and data.classes == ["blue", "red"]
+    assert [Path(p).name for p in data.items] == ["r0.png", "r1.png", "b0.png", "b1.png"]
+    assert data.labels == ["red", "red", "blue", "blue"] and data.y.tolist() == [1, 1, 0, 0]
+    skipped = {issue.location: issue.problem for issue in data.skipped}
+    assert "table.csv:6" in " ".join(skipped) and "gone.png does not exist" in " ".join(skipped.values())
+    assert any(location.endswith("broken.png") for location in skipped)
+    assert "skipped 2 unusable images" in caplog.text
+    with pytest.raises(DataError, match="2 unusable images"):
+        ImageTable(tmp_path / "table.csv", strict=True)
+    unlabelled = ImageTable(tmp_path / "table.csv", label=None)
+    assert unlabelled.labels is None and len(unlabelled) == 4
+
+
+def test_an_image_table_names_its_columns_and_refuses_a_class_left_without_images(tmp_path):
+    from headstart.data import ImageTable
+
+    table = _image_table(tmp_path)
+    with pytest.raises(DataError, match="no column 'path'; columns are: image, label"):
+        ImageTable(table, image="path")
+    (tmp_path / "gone.csv").write_text("image,label\npics/r0.png,red\npics/gone.png,blue\n")
+    with pytest.raises(DataError, match="class 'blue' .* has no readable images"):
+        ImageTable(tmp_path / "gone.csv")
+    (tmp_path / "none.csv").write_text("image,label\nnowhere.png,red\nelsewhere.png,blue\n")
+    with pytest.raises(DataError, match="none of its 2 image paths is a readable image; paths are read relative to"):
+        ImageTable(tmp_path / "none.csv")
+
+
+def test_modality_reads_a_table_as_images_or_refuses_what_contradicts_it(tmp_path):
+    from headstart.data.reading import ReadOptions
+    from headstart.workflows import open_data, open_inputs, open_unlabelled
+
+    table = _image_table(tmp_path)
+    assert open_data(table, reading=ReadOptions(modality="image")).modality == "image"
+    with pytest.raises(DataError, match="no column 'text'.* If it lists image paths, add `--modality image`"):
+        open_data(table, reading=ReadOptions())  # without it a table holds texts
+    assert len(open_inputs([table], "image")) == 4  # predicting: one table of image paths
+    assert open_unlabelled(table, reading=ReadOptions(modality="image")).modality == "image"
+    with pytest.raises(DataError, match="is a folder, which holds images"):
+        open_data(tmp_path / "pics", reading=ReadOptions(modality="text"))
+    with pytest.raises(ConfigError, match="`--modality text` contradicts the model, which takes images"):
+        open_inputs([table], "image", reading=ReadOptions(modality="text"))
+    with pytest.raises(ConfigError, match="modality"):
+        ReadOptions(modality="audio")

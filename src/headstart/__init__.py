@@ -15,7 +15,7 @@ from ._version import __version__
 _EXPORTS = {
     "build_backbone": "backbones", "list_backbones": "backbones", "register_backbone": "backbones",
     "InputContract": "contract",
-    "ImageFiles": "data", "ImageFolder": "data", "LabelledData": "data", "TextTable": "data",
+    "ImageFiles": "data", "ImageFolder": "data", "ImageTable": "data", "LabelledData": "data", "TextTable": "data",
     "ConfigError": "errors", "DataError": "errors", "HeadstartError": "errors", "WeightsUnavailableError": "errors",
     "classification_metrics": "evaluation",
     "extract_features": "features",
@@ -44,7 +44,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .contract import InputContract
     from .data_audit import Audit, audit
     from .pretraining import pretrain
-    from .data import ImageFiles, ImageFolder, LabelledData, TextTable
+    from .data import ImageFiles, ImageFolder, ImageTable, LabelledData, TextTable
     from .errors import ConfigError, DataError, HeadstartError, WeightsUnavailableError
     from .evaluation import classification_metrics
     from .features import extract_features

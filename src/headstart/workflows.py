@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from . import distributed
-from .data import ImageFiles, ImageFolder, LabelledData, TextTable, stratified_split
+from .data import ImageFiles, ImageFolder, ImageTable, LabelledData, TextTable, stratified_split
 from .data.reading import ReadOptions
 from .devices import resolve_device
 from .errors import ConfigError, DataError, HeadstartError
@@ -29,10 +29,11 @@ from .runs import check_output_dir, write_text_atomic
 
 __all__ = ["open_data", "open_inputs", "open_texts", "open_unlabelled", "RunConfig", "read_run_config", "RunArgs", "FitRun",
            "FitRunResult", "fit_run", "resume_run", "work_dir", "save_search", "refit_best", "refit_on_all", "saved_arguments", "held_workspace", "trial_trackers",
-           "AdaptRunResult", "adapt_run", "share_features_of", "Evaluation", "evaluate_run", "training_overlap",
+           "AdaptRunResult", "adapt_run", "share_features_of", "Evaluation", "evaluate_run", "run_modality", "training_overlap",
            "trained_on_digests"]
 
 TEXT_SUFFIXES = {".csv", ".tsv", ".txt", ".jsonl", ".ndjson"}
+DEFAULT_TEXT_COLUMN = "text"
 ARGS_FILE = "args.json"
 DATA_FILE = "data.sha256"
 CHECKPOINT = "checkpoint.pt"
@@ -41,26 +42,44 @@ T = TypeVar("T")
 
 
 # -- data on disk ------------------------------------------------------------------------------
-def open_data(path: str | Path, text_column: str = "text", label_column: str | None = "label",
+def open_data(path: str | Path, text_column: str = DEFAULT_TEXT_COLUMN, label_column: str | None = "label",
               strict: bool = False, reading: ReadOptions | None = None) -> LabelledData:
-    """An image folder (one sub-folder per class) or a text table, from what the path is;
-    ``reading`` says how (separator, encoding, bad rows, pixel cap) where defaults do not fit."""
+    """An image folder (one sub-folder per class), a text table, or with ``reading.modality``
+    "image" a table of image paths; ``reading`` says how (modality, separator, encoding, bad
+    rows, pixel cap) where defaults do not fit."""
     path, reading = Path(path), reading or ReadOptions()
     if path.is_dir():
+        if reading.modality == "text":
+            raise DataError(f"{path} is a folder, which holds images; texts come in a table (.csv, .tsv, .jsonl): "
+                            "drop `--modality text` or give the table.")
         return ImageFolder(path, strict=strict, **reading.image_options())
     if path.suffix.lower() in TEXT_SUFFIXES:
+        if reading.modality == "image":
+            return ImageTable(path, image=_image_column(text_column), label=label_column, strict=strict,
+                              **reading.image_options(), **reading.table_options())
         return TextTable(path, text=text_column, label=label_column, strict=strict, **reading.table_options())
     if not path.exists():
         raise DataError(f"{path} does not exist.")
-    raise DataError(f"{path} is neither a folder of class folders nor a text table (.csv, .tsv, .jsonl).")
+    raise DataError(f"{path} is neither a folder of class folders nor a table (.csv, .tsv, .jsonl).")
 
 
-def open_inputs(paths: Sequence[str | Path], modality: str, text_column: str = "text",
+def _image_column(text_column: str) -> str:
+    """The column of image paths: the one `--text-column` names, or ``image`` when it was left alone."""
+    return "image" if text_column == DEFAULT_TEXT_COLUMN else text_column
+
+
+def open_inputs(paths: Sequence[str | Path], modality: str, text_column: str = DEFAULT_TEXT_COLUMN,
                 reading: ReadOptions | None = None) -> LabelledData:
-    """Unlabelled inputs to predict: image files or folders; for a text model one table, or the
-    texts themselves (arguments that name no file, e.g. ``predict RUN "great phone"``)."""
+    """Unlabelled inputs to predict: image files or folders, or one table of image paths; for a text
+    model one table, or the texts themselves (arguments that name no file, e.g. ``predict RUN "great phone"``)."""
     reading = reading or ReadOptions()
+    if reading.modality not in (None, modality):
+        raise ConfigError(f"`--modality {reading.modality}` contradicts the model, which takes {modality}s; "
+                          "leave `--modality` out.")
     if modality == "image":
+        if len(paths) == 1 and Path(paths[0]).suffix.lower() in TEXT_SUFFIXES and Path(paths[0]).is_file():
+            return ImageTable(paths[0], image=_image_column(text_column), label=None, **reading.image_options(),
+                              **reading.table_options())
         return ImageFiles([Path(p) for p in paths], **reading.image_options())
     files = [p for p in paths if Path(p).exists()]
     if len(paths) == 1 and files:
@@ -83,9 +102,11 @@ def open_texts(texts: Sequence[str], source: str = "the command line") -> Labell
 
 def open_unlabelled(path: str | Path, text_column: str = "text", modality: str | None = None,
                     reading: ReadOptions | None = None) -> LabelledData:
-    """The samples of a domain without their labels: any image folder, or a table's text column."""
-    path = Path(path)
-    return open_inputs([path], modality or ("image" if path.is_dir() else "text"), text_column, reading)
+    """The samples of a domain without their labels: any image folder, a table's text column, or
+    (modality "image") a table's image paths."""
+    path, reading = Path(path), reading or ReadOptions()
+    modality = modality or reading.modality or ("image" if path.is_dir() else "text")
+    return open_inputs([path], modality, text_column, reading)
 
 
 # -- config files --------------------------------------------------------------------------------
@@ -567,6 +588,15 @@ class Evaluation:
     evaluated: LabelledData
     overlap: int | None
     excluded: bool
+
+
+def run_modality(run_dir: str | Path) -> str | None:
+    """What a run's model takes, "image" or "text", from its contract; None when unreadable
+    (loading the run says why)."""
+    try:
+        return json.loads((Path(run_dir) / "contract.json").read_text(encoding="utf-8"))["modality"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def evaluate_run(run_dir: str | Path, data: LabelledData, *, exclude_train: bool = False, device: str = "auto",

@@ -92,7 +92,8 @@ def rank(
 @o.with_read_options
 def evaluate(
     run: Path = typer.Argument(..., help="A run directory written by `headstart fit`."),
-    data: Path = typer.Argument(..., help="Labelled data: an image folder or a text table."),
+    data: Path = typer.Argument(..., help="Labelled data: an image folder, a text table, or for an image run a "
+                                          "table of image paths."),
     text_column: str = o.text_column(), label_column: str = o.label_column(),
     device: str = o.device(), cache_dir: Optional[Path] = o.cache_dir(),
     exclude_train: bool = typer.Option(False, "--exclude-train", rich_help_panel=o.DATA, help=(
@@ -101,9 +102,14 @@ def evaluate(
     as_json: bool = o.as_json("the metrics"), reading: dict = None,
 ) -> None:
     """Evaluate a saved run on labelled data: accuracy, precision, recall, F1, confusion matrix."""
-    from ..workflows import evaluate_run, open_data
+    from dataclasses import replace
 
-    dataset = open_data(data, text_column, label_column, strict=False, reading=o.read_options(reading))
+    from ..workflows import evaluate_run, open_data, run_modality
+
+    read = o.read_options(reading)
+    if read.modality is None and data.is_file():  # a table given to an image run holds image paths
+        read = replace(read, modality=run_modality(run))
+    dataset = open_data(data, text_column, label_column, strict=False, reading=read)
     report_skipped(dataset)
     with progress_bars(not as_json) as progress:
         result = evaluate_run(run, dataset, exclude_train=exclude_train, device=device, cache_dir=cache_dir,

@@ -280,7 +280,8 @@ def require_applicable(values: Mapping[str, Any], config_class: type, options: S
 # in that order in every command's --help (``app.GroupedCommand``).
 
 
-def text_column(help: str = "Text column of a table.") -> Any:  # noqa: A002
+def text_column(help: str = "Text column of a table (with `--modality image`: its column of image paths, "  # noqa: A002
+                            "default `image`).") -> Any:
     return typer.Option("text", help=help, rich_help_panel=DATA)
 
 

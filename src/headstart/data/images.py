@@ -1,4 +1,4 @@
-"""Image sources: class folders and loose files, every image checked once up front.
+"""Image sources: class folders, loose files and tables of image paths, every image checked once up front.
 
 Opening every file before any model work (its header, then a decode at the smallest scale
 the format allows) means a corrupt JPEG, a decompression bomb or a symlink loop costs the
@@ -20,7 +20,7 @@ from headstart.data.samples import DEFAULT_MAX_PIXELS, DataIssue, LabelledData, 
 from headstart.errors import ConfigError, DataError
 from headstart.imaging import decode_image
 
-__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "ImageFiles", "ImageFolder", "load_image"]
+__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "ImageFiles", "ImageFolder", "ImageTable", "load_image"]
 
 logger = logging.getLogger(__name__)
 
@@ -323,3 +323,44 @@ def ImageFiles(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     if not good:
         raise DataError(f"no readable images in {source}; all {len(found)} were unusable.")
     return LabelledData("image", good, None, skipped=issues, source=source, max_pixels=max_pixels)
+
+
+def ImageTable(path: str | os.PathLike[str], *, image: str = "image", label: str | None = "label",
+               strict: bool = False, min_per_class: int = 1, workers: int = 4,
+               max_pixels: int | None = DEFAULT_MAX_PIXELS, sep: str | None = None, encoding: str | None = None,
+               skip_bad_rows: bool = False) -> LabelledData:
+    """Read a table (CSV, TSV, JSONL) whose ``image`` column holds image paths, absolute or
+    relative to the table's folder, and whose ``label`` column their classes (``label=None``:
+    images to predict). The table is read as :func:`~headstart.data.TextTable` reads one;
+    rows naming a missing file, and unreadable images, are skipped with one warning naming
+    them (table line, path), or raise :class:`DataError` when ``strict``.
+    """
+    from headstart.data.text import TextTable
+
+    path = Path(path).expanduser()
+    rows = TextTable(path, text=image, label=label, strict=strict, sep=sep, encoding=encoding,
+                     skip_bad_rows=skip_bad_rows)
+    folder = path.resolve().parent
+    files = [os.path.abspath(folder / Path(item).expanduser()) for item in rows.items]
+    missing = [DataIssue(line, f"{file} does not exist") for line, file in zip(rows.locations, files)
+               if not os.path.isfile(file)]
+    readable, unreadable = _validate([f for f in dict.fromkeys(files) if os.path.isfile(f)], workers,
+                                     _pixel_cap(max_pixels))
+    issues = missing + unreadable
+    report_issues(issues, str(path), "images", strict)
+    good = set(readable)
+    keep = [i for i, file in enumerate(files) if file in good]
+    if not keep:
+        raise DataError(f"{path}: none of its {len(files)} image paths is a readable image; paths are read "
+                        f"relative to {folder}.")
+    labels = None if rows.labels is None else [rows.labels[i] for i in keep]
+    data = LabelledData("image", [files[i] for i in keep], labels, classes=rows.classes or None,
+                        skipped=rows.skipped + issues, source=str(path), label_reading=rows.label_reading,
+                        max_pixels=max_pixels)
+    if labels is not None:
+        for name, count in data.class_counts().items():
+            if count == 0:
+                raise DataError(f"class '{name}' in {path} has no readable images left; fix its rows or remove them.")
+        _check_min_per_class(data, min_per_class)
+    logger.info("%s: %d images in %d classes", path, len(data), len(data.classes))
+    return data

@@ -1,7 +1,7 @@
-"""How data files are read, where the defaults do not fit: a table's separator and encoding,
-whether malformed rows are skipped, and the largest image accepted.
+"""How data files are read, where the defaults do not fit: what the samples are, a table's separator
+and encoding, whether malformed rows are skipped, and the largest image accepted.
 
-One config for every command that reads data, so ``--sep``, ``--encoding``,
+One config for every command that reads data, so ``--modality``, ``--sep``, ``--encoding``,
 ``--skip-bad-rows`` and ``--max-pixels`` mean the same everywhere and a resumed run reads
 its data the way it first did.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
-from headstart.config import Config, at_least, option
+from headstart.config import Config, at_least, one_of, option
 from headstart.contract import DEFAULT_MAX_PIXELS
 
 __all__ = ["ReadOptions"]
@@ -23,6 +23,10 @@ class ReadOptions(Config):
 
     owner: ClassVar[str] = "data reading"
 
+    modality: str | None = option(None, "What the samples are: image or text (default: a folder holds images, a "
+                                  "table texts). `image` reads a table of image paths (absolute, or relative to the "
+                                  "table's folder) from the column `--text-column` names, default `image`.",
+                                  one_of(None, "image", "text"))
     sep: str | None = option(None, "Column separator of a table: one character, or tab, comma, semicolon, pipe "
                              "(default: sniffed from the content).")
     encoding: str | None = option(None, "Encoding of a table, e.g. cp1252, latin-1, shift_jis (default: UTF-8, or "

@@ -199,9 +199,10 @@ def _check_options(format: str | None, sep: str | None) -> str | None:
 
 def _missing_column(path: Path, name: str, columns: list[str], param: str) -> DataError:
     option = f"--{param}-column"
+    images = " If it lists image paths, add `--modality image`." if param == "text" and "image" in columns else ""
     return DataError(
         f"{path} has no column '{name}'; columns are: {', '.join(columns)}."
-        f"{did_you_mean(name, columns)} Use `{option}` (`{param}=` in Python) to pick one."
+        f"{did_you_mean(name, columns)} Use `{option}` (`{param}=` in Python) to pick one.{images}"
     )
 
 
