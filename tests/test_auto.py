@@ -221,3 +221,53 @@ def test_a_network_within_one_standard_error_of_the_probe_does_not_replace_it():
     clear = {"model": "m", "strategy": "lora", "probe": False, "score": 0.95}  # 0.05 > one error (0.018)
     run.rows = [probe, clear]
     assert run._choose(selection) is clear
+
+
+# -- test-time augmentation ----------------------------------------------------------------------------
+def test_tta_is_taken_only_when_it_scores_strictly_higher_on_the_held_out_samples():
+    labels = [0, 1, 0, 1]
+    plain = [[0.9, 0.1], [0.6, 0.4], [0.6, 0.4], [0.4, 0.6]]  # 3 of 4
+    better, worse = [[0.9, 0.1], [0.4, 0.6], [0.6, 0.4], [0.4, 0.6]], [[0.4, 0.6]] * 4  # 4 of 4; 2 of 4
+    scored = _scored(plain, labels, score=0.75)
+    scored.tta_probabilities = np.array(better)
+    assert scored.take_tta() == 0.25 and scored.tta and scored.score == 1.0
+    assert np.array_equal(scored.probabilities, better) and scored.take_tta() is None  # taken once
+    kept = _scored(plain, labels, score=0.75)
+    kept.tta_probabilities = np.array(worse)
+    assert kept.take_tta() == -0.25 and not kept.tta and kept.score == 0.75 and np.array_equal(kept.probabilities, plain)
+    assert _scored(plain, labels).take_tta() is None  # not measured (texts, or no time for it)
+
+
+@pytest.fixture(scope="module")
+def tiny_images(tmp_path_factory):
+    """A colour folder and a `run:` backbone (a tiny timm model fine-tuned for one epoch)."""
+    from helpers import TINY_TIMM, colour_folder, tiny_timm_weights
+
+    root = tmp_path_factory.mktemp("auto-images")
+    folder = colour_folder(root / "images", per_class=12, size=32)
+    hs.Transfer(f"timm:{TINY_TIMM}", "finetune", weights=tiny_timm_weights(root), num_workers=0, device="cpu",
+                cache_dir=root / "cache", config={"epochs": 1, "patience": 0}).fit(hs.ImageFolder(folder)).save(root / "base")
+    return root, folder, f"run:{root / 'base'}"
+
+
+def test_auto_on_images_measures_tta_on_held_out_images_and_a_winner_that_takes_it_predicts_with_it(
+        tiny_images, monkeypatch):
+    """Mirrored predictions that are always right must win: the final run then predicts with tta."""
+    from headstart.autopilot import run as auto_run
+    from headstart.autopilot import scoring
+
+    def perfect_mirror(*args, **kwargs):
+        scored = scoring.score_candidate(*args, **kwargs)
+        if scored.tta_probabilities is not None:
+            scored.tta_probabilities = np.eye(scored.probabilities.shape[1])[scored.labels]
+        return scored
+
+    monkeypatch.setattr(auto_run, "score_candidate", perfect_mirror)
+    root, folder, base = tiny_images
+    result = hs.auto(folder, root / "tta", budget="40s", candidates=[base], device="cpu", audit=False, workers=0,
+                     cache_dir=str(root / "cache"))
+    measured = [row for row in result.stages if "tta_gain" in row]
+    assert measured and all(row["tta"] == (row["tta_gain"] > 0) for row in measured)  # 5-fold: every stage
+    assert result.winner.get("tta") and result.transfer.tta and result.spent <= 1.1 * 40
+    assert hs.load(result.out_dir, device="cpu").tta  # the run records it
+    assert ", tta" in (result.out_dir / "report.html").read_text()

@@ -46,6 +46,7 @@ AUDIT_SHARE, RANK_SHARE, PROBE_SHARE = 0.2, 0.25, 0.3  # most of the time left e
 FINISH_SECONDS = 5.0  # the report and writing the run
 SEARCH_SHARE = 0.8  # of the time left after scoring and refitting its result: the rest may refit an ensemble
 SLACK = 1.15  # a stage may run this much over its plan before the clock stops it
+TTA_SHARE = 0.05  # of the budget: the most a stage's second pass over its held-out images (mirrored) may cost
 
 
 @dataclass
@@ -296,9 +297,11 @@ class AutoRun:
         if any(r["strategy"] == ENSEMBLE for r in self.rows):
             return  # scored before an interruption
         best: tuple[float, str, list[str]] | None = None
-        for model in dict.fromkeys(r["model"] for r in self.rows if r["score"] is not None):
+        groups = dict.fromkeys((r["model"], bool(r.get("tta"))) for r in self.rows if r["score"] is not None)
+        for model, tta in groups:  # members share a backbone and agree on test-time augmentation
             members, score = best_blend({row_key(r): self._scored[row_key(r)] for r in self.rows
-                                         if r["model"] == model and row_key(r) in self._scored})
+                                         if (r["model"], bool(r.get("tta"))) == (model, tta)
+                                         and row_key(r) in self._scored})
             if len(members) > 1 and (best is None or score > best[0]):
                 best = (score, model, members)
         top = max((r["score"] for r in self.rows if r["score"] is not None), default=None)
@@ -307,14 +310,14 @@ class AutoRun:
         score, model, members = best
         rows = [r for r in self.rows if row_key(r) in members]
         needed = sum(self._final_seconds(r, selection) for r in rows) + \
-            len(rows) * self.costs.forward[model] * test_samples + FINISH_SECONDS
+            len(rows) * self.costs.forward[model] * test_samples * _views(rows[0]) + FINISH_SECONDS
         names = " + ".join(stage_title(r) for r in rows)
         if needed > self.budget.left():
             self.notes.append(f"The ensemble {names} of {model} scored {score:.3f} but its members' final models "
                               f"(about {format_duration(needed)}) did not fit the time left.")
             return
         self.rows.append({"model": model, "strategy": ENSEMBLE, "members": [stage_title(r) for r in rows],
-                          "member_keys": [row_key(r) for r in rows],
+                          "member_keys": [row_key(r) for r in rows], **({"tta": True} if rows[0].get("tta") else {}),
                           "probe": False, "epochs": None, "score": score, "best_epoch": None, "seconds": 0.0,
                           "planned_seconds": round(needed, 1), "status": "done"})
         self._save_state()
@@ -341,7 +344,9 @@ class AutoRun:
         label = f"auto {len(self.rows) + 1}: {stage.name}"
         self._say(label)
         callbacks = (lambda: [TimeLimit(lambda: time_limit - self.budget.spent())]) if time_limit else tuple
-        scored = score_candidate(self._transfer(stage), train, selection, callbacks)
+        scored = score_candidate(self._transfer(stage), train, selection, callbacks,
+                                 tta=self._measure_tta(stage, selection))
+        tta_gain = scored.take_tta()
         if stage.epochs:
             self.costs.learn_training(stage.model, scored.history, selection.fit_samples, selection.val_samples)
         row = {"model": stage.model, "strategy": stage.strategy, "probe": stage.probe, "epochs": stage.epochs,
@@ -349,12 +354,20 @@ class AutoRun:
                "best_epoch": scored.best_epoch, "epochs_run": len(scored.history) or None,
                "seconds": round(scored.seconds, 1),
                "planned_seconds": round(stage.seconds, 1), "refit_planned": bool(stage.refit_seconds),
-               "status": "done", **({"options": stage.options} if stage.options else {})}
+               "status": "done", **({"options": stage.options} if stage.options else {}),
+               **({"tta_gain": round(tta_gain, 4), "tta": scored.tta} if tta_gain is not None else {})}
         self.rows.append(row)
         self._scored[row_key(row)] = scored
         self._save_state()
         self._say(label, f"{selection.label.split(' ')[0]} {scored.score:.3f} in {format_duration(scored.seconds)}, "
                          f"{format_duration(self.budget.left())} left")
+
+    def _measure_tta(self, stage: Stage, selection: Selection) -> bool:
+        """Whether to predict a stage's held-out images mirrored too (test-time augmentation): images
+        only, and only while that pass (two views of each held-out image) costs under ``TTA_SHARE`` of
+        the budget."""
+        seconds = 2 * self.costs.forward.get(stage.model, 0.0) * selection.scored_samples
+        return self.data.modality == "image" and seconds < TTA_SHARE * self.budget.seconds
 
     def _skip(self, stage: Stage, reason: str) -> None:
         if not any(r["model"] == stage.model and r["strategy"] == stage.strategy for r in self.rows):
@@ -380,6 +393,13 @@ class AutoRun:
         return Ensemble(finals)
 
     def _final_model(self, winner: dict, train: LabelledData, selection: Selection, test_samples: int) -> Transfer:
+        """One stage's final model (:meth:`_trained`), predicting with test-time augmentation where that
+        scored higher on the held-out samples."""
+        model = self._trained(winner, train, selection, test_samples)
+        model.tta = bool(winner.get("tta"))
+        return model
+
+    def _trained(self, winner: dict, train: LabelledData, selection: Selection, test_samples: int) -> Transfer:
         """One stage's model trained on every training sample: a probe's final head already is; a network
         trains again for its best epoch count, unless the budget planned no time for it (then the model the
         selection trained serves, as it is)."""
@@ -393,7 +413,7 @@ class AutoRun:
         if not stage.epochs:  # a probe chooses its C on its own validation share, then fits on all
             winner["refit"] = "the probe's final head is fitted on the whole training split"
             return self._transfer(stage).fit(train)
-        keep = self.costs.forward[winner["model"]] * test_samples + FINISH_SECONDS
+        keep = self.costs.forward[winner["model"]] * test_samples * _views(winner) + FINISH_SECONDS
         needed = refit_seconds(self.costs, stage.model, selection, stage.epochs)
         if kept is not None and (not winner.get("refit_planned") or needed > self.budget.left() - keep):
             winner["refit"] = (f"not trained again on the whole training split: the budget left no time (about "
@@ -451,8 +471,13 @@ class AutoRun:
                           **audited}, finish=with_report(self.out_dir))
 
 
+def _views(row: dict) -> int:
+    """Passes a stage's model makes over each sample it predicts: two with test-time augmentation."""
+    return 2 if row.get("tta") else 1
+
+
 def stage_title(row: dict) -> str:
     """A stage's strategy as people read it: an ensemble names its members."""
     if row.get("members"):
         return f"{ENSEMBLE} of {' + '.join(row['members'])}"
-    return row["strategy"] + (", searched" if row.get("options") else "")
+    return row["strategy"] + (", searched" if row.get("options") else "") + (", tta" if row.get("tta") else "")

@@ -79,39 +79,72 @@ class Scored:
     complete: bool = False
     probabilities: np.ndarray | None = None
     labels: np.ndarray | None = None
+    tta_probabilities: np.ndarray | None = None  # the same predictions with test-time augmentation
+    tta: bool = False  # whether ``score`` and ``probabilities`` are those with test-time augmentation
 
     @property
     def best_epoch(self) -> int | None:
         return round(statistics.median(self.best_epochs)) if self.best_epochs else None
 
+    def take_tta(self) -> float | None:
+        """Test-time augmentation's gain in held-out accuracy (None: not measured). When it is strictly
+        positive, it is taken: the score rises by it and the honest probabilities become the augmented
+        ones (ensembles blend those)."""
+        if self.tta or self.tta_probabilities is None or self.probabilities is None:
+            return None
+        gain = _accuracy(self.tta_probabilities, self.labels) - _accuracy(self.probabilities, self.labels)
+        if gain > 0:
+            self.score, self.probabilities, self.tta = self.score + gain, self.tta_probabilities, True
+        return gain
+
+
+def _accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    return float((probabilities.argmax(1) == labels).mean())
+
+
+def _augmented(fitted: Transfer, data: LabelledData) -> np.ndarray:
+    """``fitted``'s probabilities of ``data`` with test-time augmentation (the model is left as it was)."""
+    fitted.tta = True
+    try:
+        return fitted.predict_proba(data)
+    finally:
+        fitted.tta = False
+
 
 def score_candidate(base: Transfer, train: LabelledData, selection: Selection,
-                    callbacks: Callable[[], Sequence[Callback]] = tuple) -> Scored:
+                    callbacks: Callable[[], Sequence[Callback]] = tuple, tta: bool = False) -> Scored:
     """Score ``base`` (an unfitted Transfer) on ``train``: its validation accuracy on the usual
     share, or the mean held-out accuracy of K stratified folds. ``callbacks()`` gives each fit
-    its training-loop callbacks (a time limit)."""
+    its training-loop callbacks (a time limit). ``tta``: predict the held-out images with
+    test-time augmentation too (:meth:`Scored.take_tta` decides)."""
     started = time.perf_counter()
     if selection.folds is None:
         fitted = clone(base, val_fraction=selection.val_fraction).fit(train, callbacks=callbacks())
         info = fitted.fit_info_
         complete = fitted.strategy_.refit_config(info) is None
         _, val_idx = stratified_split(train.y, [selection.val_fraction], base.seed, class_names=train.classes)
-        probabilities = None if complete else fitted.predict_proba(train.subset(val_idx))  # the same share as fit's
+        held = train.subset(val_idx)  # the same share as fit's
+        probabilities = None if complete else fitted.predict_proba(held)
+        augmented = _augmented(fitted, held) if tta and not complete else None
         return Scored(float(info["val_accuracy"]), time.perf_counter() - started,
                       [info["best_epoch"]] if "best_epoch" in info else [], fitted.history_, fitted,
-                      complete=complete, probabilities=probabilities, labels=train.y[val_idx])
+                      complete=complete, probabilities=probabilities, labels=train.y[val_idx],
+                      tta_probabilities=augmented)
     scores, epochs, history = [], [], []
     out_of_fold = np.zeros((len(train), len(train.classes)))
+    augmented = np.zeros_like(out_of_fold) if tta else None
     folds = stratified_kfold(train.y, selection.folds, base.seed, class_names=train.classes,
                              noun="images" if train.modality == "image" else "samples")
     for fit_idx, held_idx in folds:
         fitted = clone(base, val_fraction=selection.val_fraction).fit(train.subset(fit_idx), callbacks=callbacks())
         out_of_fold[held_idx] = fitted.predict_proba(train.subset(held_idx))
+        if augmented is not None:
+            augmented[held_idx] = _augmented(fitted, train.subset(held_idx))
         scores.append(float((out_of_fold[held_idx].argmax(1) == train.y[held_idx]).mean()))
         epochs.extend([fitted.fit_info_["best_epoch"]] if "best_epoch" in fitted.fit_info_ else [])
         history = fitted.history_
     return Scored(float(np.mean(scores)), time.perf_counter() - started, epochs, history,
-                  probabilities=out_of_fold, labels=train.y)
+                  probabilities=out_of_fold, labels=train.y, tta_probabilities=augmented)
 
 
 def best_blend(candidates: dict[str, Scored], most: int = 3) -> tuple[list[str], float]:
