@@ -158,8 +158,7 @@ def best_blend(candidates: dict[str, Scored], most: int = 3) -> tuple[list[str],
     labels = next(iter(usable.values())).labels
 
     def accuracy(names: list[str]) -> float:
-        mean = np.mean([usable[n].probabilities for n in names], axis=0)
-        return float((mean.argmax(1) == labels).mean())
+        return _accuracy(np.mean([usable[n].probabilities for n in names], axis=0), labels)
 
     chosen = [max(usable, key=lambda n: (accuracy([n]), n))]
     best = accuracy(chosen)
