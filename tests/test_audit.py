@@ -155,8 +155,7 @@ def test_a_far_sample_is_an_outlier_and_the_rest_are_not():
     x, y = _blobs()
     x = np.concatenate([x, -8 * np.ones((1, 16), dtype=np.float32)])
     y = np.append(y, 0)
-    findings, _ = outlier_findings(outlier_scores(unit_rows(x), y), None, [str(i) for i in range(61)],
-                                       [None] * 61, None)
+    findings = outlier_findings(outlier_scores(unit_rows(x), y), None, [str(i) for i in range(61)], [None] * 61, None)
     assert [f.index for f in findings] == [60] and 0.5 <= findings[0].score <= 1
 
 

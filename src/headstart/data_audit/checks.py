@@ -28,6 +28,7 @@ from .findings import Audit, Finding
 from .labels import (
     label_issue_findings,
     out_of_fold_probabilities,
+    FENCE,
     outlier_findings,
     outlier_scores,
 )
@@ -114,9 +115,8 @@ def _run_checks(data: LabelledData, features: np.ndarray, against: LabelledData 
                                      against.items if against.modality == "text" else None)
     findings += _label_issues(data, features, folds, seed, parts, texts, result)
     y = data.y if labels is not None else None
-    outliers, fence = outlier_findings(outlier_scores(unit, y), labels, data.locations, parts, texts)
-    result.thresholds["outlier_fence"] = round(fence, 4)
-    findings += outliers
+    findings += outlier_findings(outlier_scores(unit, y), labels, data.locations, parts, texts)
+    result.thresholds["outlier_fence_iqr"] = FENCE
     if texts:
         findings += text_findings(texts, data.locations, labels, parts, data.skipped, backbone.tokenizer,
                                   backbone.contract.max_length)

@@ -9,11 +9,22 @@ whose given label those probabilities contradict; the score is one minus the pro
 given label. Of cleanlab's filters this one flags the fewest: an audit's findings are read by
 people and ``--drop`` deletes them, so a false alarm costs more than a miss.
 
-Outliers: a sample's distance to its nearest class is one minus the cosine similarity between
-its (normalised) features and that class's mean; a sample is flagged when the distance lies
-beyond Tukey's far-out fence (third quartile + 3 x interquartile range) of all the samples'
-distances. Class means, unlike nearest neighbours, are not pulled towards a cluster of alien
-samples that are close to each other (a batch of screenshots in a photo collection).
+Outliers: a sample is flagged when one of two distances to its nearest class lies beyond Tukey's
+far-out fence (third quartile + 3 x interquartile range) of all the samples' distances:
+- the cosine distance between its normalised features and the class mean, which finds a lone stray
+  file even in a small data set;
+- the Mahalanobis distance to the class mean, under one covariance shared by the classes (Lee et
+  al. 2018's detector; Ledoit-Wolf shrinkage), in the ``OUTLIER_COMPONENTS`` leading principal
+  components (at most one per 10 samples): a covariance of 32 dimensions is estimated well from a
+  few hundred samples, while in all 1,280 of an EfficientNet it is mostly noise. It finds a batch of
+  alien files, which the cosine distance misses because together they pull the principal spread
+  their way. The means and the covariance are estimated twice, the second time without the samples
+  beyond the fence of the first, whose own spread would otherwise widen the covariance along their
+  direction and hide them (the reweighting step of robust estimators such as MCD).
+Class means, unlike nearest neighbours, are not pulled towards a cluster of alien samples that are
+close to each other (a batch of screenshots in a photo collection). On flowers5's training split
+with 35 digit scans mixed in, the Mahalanobis distance flags all 35 and nothing else; the cosine
+distance alone flagged 10 of them in the benchmark.
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ log = logging.getLogger(__name__)
 FENCE = 3.0  # Tukey's "far out": beyond Q3 + 3 IQR
 C_GRID = (0.01, 0.1, 1.0)
 COMPONENTS = 128
+OUTLIER_COMPONENTS = 32
 
 
 def _standardise(x: np.ndarray, fit_on: np.ndarray) -> np.ndarray:
@@ -101,21 +113,57 @@ def label_issue_findings(y: np.ndarray, probabilities: np.ndarray, classes: Sequ
 
 
 def outlier_scores(unit: np.ndarray, y: np.ndarray | None) -> np.ndarray:
-    """One minus the cosine similarity of each row of ``unit`` to its nearest class mean."""
+    """How far beyond its far-out fence each row lies, on the farther of the two distances to the
+    nearest class (see the module docstring): positive for an outlier."""
+    return np.maximum(*(_beyond_fence(distances) for distances in (_cosine_distances(unit, y),
+                                                                      _mahalanobis_distances(unit, y))))
+
+
+def _beyond_fence(distances: np.ndarray) -> np.ndarray:
+    """Distances beyond the far-out fence, in interquartile ranges (0 at the fence)."""
+    q1, q3 = np.percentile(distances, [25, 75])
+    return (distances - (q3 + FENCE * (q3 - q1))) / max(float(q3 - q1), 1e-12)
+
+
+def _cosine_distances(unit: np.ndarray, y: np.ndarray | None) -> np.ndarray:
+    """One minus the cosine similarity of each row to its nearest class mean."""
     groups = [np.arange(len(unit))] if y is None else [np.flatnonzero(y == c) for c in np.unique(y)]
     means = np.stack([unit[g].mean(0) for g in groups])
     means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
     return 1 - (unit @ means.T).max(1)
 
 
+def _mahalanobis_distances(unit: np.ndarray, y: np.ndarray | None) -> np.ndarray:
+    """Mahalanobis distances to the nearest class mean in the leading principal components, estimated
+    again without the rows beyond the far-out fence of the first estimate."""
+    from sklearn.decomposition import PCA
+
+    components = min(OUTLIER_COMPONENTS, max(1, len(unit) // 10), unit.shape[1])
+    z = PCA(components, random_state=0).fit_transform(unit) if components < unit.shape[1] else unit
+    y = np.zeros(len(z), dtype=int) if y is None else np.asarray(y)
+    distances = _nearest_class_distance(z, y, np.ones(len(z), dtype=bool))
+    return _nearest_class_distance(z, y, _beyond_fence(distances) <= 0)
+
+
+def _nearest_class_distance(z: np.ndarray, y: np.ndarray, fit: np.ndarray) -> np.ndarray:
+    """Mahalanobis distances to the nearest class mean, means and shared covariance from the rows ``fit``."""
+    from sklearn.covariance import LedoitWolf
+
+    classes = [c for c in np.unique(y) if (fit & (y == c)).any()]
+    means = np.stack([z[fit & (y == c)].mean(0) for c in classes])
+    centred = z[fit] - means[np.searchsorted(classes, y[fit])]
+    precision = LedoitWolf().fit(centred).precision_
+    squared = np.stack([np.einsum("ij,jk,ik->i", z - m, precision, z - m) for m in means], axis=1)
+    return np.sqrt(np.maximum(squared.min(1), 0.0))
+
+
 def outlier_findings(scores: np.ndarray, labels: Sequence[str] | None, locations: Sequence[str],
-                     parts: Sequence[str | None], texts: Sequence[str] | None) -> tuple[list[Finding], float]:
-    """Samples whose distance lies beyond the far-out fence, scored by how far beyond (0..1), and the fence."""
-    q1, q3 = np.percentile(scores, [25, 75])
-    fence = float(q3 + FENCE * (q3 - q1))
-    top = max(float(scores.max()), fence + 1e-9)
-    findings = [Finding("outlier", int(i), locations[i], float(0.5 + 0.5 * (scores[i] - fence) / (top - fence)),
-                        label=labels[i] if labels else None, split=parts[i], text=texts[i] if texts else None,
-                        detail=f"distance {scores[i]:.3f} to the nearest class mean (fence {fence:.3f})")
-                for i in np.flatnonzero(scores > fence)]
-    return findings, fence
+                     parts: Sequence[str | None], texts: Sequence[str] | None) -> list[Finding]:
+    """Samples beyond a far-out fence (``scores`` > 0, from :func:`outlier_scores`), scored by how far
+    beyond (0.5 at the fence, 1 for the farthest)."""
+    top = max(float(scores.max()), 1e-9)
+    return [Finding("outlier", int(i), locations[i], float(0.5 + 0.5 * scores[i] / top),
+                    label=labels[i] if labels else None, split=parts[i], text=texts[i] if texts else None,
+                    detail=f"{scores[i]:.1f} interquartile ranges beyond the far-out fence of distances to the "
+                           "nearest class mean")
+            for i in np.flatnonzero(scores > 0)]
