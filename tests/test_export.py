@@ -186,9 +186,9 @@ def test_efficientnet_lite0_exports_with_parity_and_measured_int8(tmp_path):
     result = export_bundle(tmp_path / "run", tmp_path / "bundle", quantize="int8", min_agreement=0.0)
     print(json.dumps({"parity": result.parity, "int8": result.quantization}), flush=True)
     assert result.parity["max_abs_diff"] <= 1e-4 and result.parity["samples"] == 30
-    # Static int8 of efficientnet_lite0 moves its features by ~20% (see export/quantize.py): on this
-    # slice's linear probe the top class agrees on 0.8-0.9 of the images, short of 0.99.
-    assert result.quantization["top1_agreement"] >= 0.7, result.quantization
+    # A probe of 150 images is right on about 2 in 3 test images, with thin margins: int8 (bias-corrected,
+    # first convolution in float; see export/quantize.py) agreed on 28 of its 30 (0.917 without the two).
+    assert result.quantization["top1_agreement"] >= 0.85, result.quantization
 
 
 @pytest.mark.integration
@@ -212,3 +212,39 @@ def test_predict_with_a_bundle_answers_as_the_run_does(image_runs, images, tmp_p
     assert [r["input"] for r in a] == [r["input"] for r in b] and len(a) == 24
     assert [r["label"] for r in a] == [r["label"] for r in b]
     assert max(abs(r["probabilities"][c] - s["probabilities"][c]) for r, s in zip(a, b) for c in r["probabilities"]) < 1e-4
+
+
+def test_bias_correction_gives_int8_weights_the_float_model_s_mean_output_per_channel(tmp_path):
+    """1x1 convolutions (one plain, one grouped): the corrected bias with int8-rounded weights gives every
+    output channel exactly the float model's mean over the calibration inputs."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from headstart.export.quantize import _bias_corrected, _int8_rounding_error
+
+    rng = np.random.default_rng(0)
+    w1, b1 = rng.normal(0, 1, (4, 4, 1, 1)).astype(np.float32), rng.normal(0, 1, 4).astype(np.float32)
+    w2, b2 = rng.normal(0, 1, (4, 2, 1, 1)).astype(np.float32), rng.normal(0, 1, 4).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w1", "b1"], ["h"], name="plain"),
+         helper.make_node("Conv", ["h", "w2", "b2"], ["y"], name="grouped", group=2)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4, 3, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4, 3, 3])],
+        [numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (b1, "b1"), (w2, "w2"), (b2, "b2"))])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "float.onnx")
+    batches = [{"x": rng.normal(1, 1, (8, 4, 3, 3)).astype(np.float32)} for _ in range(3)]
+    corrected = onnx.load(_bias_corrected(tmp_path / "float.onnx", tmp_path / "c.onnx", iter(batches), []))
+    params = {t.name: numpy_helper.to_array(t) for t in corrected.graph.initializer}
+    assert not np.allclose(params["b1"], b1) and not np.allclose(params["b2"], b2)
+    x = np.concatenate([b["x"] for b in batches])
+    h = np.einsum("oi,bihw->bohw", w1[:, :, 0, 0], x) + b1[:, None, None]  # the float first layer's output
+
+    def plain(weight, bias):
+        return (np.einsum("oi,bihw->bohw", weight[:, :, 0, 0], x) + bias[:, None, None]).mean(axis=(0, 2, 3))
+
+    def grouped(weight, bias):  # output channels 0-1 read input channels 0-1, 2-3 read 2-3
+        inputs = h.reshape(len(h), 2, 1, 2, 3, 3).repeat(2, axis=2).reshape(len(h), 4, 2, 3, 3)
+        return (np.einsum("oi,boihw->bohw", weight[:, :, 0, 0], inputs) + bias[:, None, None]).mean(axis=(0, 2, 3))
+
+    assert np.allclose(plain(w1 + _int8_rounding_error(w1), params["b1"]), plain(w1, b1), atol=1e-5)
+    assert np.allclose(grouped(w2 + _int8_rounding_error(w2), params["b2"]), grouped(w2, b2), atol=1e-5)
