@@ -52,6 +52,26 @@ def test_a_network_stage_takes_the_most_epochs_that_fit_with_its_refit_and_never
     assert alone.epochs == 4 and alone.refit_seconds == 0  # without the refit: 27 s an epoch
 
 
+def test_a_network_gets_good_epochs_from_its_share_or_without_refit_or_from_all_the_time_left():
+    from headstart.autopilot.plan import GOOD_EPOCHS, network_stage
+
+    job = AutoRun.__new__(AutoRun)  # the planning needs only the measured costs
+    job.costs = Costs(forward={"m": 0.01}, train_factor=3.0)
+    large, small = Selection.for_size(3000), Selection.for_size(300)
+    epoch = network_stage("finetune", "m", job.costs, large, 1e9, max_epochs=2, refit=False).seconds / 2
+    roomy = job._network_plan("finetune", "m", large, left=40 * epoch, share=20 * epoch)
+    assert roomy.epochs >= GOOD_EPOCHS and roomy.refit_seconds > 0  # its share holds them with a refit
+    no_refit = job._network_plan("finetune", "m", large, left=12 * epoch, share=6 * epoch)
+    assert no_refit.epochs >= GOOD_EPOCHS and no_refit.refit_seconds == 0 and no_refit.seconds <= 6 * epoch
+    everything = job._network_plan("finetune", "m", large, left=12 * epoch, share=4 * epoch)
+    assert everything.epochs >= GOOD_EPOCHS and 4 * epoch < everything.seconds <= 12 * epoch
+    short = job._network_plan("finetune", "m", large, left=3 * epoch, share=3 * epoch)
+    assert short.epochs == 3  # fewer than good, but a fair try
+    folds = job._network_plan("finetune", "m", small, left=1e9, share=1e9)
+    assert folds.refit_seconds > 0  # K folds are always refit
+    assert job._network_plan("finetune", "m", large, left=epoch, share=epoch) is None
+
+
 def test_folds_multiply_a_network_stage_cost():
     costs = Costs({"m": 0.01})
     one = network_stage("finetune", "m", costs, Selection(500, folds=None), seconds=1e6)

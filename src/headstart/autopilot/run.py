@@ -32,8 +32,8 @@ from ..transfer import ENSEMBLE, Transfer
 from ..workflows import (TRAINED_ON, held_workspace, open_data, refit_on_all, saved_arguments, trained_on_digests,
                          with_report, work_dir)
 from .budget import Budget, format_duration
-from .plan import (MIN_EPOCHS, NETWORK_STRATEGIES, Costs, Selection, Stage, network_stage, probe_seconds,
-                   refit_seconds, row_key, standard_error)
+from .plan import (GOOD_EPOCHS, MIN_EPOCHS, NETWORK_STRATEGIES, Costs, Selection, Stage, network_stage,
+                   probe_seconds, refit_seconds, row_key, standard_error)
 from .search import MIN_TRIALS, search_settings
 from .scoring import Scored, best_blend, forward_seconds, score_candidate, train_step_seconds
 
@@ -231,16 +231,30 @@ class AutoRun:
         strategies = NETWORK_STRATEGIES[self.data.modality]
         for place, strategy in enumerate(strategies):
             left = self.budget.left() - reserve
-            stage = network_stage(strategy, model, self.costs, selection, left / (len(strategies) - place)) \
-                or network_stage(strategy, model, self.costs, selection, left) \
-                or (network_stage(strategy, model, self.costs, selection, left, refit=False)
-                    if selection.folds is None else None)  # one split: the selection's model can serve as is
+            stage = self._network_plan(strategy, model, selection, left, left / (len(strategies) - place))
             if stage is None:
                 self._skip(Stage(model, strategy, None, 0.0), f"{format_duration(max(left, 0))} left is not enough "
                                                                "for 2 epochs")
                 continue
-            selecting = (stage.seconds - stage.refit_seconds) * SLACK  # the refit's time stays reserved
+            selecting = min((stage.seconds - stage.refit_seconds) * SLACK,  # the refit's time stays reserved
+                            left - stage.refit_seconds)  # and never the reserve
             self._run_stage(stage, train, selection, time_limit=self.budget.spent() + selecting)
+
+    def _network_plan(self, strategy: str, model: str, selection: Selection, left: float,
+                      share: float) -> Stage | None:
+        """The first plan that trains ``GOOD_EPOCHS`` or more: its share of the time left with a refit,
+        then without one (one split: the selection's model can serve as is), then all the time left
+        (the strategies after it are then skipped: more epochs of one network beat two networks too
+        short to pass a probe). Failing that, the first that trains ``MIN_EPOCHS``: the share, then all
+        the time left, with a refit, then all of it without."""
+        def plan(seconds: float, refit: bool) -> Stage | None:
+            if not refit and selection.folds is not None:
+                return None  # K folds leave no one model to serve: the winner is always refit
+            return network_stage(strategy, model, self.costs, selection, seconds, refit=refit)
+
+        good = (plan(share, True), plan(share, False), plan(left, True), plan(left, False))
+        return next((stage for stage in good if stage is not None and stage.epochs >= GOOD_EPOCHS), None) \
+            or good[0] or good[2] or good[3]
 
     def _choose(self, selection: Selection) -> dict:
         """The best-scoring stage, except that a network (or ensemble) must beat the best probe by more than
