@@ -248,3 +248,17 @@ def test_bias_correction_gives_int8_weights_the_float_model_s_mean_output_per_ch
 
     assert np.allclose(plain(w1 + _int8_rounding_error(w1), params["b1"]), plain(w1, b1), atol=1e-5)
     assert np.allclose(grouped(w2 + _int8_rounding_error(w2), params["b2"]), grouped(w2, b2), atol=1e-5)
+
+
+def test_calibration_images_come_from_a_table_of_image_paths_too(tmp_path):
+    from PIL import Image
+
+    from headstart.export.samples import calibration_images
+
+    for name in ("a", "b", "c"):
+        Image.new("RGB", (8, 8), "red").save(tmp_path / f"{name}.png")
+    (tmp_path / "images.csv").write_text("image,label\na.png,x\nb.png,y\nc.png,x\n")
+    (tmp_path / "texts.csv").write_text("text,label\ngood,x\nbad,y\n")
+    found = calibration_images(str(tmp_path / "images.csv"), [str(tmp_path / "b.png")], 5)
+    assert [Path(p).name for p in found] == ["a.png", "c.png"]  # the test split's image left out
+    assert calibration_images(str(tmp_path / "texts.csv"), [], 5) == []  # no image column: none

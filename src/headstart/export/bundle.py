@@ -170,7 +170,7 @@ def _quantized(model: Model, bundle: Bundle, run: Path, parity: Samples, min_agr
         calibrated_on = f"{len(calibration)} training images of {source}"
         if not calibration:  # the run's data is gone: its test images are all there is
             calibration = evaluated.subset(_CALIBRATED).items
-            calibrated_on = f"{len(calibration)} of the evaluated images (the run's training images are gone)"
+            calibrated_on = f"{len(calibration)} of the evaluated images (the run's training images were not found)"
     target = scratch / "model.int8.onnx"
     method = quantize_int8(bundle, bundle.folder / MODEL_FILE, target, calibration)
     figures = agreement(bundle, target, evaluated)

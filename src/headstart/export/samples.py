@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..data import IMAGE_EXTENSIONS
+from ..data import IMAGE_EXTENSIONS, ImageTable
+from ..errors import DataError
 from ..integrity import changed_files, read_manifest
 
 __all__ = ["Samples", "test_samples", "generated_images", "generated_texts", "calibration_images"]
@@ -91,11 +92,23 @@ def generated_texts(tokenizer, count: int, seed: int = 0) -> Samples:
 
 
 def calibration_images(source: str | None, exclude: list[str], count: int, seed: int = 0) -> list[str]:
-    """Up to ``count`` images of the run's data folder that are not in its test split."""
-    if not source or not os.path.isdir(source):
+    """Up to ``count`` images of the run's data (a folder, or a table of image paths in its ``image``
+    column) that are not in its test split."""
+    if not source or not os.path.exists(source):
         return []
     tested = {os.path.abspath(p) for p in exclude}
-    found = sorted(os.path.join(folder, name) for folder, _, names in os.walk(source) for name in names
-                   if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS and not name.startswith("."))
+    if os.path.isdir(source):
+        found = sorted(os.path.join(folder, name) for folder, _, names in os.walk(source) for name in names
+                       if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS and not name.startswith("."))
+    else:
+        found = _table_images(source)
     candidates = [p for p in found if os.path.abspath(p) not in tested]
     return sorted(random.Random(seed).sample(candidates, min(count, len(candidates))))
+
+
+def _table_images(table: str) -> list[str]:
+    """The readable images a table of image paths names (none when it is no such table)."""
+    try:
+        return ImageTable(table, label=None).items
+    except DataError:
+        return []
