@@ -4,7 +4,7 @@ Recipes were chosen by top-1 agreement with the float model, measured here. effi
 (linear probe on a flowers5 slice of 300 images, 300 test images): dynamic quantization 0.15
 (per-tensor) and 0.45 (per-channel), and slower than float; static QDQ with per-channel weights and
 MinMax ranges 0.62 with the head and softmax quantized (probabilities on a 1/255 grid tie the top
-classes), 0.917 with them in float; Percentile or Entropy ranges, more calibration images or 16-bit
+classes), 0.917 with them in float; Percentile ranges, more calibration images or 16-bit
 activations do not help much (0.943 at best). What does is the weights: int8 rounding shifts each
 output channel's mean, most in depthwise convolutions (9 or 25 weights a channel), and the shifts
 add up through the network. So images get static QDQ calibrated on training images, with bias
