@@ -52,7 +52,7 @@ def test_open_data_names_what_it_cannot_read(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         open_data(tmp_path / "missing")
     (tmp_path / "notes.md").write_text("hello")
-    with pytest.raises(DataError, match="neither a folder of class folders nor a text table"):
+    with pytest.raises(DataError, match="neither a folder of class folders nor a table"):
         open_data(tmp_path / "notes.md")
 
 
