@@ -107,7 +107,8 @@ def main() -> None:
                 for stage in result.stages:
                     print(f"  {name} {minutes:g} min: {stage['strategy']} {stage['model']} epochs {stage['epochs']} "
                           f"score {stage['score']} in {stage['seconds']} s (planned {stage['planned_seconds']} s): "
-                          f"{stage['status']}", flush=True)
+                          f"{stage['status']}"
+                          + (f", tta gain {stage['tta_gain']:+.3f}" if "tta_gain" in stage else ""), flush=True)
                 print(f"  {name} {minutes:g} min: auto {row['auto']:.4f} ({row['winner']}), default fit "
                       f"{row['default_fit']}, compare's best {row['compare_best']} ({row['compare_strategy']}), "
                       f"wall/budget {row['over_budget']}", flush=True)
