@@ -95,6 +95,7 @@ class Stage:
     probe: bool = False
     refit_seconds: float = 0.0  # of ``seconds``: the refit on the whole training split, if one is planned
     options: dict = field(default_factory=dict)  # the strategy's options a search chose (empty: its defaults)
+    seed: int | None = None  # another seed for the training's randomness (None: the job's); the split stays
 
     @classmethod
     def probe_of(cls, model: str, seconds: float) -> Stage:
@@ -103,8 +104,8 @@ class Stage:
 
     @property
     def key(self) -> str:
-        """The stage among the others: strategy, searched or not, and backbone (as :func:`row_key` of its row)."""
-        return _stage_key(self.strategy, bool(self.options), self.model)
+        """The stage among the others: strategy, searched or not, seed, backbone (as :func:`row_key` of its row)."""
+        return _stage_key(self.strategy, bool(self.options), self.seed, self.model)
 
     @property
     def name(self) -> str:
@@ -113,11 +114,11 @@ class Stage:
 
 def row_key(row: dict) -> str:
     """A stage's row among the others (see :attr:`Stage.key`)."""
-    return _stage_key(row["strategy"], bool(row.get("options")), row["model"])
+    return _stage_key(row["strategy"], bool(row.get("options")), row.get("seed"), row["model"])
 
 
-def _stage_key(strategy: str, searched: bool, model: str) -> str:
-    return f"{strategy}{' tuned' if searched else ''} {model}"
+def _stage_key(strategy: str, searched: bool, seed: int | None, model: str) -> str:
+    return f"{strategy}{' tuned' if searched else ''}{f' seed {seed}' if seed is not None else ''} {model}"
 
 
 def standard_error(accuracy: float, samples: int) -> float:

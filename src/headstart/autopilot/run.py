@@ -47,6 +47,7 @@ FINISH_SECONDS = 5.0  # the report and writing the run
 SEARCH_SHARE = 0.8  # of the time left after scoring and refitting its result: the rest may refit an ensemble
 SLACK = 1.15  # a stage may run this much over its plan before the clock stops it
 TTA_SHARE = 0.05  # of the budget: the most a stage's second pass over its held-out images (mirrored) may cost
+REPEATS = 4  # most trainings of the best network stage with other seeds, in the time the other stages left
 
 
 @dataclass
@@ -136,6 +137,7 @@ class AutoRun:
         self._networks(train, selection, self._reserve(probed, len(test)))
         self._more_probes(order, train, selection, self._reserve(candidates, len(test)))
         self._search(train, selection, self._reserve(probed, len(test)))
+        self._repeats(train, selection, len(test))
         self._ensemble(train, selection, len(test))
         winner = self._choose(selection)
         final = self._final(winner, train, selection, len(test))
@@ -278,7 +280,8 @@ class AutoRun:
         """Search the best network stage's settings, training one epoch past its best epoch, when the time
         left holds at least ``MIN_TRIALS`` trials (each costs what the stage measured per epoch) besides
         scoring what the search found and refitting it; the search gets most of what is left of that."""
-        networks = [r for r in self.rows if r["epochs"] and r["score"] is not None and not r.get("options")]
+        networks = [r for r in self.rows if r["epochs"] and r["score"] is not None and not r.get("options")
+                    and r.get("seed") is None]
         if not networks or not self.args.trials or any(r.get("options") for r in self.rows):
             return  # nothing to search, or searched before an interruption
         best = max(networks, key=lambda r: r["score"])
@@ -304,6 +307,30 @@ class AutoRun:
                           f"pruning); the best trial's settings were then scored as the stage `{stage.key}`.")
         self._run_stage(stage, train, selection, time_limit=self.budget.spent() + trial * SLACK)
 
+    def _repeats(self, train: LabelledData, selection: Selection, test_samples: int) -> None:
+        """Spend the time the stages left on training the best network stage again with other seeds (up to
+        ``REPEATS``), on the same held-out samples: networks that differ only in their random start and data
+        order make errors of their own, so their average often beats each. The ensemble stage takes them in
+        only where that average scores higher. Each repeat must fit beside its share of the test pass, its
+        refit when K folds leave no model to serve, and the best stage's own planned refit."""
+        best = max((r for r in self.rows if r["epochs"] and r["score"] is not None and r.get("seed") is None),
+                   key=lambda r: r["score"], default=None)
+        if best is None:
+            return
+        model, epochs = best["model"], best["epochs"]
+        refit = refit_seconds(self.costs, model, selection, best["best_epoch"] or epochs)
+        test_pass = self.costs.forward[model] * test_samples * _views(best)
+        each = best["seconds"] + test_pass + (refit if selection.folds else 0.0)
+        keep = self._reserve([model], test_samples) + (refit if best.get("refit_planned") else 0.0)
+        for seed in range(self.args.seed + 1, self.args.seed + 1 + REPEATS):
+            stage = Stage(model, best["strategy"], epochs, best["seconds"], options=best.get("options") or {}, seed=seed)
+            if any(row_key(r) == stage.key for r in self.rows):
+                continue  # trained before an interruption
+            if each > self.budget.left() - keep:
+                break
+            self._run_stage(stage, train, selection, time_limit=self.budget.spent() + best["seconds"] * SLACK)
+            keep += test_pass + (refit if selection.folds else 0.0)  # what this repeat's final model needs
+
     def _ensemble(self, train: LabelledData, selection: Selection, test_samples: int) -> None:
         """Offer the average of the best few stages of one backbone as a candidate when it scores higher on
         the same validation samples (or out of fold) than its best member, and its members' final models
@@ -313,9 +340,9 @@ class AutoRun:
         best: tuple[float, str, list[str]] | None = None
         groups = dict.fromkeys((r["model"], bool(r.get("tta"))) for r in self.rows if r["score"] is not None)
         for model, tta in groups:  # members share a backbone and agree on test-time augmentation
-            members, score = best_blend({row_key(r): self._scored[row_key(r)] for r in self.rows
-                                         if (r["model"], bool(r.get("tta"))) == (model, tta)
-                                         and row_key(r) in self._scored})
+            group = {row_key(r): self._scored[row_key(r)] for r in self.rows
+                     if (r["model"], bool(r.get("tta"))) == (model, tta) and row_key(r) in self._scored}
+            members, score = best_blend(group, most=1 + REPEATS)
             if len(members) > 1 and (best is None or score > best[0]):
                 best = (score, model, members)
         top = max((r["score"] for r in self.rows if r["score"] is not None), default=None)
@@ -359,7 +386,7 @@ class AutoRun:
         self._say(label)
         callbacks = (lambda: [TimeLimit(lambda: time_limit - self.budget.spent())]) if time_limit else tuple
         scored = score_candidate(self._transfer(stage), train, selection, callbacks,
-                                 tta=self._measure_tta(stage, selection))
+                                 tta=self._measure_tta(stage, selection), split_seed=self.args.seed)
         tta_gain = scored.take_tta()
         if stage.epochs:
             self.costs.learn_training(stage.model, scored.history, selection.fit_samples, selection.val_samples)
@@ -369,6 +396,7 @@ class AutoRun:
                "seconds": round(scored.seconds, 1),
                "planned_seconds": round(stage.seconds, 1), "refit_planned": bool(stage.refit_seconds),
                "status": "done", **({"options": stage.options} if stage.options else {}),
+               **({"seed": stage.seed} if stage.seed is not None else {}),
                **({"tta_gain": round(tta_gain, 4), "tta": scored.tta} if tta_gain is not None else {})}
         self.rows.append(row)
         self._scored[row_key(row)] = scored
@@ -395,7 +423,10 @@ class AutoRun:
         a = self.args
         return Transfer(stage.model, stage.strategy, config=get_strategy(stage.strategy).make_config(options),
                         cache_dir=a.cache_dir, batch_size=a.batch_size, num_workers=a.workers, device=a.device,
-                        seed=a.seed, progress=self.progress)
+                        seed=self._seed(stage), progress=self.progress)
+
+    def _seed(self, stage: Stage) -> int:
+        return self.args.seed if stage.seed is None else stage.seed
 
     def _final(self, winner: dict, train: LabelledData, selection: Selection, test_samples: int) -> Transfer | Ensemble:
         """The winner's final model: one stage's (see :meth:`_final_model`), or an ensemble of its members'."""
@@ -423,7 +454,7 @@ class AutoRun:
             winner["refit"] = "the probe's final head is fitted on the whole training split"
             return kept.fitted
         stage = Stage(winner["model"], winner["strategy"], winner["best_epoch"], 0.0,
-                      options=winner.get("options") or {})
+                      options=winner.get("options") or {}, seed=winner.get("seed"))
         if not stage.epochs:  # a probe chooses its C on its own validation share, then fits on all
             winner["refit"] = "the probe's final head is fitted on the whole training split"
             return self._transfer(stage).fit(train)
@@ -436,7 +467,7 @@ class AutoRun:
         self._say(f"refit: {stage.name} on all {len(train)} training samples")
         limit = TimeLimit(lambda: self.budget.left() - keep)
         config = self._transfer(stage, patience=0).config
-        fitted = refit_on_all(train, stage.model, stage.strategy, config, seed=self.args.seed,
+        fitted = refit_on_all(train, stage.model, stage.strategy, config, seed=self._seed(stage),
                               val_fraction=selection.val_fraction, callbacks=[limit],
                               cache_dir=self.args.cache_dir, batch_size=self.args.batch_size,
                               num_workers=self.args.workers, device=self.args.device, progress=self.progress)
@@ -494,4 +525,5 @@ def stage_title(row: dict) -> str:
     """A stage's strategy as people read it: an ensemble names its members."""
     if row.get("members"):
         return f"{ENSEMBLE} of {' + '.join(row['members'])}"
-    return row["strategy"] + (", searched" if row.get("options") else "") + (", tta" if row.get("tta") else "")
+    return (row["strategy"] + (", searched" if row.get("options") else "")
+            + (f", seed {row['seed']}" if row.get("seed") is not None else "") + (", tta" if row.get("tta") else ""))

@@ -112,18 +112,23 @@ def _augmented(fitted: Transfer, data: LabelledData) -> np.ndarray:
 
 
 def score_candidate(base: Transfer, train: LabelledData, selection: Selection,
-                    callbacks: Callable[[], Sequence[Callback]] = tuple, tta: bool = False) -> Scored:
+                    callbacks: Callable[[], Sequence[Callback]] = tuple, tta: bool = False,
+                    split_seed: int | None = None) -> Scored:
     """Score ``base`` (an unfitted Transfer) on ``train``: its validation accuracy on the usual
     share, or the mean held-out accuracy of K stratified folds. ``callbacks()`` gives each fit
     its training-loop callbacks (a time limit). ``tta``: predict the held-out images with
-    test-time augmentation too (:meth:`Scored.take_tta` decides)."""
+    test-time augmentation too (:meth:`Scored.take_tta` decides). ``split_seed`` (default: the
+    Transfer's seed) draws the validation share or folds, so candidates trained with other seeds
+    are scored on the same held-out samples."""
     started = time.perf_counter()
+    seed = base.seed if split_seed is None else split_seed
     if selection.folds is None:
-        fitted = clone(base, val_fraction=selection.val_fraction).fit(train, callbacks=callbacks())
+        fit_idx, val_idx = stratified_split(train.y, [selection.val_fraction], seed, class_names=train.classes)
+        held = train.subset(val_idx)
+        fitted = clone(base, val_fraction=selection.val_fraction).fit(train.subset(fit_idx), held,
+                                                                      callbacks=callbacks())
         info = fitted.fit_info_
         complete = fitted.strategy_.refit_config(info) is None
-        _, val_idx = stratified_split(train.y, [selection.val_fraction], base.seed, class_names=train.classes)
-        held = train.subset(val_idx)  # the same share as fit's
         probabilities = None if complete else fitted.predict_proba(held)
         augmented = _augmented(fitted, held) if tta and not complete else None
         return Scored(float(info["val_accuracy"]), time.perf_counter() - started,
@@ -133,7 +138,7 @@ def score_candidate(base: Transfer, train: LabelledData, selection: Selection,
     scores, epochs, history = [], [], []
     out_of_fold = np.zeros((len(train), len(train.classes)))
     augmented = np.zeros_like(out_of_fold) if tta else None
-    folds = stratified_kfold(train.y, selection.folds, base.seed, class_names=train.classes,
+    folds = stratified_kfold(train.y, selection.folds, seed, class_names=train.classes,
                              noun="images" if train.modality == "image" else "samples")
     for fit_idx, held_idx in folds:
         fitted = clone(base, val_fraction=selection.val_fraction).fit(train.subset(fit_idx), callbacks=callbacks())
