@@ -124,9 +124,28 @@ def test_a_bundle_that_disagrees_with_the_run_is_not_written(image_runs, tmp_pat
 
 def test_int8_below_the_least_agreement_is_refused(image_runs, tmp_path, monkeypatch):
     monkeypatch.setattr("headstart.export.bundle.agreement", lambda *a: Agreement(5, 0.6, 1.0, 0.6))
-    with pytest.raises(DataError, match="agrees with the float model on 60.0% .* below --min-agreement 0.99"):
+    with pytest.raises(DataError, match=r"agrees with the float model on 60.0% .* below --min-agreement 0.99, "
+                                        r"even with its first \d+ of \d+ layers left in float"):
         export_bundle(image_runs["linear-probe"], tmp_path / "bundle", quantize="int8")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_int8_below_the_least_agreement_leaves_more_leading_layers_in_float_until_it_agrees(image_runs, tmp_path,
+                                                                                            monkeypatch):
+    import onnx
+
+    scores = iter([0.5, 0.8, 1.0])  # the first two tries disagree too often, the third agrees
+    monkeypatch.setattr("headstart.export.bundle.agreement", lambda *a: Agreement(5, next(scores), 1.0, 1.0))
+    result = export_bundle(image_runs["linear-probe"], tmp_path / "bundle", quantize="int8", min_agreement=0.9)
+    q = result.quantization
+    assert [t["float_layers"] for t in q["tried"]] == [1, 2, 4] and q["float_layers"] == 4 < q["layers"]
+    assert [t["top1_agreement"] for t in q["tried"]] == [0.5, 0.8, 1.0] and q["top1_agreement"] == 1.0
+    assert "the first 4 of" in q["method"]
+    graph = onnx.load(str(result.out_dir / "model.onnx")).graph
+    convs = [node for node in graph.node if node.op_type == "Conv"]  # left in float: not fused into QLinearConv
+    quantized = {node.output[0] for node in graph.node if node.op_type == "DequantizeLinear"}
+    assert all(node.input[1] not in quantized for node in convs[:4]) and any(node.input[1] in quantized
+                                                                            for node in convs[4:])
 
 
 def test_without_its_test_images_a_run_is_checked_on_generated_images(images, tmp_path):
@@ -220,7 +239,7 @@ def test_bias_correction_gives_int8_weights_the_float_model_s_mean_output_per_ch
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from headstart.export.quantize import _bias_corrected, _int8_rounding_error
+    from headstart.export.quantize import _bias_convs, _bias_corrected, _input_means, _int8_rounding_error
 
     rng = np.random.default_rng(0)
     w1, b1 = rng.normal(0, 1, (4, 4, 1, 1)).astype(np.float32), rng.normal(0, 1, 4).astype(np.float32)
@@ -231,9 +250,10 @@ def test_bias_correction_gives_int8_weights_the_float_model_s_mean_output_per_ch
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4, 3, 3])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4, 3, 3])],
         [numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (b1, "b1"), (w2, "w2"), (b2, "b2"))])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "float.onnx")
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     batches = [{"x": rng.normal(1, 1, (8, 4, 3, 3)).astype(np.float32)} for _ in range(3)]
-    corrected = onnx.load(_bias_corrected(tmp_path / "float.onnx", tmp_path / "c.onnx", iter(batches), []))
+    means = _input_means(model, [node.input[0] for node in _bias_convs(model.graph)], iter(batches))
+    corrected = onnx.load(_bias_corrected(model, means, set(), tmp_path / "c.onnx"))
     params = {t.name: numpy_helper.to_array(t) for t in corrected.graph.initializer}
     assert not np.allclose(params["b1"], b1) and not np.allclose(params["b2"], b2)
     x = np.concatenate([b["x"] for b in batches])

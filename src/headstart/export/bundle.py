@@ -5,7 +5,8 @@ The bundle is built in a hidden sibling folder: the ONNX graph, the input contra
 through the bundle (:mod:`headstart.runtime`, exactly as a deployment runs it, preprocessing
 included); only when the probabilities agree is ``manifest.json`` written and the folder renamed
 into place. With ``quantize="int8"`` the int8 model replaces the float one only if its top-1
-agreement with the float model reaches ``min_agreement``.
+agreement with the float model reaches ``min_agreement``: where it does not, the leading layers are
+left in float, twice as many each try, until it does (or it is refused).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from ..runtime import (
 from ..ensemble import Ensemble, load
 from ..transfer import Transfer
 from .graph import check_opset, export_onnx, input_names
-from .quantize import agreement, quantize_int8
+from .quantize import agreement, float_predictions, quantize_int8
 from .samples import (
     Samples,
     calibration_images,
@@ -161,7 +162,9 @@ def check_parity(model: Model, bundle: Bundle, samples: Samples, tolerance: floa
 def _quantized(model: Model, bundle: Bundle, run: Path, parity: Samples, min_agreement: float,
                scratch: Path) -> dict:
     """Quantize the bundle's model to int8 in ``scratch``, measured against the float model on the
-    run's test split; returns the figures, or raises when agreement is below ``min_agreement``."""
+    run's test split, with more of its leading layers left in float while agreement is below
+    ``min_agreement`` (those samples choose how many, and their figures are reported); returns the
+    figures, or raises when no try reaches it."""
     evaluated = (test_samples(run, bundle.modality) or parity).subset(_EVALUATED)
     calibration, calibrated_on = None, None
     if bundle.modality == "image":
@@ -171,14 +174,21 @@ def _quantized(model: Model, bundle: Bundle, run: Path, parity: Samples, min_agr
         if not calibration:  # the run's data is gone: its test images are all there is
             calibration = evaluated.subset(_CALIBRATED).items
             calibrated_on = f"{len(calibration)} of the evaluated images (the run's training images were not found)"
-    target = scratch / "model.int8.onnx"
-    method = quantize_int8(bundle, bundle.folder / MODEL_FILE, target, calibration)
-    figures = agreement(bundle, target, evaluated)
-    report = {"method": method, "calibration": calibrated_on, "evaluated_on": evaluated.origin,
+    target, expected, measured = scratch / "model.int8.onnx", float_predictions(bundle, evaluated), []
+
+    def measure(path: Path) -> float:
+        measured.append(agreement(bundle, path, evaluated, expected))
+        return measured[-1].agreement
+
+    quantized = quantize_int8(bundle, bundle.folder / MODEL_FILE, target, calibration, measure=measure,
+                              min_agreement=min_agreement)
+    figures = measured[-1]
+    report = {**quantized.to_dict(), "calibration": calibrated_on, "evaluated_on": evaluated.origin,
               "min_agreement": min_agreement, **figures.to_dict()}
     if figures.agreement < min_agreement:
         raise DataError(f"The int8 model agrees with the float model on {figures.agreement:.1%} of top classes "
-                        f"({figures.samples} samples of {evaluated.origin}), below --min-agreement {min_agreement}; "
+                        f"({figures.samples} samples of {evaluated.origin}), below --min-agreement {min_agreement}, "
+                        f"even with its first {quantized.float_layers} of {quantized.layers} layers left in float; "
                         "nothing was written. Export without --quantize, or lower --min-agreement.")
     shutil.move(target, bundle.folder / MODEL_FILE)  # scratch may be on another file system
     return report
