@@ -43,8 +43,9 @@ def export(
     out_dir: Path = typer.Option(..., "--out", "-o", rich_help_panel=o.OUTPUT,
                                  help="The bundle folder to write (a new folder, or a previous bundle)."),
     fmt: str = typer.Option("onnx", "--format", help="The model format: onnx.", rich_help_panel=BUNDLE),
-    quantize: Optional[str] = typer.Option(None, help="int8: quantize with ONNX Runtime, refused below --min-agreement.",
-                                           rich_help_panel=BUNDLE),
+    quantize: Optional[str] = typer.Option(None, rich_help_panel=BUNDLE, help=(
+        "int8: quantize with ONNX Runtime. Below --min-agreement, leading layers stay in float (twice as many "
+        "each try) until it agrees; refused if none does.")),
     opset: Optional[int] = typer.Option(None, help="ONNX opset (default: the exporter's).", rich_help_panel=BUNDLE),
     min_agreement: float = typer.Option(0.99, rich_help_panel=BUNDLE, help=(
         "Least top-1 agreement of the int8 model with the float one, on the run's test split.")),
