@@ -230,6 +230,7 @@ def test_time_left_after_the_networks_searches_the_best_ones_settings_then_train
     assert repeats and [row["seed"] for row in repeats] == list(range(1, len(repeats) + 1))
     assert all((row["strategy"], row.get("options"), row["epochs"]) == (best["strategy"], best.get("options"),
                                                                         best["epochs"]) for row in repeats)
+    assert ", seed 1" in (result.out_dir / "report.html").read_text()  # the leaderboard names each repeat
     assert result.spent <= 1.1 * 240
 
 
@@ -243,6 +244,34 @@ def test_candidates_trained_with_other_seeds_are_scored_on_the_same_held_out_sam
                                      data, selection, split_seed=0) for seed in (0, 1))
     assert np.array_equal(first.labels, second.labels) and len(first.labels) == selection.scored_samples
     assert not np.allclose(first.probabilities, second.probabilities)  # the seed changed the training
+
+
+def test_repeats_with_other_seeds_never_win_alone_and_are_offered_as_one_average_with_their_stage(tmp_path):
+    from headstart.autopilot.budget import Budget
+    from headstart.autopilot.plan import row_key
+    from headstart.autopilot.run import AutoArgs
+
+    run = AutoRun.__new__(AutoRun)  # the choice alone: no data, no training
+    run.args, run.notes, run.progress = AutoArgs(data="x", out_dir=str(tmp_path / "run")), [], None
+    (tmp_path / ".run.unfinished").mkdir()  # the job's work dir, where its state is saved
+    run.budget, run.costs, run.ranking = Budget(3600), Costs(forward={"m": 0.001}), None
+    labels = [0, 1, 0, 1]
+    probe = {"model": "m", "strategy": "linear-probe", "probe": True, "epochs": None, "score": 0.5}
+    lora = {"model": "m", "strategy": "lora", "probe": False, "epochs": 3, "best_epoch": 3, "score": 0.5}
+    lucky = {**lora, "seed": 1, "score": 1.0}  # right everywhere by chance: the same recipe as lora
+    other = {**lora, "seed": 2, "score": 0.75}
+    run.rows = [probe, lora, lucky, other]
+    run._scored = {row_key(probe): _scored([[0.5, 0.5]] * 4, labels),
+                   row_key(lora): _scored([[0.9, 0.1], [0.4, 0.6], [0.4, 0.6], [0.9, 0.1]], labels),  # 2 of 4
+                   row_key(lucky): _scored([[0.6, 0.4], [0.4, 0.6], [0.6, 0.4], [0.4, 0.6]], labels),  # 4 of 4
+                   row_key(other): _scored([[0.6, 0.4], [0.1, 0.9], [0.9, 0.1], [0.6, 0.4]], labels)}  # 3 of 4
+    for key, scored in run._scored.items():
+        scored.fitted = object()  # one validation share: the selection's models serve, nothing to refit
+    selection = Selection(1000)
+    assert run._choose(selection) is not lucky
+    assert run._seed_average() == (0.75, "m", [row_key(lora), row_key(lucky), row_key(other)])  # all, not the best
+    run._ensemble(None, selection, test_samples=10)
+    assert run.rows[-1]["strategy"] == "ensemble" and run.rows[-1]["member_keys"] == run._seed_average()[2]
 
 
 def test_a_network_within_one_standard_error_of_the_probe_does_not_replace_it():

@@ -35,7 +35,7 @@ from .budget import Budget, format_duration
 from .plan import (GOOD_EPOCHS, MIN_EPOCHS, NETWORK_STRATEGIES, Costs, Selection, Stage, network_stage,
                    probe_seconds, refit_seconds, row_key, standard_error)
 from .search import MIN_TRIALS, search_settings
-from .scoring import Scored, best_blend, forward_seconds, score_candidate, train_step_seconds
+from .scoring import Scored, average_accuracy, best_blend, forward_seconds, score_candidate, train_step_seconds
 
 __all__ = ["AutoArgs", "AutoResult", "AutoRun", "stage_title"]
 
@@ -262,7 +262,7 @@ class AutoRun:
         """The best-scoring stage, except that a network (or ensemble) must beat the best probe by more than
         one standard error of its validation accuracy: a probe on frozen features varies far less, and a
         difference of a sample or two on the validation share is noise (Breiman's one-standard-error rule)."""
-        scored = [r for r in self.rows if r["score"] is not None]
+        scored = self._candidates()
         best = max(scored, key=lambda r: r["score"])
         probes = [r for r in scored if r["probe"]]
         if best["probe"] or not probes:
@@ -310,9 +310,10 @@ class AutoRun:
     def _repeats(self, train: LabelledData, selection: Selection, test_samples: int) -> None:
         """Spend the time the stages left on training the best network stage again with other seeds (up to
         ``REPEATS``), on the same held-out samples: networks that differ only in their random start and data
-        order make errors of their own, so their average often beats each. The ensemble stage takes them in
-        only where that average scores higher. Each repeat must fit beside its share of the test pass, its
-        refit when K folds leave no model to serve, and the best stage's own planned refit."""
+        order make errors of their own, so their average often beats each. The ensemble step offers the
+        average of the stage and all its repeats (see :meth:`_seed_average`). Each repeat must fit beside its
+        share of the test pass, its refit when K folds leave no model to serve, and the best stage's own
+        planned refit."""
         best = max((r for r in self.rows if r["epochs"] and r["score"] is not None and r.get("seed") is None),
                    key=lambda r: r["score"], default=None)
         if best is None:
@@ -320,32 +321,27 @@ class AutoRun:
         model, epochs = best["model"], best["epochs"]
         refit = refit_seconds(self.costs, model, selection, best["best_epoch"] or epochs)
         test_pass = self.costs.forward[model] * test_samples * _views(best)
-        each = best["seconds"] + test_pass + (refit if selection.folds else 0.0)
+        final = test_pass + (refit if selection.folds else 0.0)  # what a repeat's final model needs
         keep = self._reserve([model], test_samples) + (refit if best.get("refit_planned") else 0.0)
         for seed in range(self.args.seed + 1, self.args.seed + 1 + REPEATS):
             stage = Stage(model, best["strategy"], epochs, best["seconds"], options=best.get("options") or {}, seed=seed)
-            if any(row_key(r) == stage.key for r in self.rows):
-                continue  # trained before an interruption
-            if each > self.budget.left() - keep:
-                break
-            self._run_stage(stage, train, selection, time_limit=self.budget.spent() + best["seconds"] * SLACK)
-            keep += test_pass + (refit if selection.folds else 0.0)  # what this repeat's final model needs
+            if not any(row_key(r) == stage.key for r in self.rows):  # else trained before an interruption
+                room = self.budget.left() - keep - final
+                if best["seconds"] > room:
+                    break
+                self._run_stage(stage, train, selection,
+                                time_limit=self.budget.spent() + min(best["seconds"] * SLACK, room))
+            keep += final
 
     def _ensemble(self, train: LabelledData, selection: Selection, test_samples: int) -> None:
-        """Offer the average of the best few stages of one backbone as a candidate when it scores higher on
-        the same validation samples (or out of fold) than its best member, and its members' final models
-        and test pass fit in the time left."""
+        """Offer the average of the best few stages of one backbone, or of the best network stage over its
+        seeds, as a candidate when it scores higher on the same validation samples (or out of fold) than every
+        stage alone, and its members' final models and test pass fit in the time left."""
         if any(r["strategy"] == ENSEMBLE for r in self.rows):
             return  # scored before an interruption
-        best: tuple[float, str, list[str]] | None = None
-        groups = dict.fromkeys((r["model"], bool(r.get("tta"))) for r in self.rows if r["score"] is not None)
-        for model, tta in groups:  # members share a backbone and agree on test-time augmentation
-            group = {row_key(r): self._scored[row_key(r)] for r in self.rows
-                     if (r["model"], bool(r.get("tta"))) == (model, tta) and row_key(r) in self._scored}
-            members, score = best_blend(group, most=1 + REPEATS)
-            if len(members) > 1 and (best is None or score > best[0]):
-                best = (score, model, members)
-        top = max((r["score"] for r in self.rows if r["score"] is not None), default=None)
+        candidates = [blend for blend in (*self._blends(), self._seed_average()) if blend is not None]
+        top = max((r["score"] for r in self._candidates()), default=None)
+        best = max(candidates, default=None)
         if best is None or top is None or best[0] <= top:
             return
         score, model, members = best
@@ -363,6 +359,38 @@ class AutoRun:
                           "planned_seconds": round(needed, 1), "status": "done"})
         self._save_state()
         self._say(f"auto {len(self.rows)}: ensemble {names} {model}", f"{score:.3f}")
+
+    def _blends(self) -> list[tuple[float, str, list[str]]]:
+        """Per backbone, the best blend of its stages (greedy selection; members agree on test-time
+        augmentation): (score, backbone, member keys), for the blends of more than one member."""
+        rows = [r for r in self._candidates() if row_key(r) in self._scored]
+        blends = []
+        for model, tta in dict.fromkeys((r["model"], bool(r.get("tta"))) for r in rows):
+            group = {row_key(r): self._scored[row_key(r)] for r in rows if (r["model"], bool(r.get("tta"))) == (model, tta)}
+            members, score = best_blend(group)
+            if len(members) > 1:
+                blends.append((score, model, members))
+        return blends
+
+    def _seed_average(self) -> tuple[float, str, list[str]] | None:
+        """The average of the repeated stage and all its repeats that agree with it on test-time
+        augmentation, none chosen over another (picking the luckiest seed on validation picks noise)."""
+        repeats = [r for r in self.rows if r.get("seed") is not None and row_key(r) in self._scored
+                   and self._scored[row_key(r)].probabilities is not None]
+        base = next((r for r in self._candidates() if repeats and r["epochs"] and row_key(r) in self._scored
+                     and (r["model"], r["strategy"], r.get("options")) == (repeats[0]["model"], repeats[0]["strategy"],
+                                                                          repeats[0].get("options"))), None)
+        if base is None:
+            return None
+        members = [base, *(r for r in repeats if bool(r.get("tta")) == bool(base.get("tta")))]
+        if len(members) < 2:
+            return None
+        return average_accuracy([self._scored[row_key(r)] for r in members]), base["model"], [row_key(r) for r in members]
+
+    def _candidates(self) -> list[dict]:
+        """The scored stages that may win alone: a repeat with another seed is the same recipe as its stage,
+        so it joins only as one of an average over seeds."""
+        return [r for r in self.rows if r["score"] is not None and r.get("seed") is None]
 
     def _final_seconds(self, row: dict, selection: Selection) -> float:
         """What making ``row``'s final model costs: nothing when the selection's model serves (a probe's
@@ -502,7 +530,8 @@ class AutoRun:
                   if runner_up else ", the only candidate scored")
                + (", which is within one standard error of it" if relation == "kept over" else "") + ".")
         return {"budget_seconds": self.budget.seconds, "spent_seconds": round(self.budget.spent(), 1),
-                "selection": self.selection.label if self.selection else None, "stages": self.rows, "winner": winner,
+                "selection": self.selection.label if self.selection else None,
+                "stages": [{**row, "title": stage_title(row)} for row in self.rows], "winner": winner,
                 "why": why, "costs": asdict(self.costs), "notes": self.notes}
 
     def _save(self, final: Transfer | Ensemble, winner: dict, metrics: dict, predictions: list[dict],

@@ -19,7 +19,7 @@ from ..training import Callback
 from ..transfer import Transfer, clone
 from .plan import Selection
 
-__all__ = ["forward_seconds", "train_step_seconds", "Scored", "score_candidate", "best_blend"]
+__all__ = ["forward_seconds", "train_step_seconds", "Scored", "score_candidate", "best_blend", "average_accuracy"]
 
 CALIBRATION_SAMPLES = (8, 40)  # two passes: the slope between them leaves out each call's fixed cost
 
@@ -152,6 +152,11 @@ def score_candidate(base: Transfer, train: LabelledData, selection: Selection,
                   probabilities=out_of_fold, labels=train.y, tta_probabilities=augmented)
 
 
+def average_accuracy(members: Sequence[Scored]) -> float:
+    """The accuracy of the members' averaged honest probabilities (scored on the same samples)."""
+    return _accuracy(np.mean([m.probabilities for m in members], axis=0), members[0].labels)
+
+
 def best_blend(candidates: dict[str, Scored], most: int = 3) -> tuple[list[str], float]:
     """The members whose averaged probabilities score best (greedy forward selection, as Caruana et
     al.'s ensemble selection, without repeats): start from the best candidate and add the one that
@@ -160,10 +165,9 @@ def best_blend(candidates: dict[str, Scored], most: int = 3) -> tuple[list[str],
     usable = {name: s for name, s in candidates.items() if s.probabilities is not None}
     if not usable:
         return [], 0.0
-    labels = next(iter(usable.values())).labels
 
     def accuracy(names: list[str]) -> float:
-        return _accuracy(np.mean([usable[n].probabilities for n in names], axis=0), labels)
+        return average_accuracy([usable[n] for n in names])
 
     chosen = [max(usable, key=lambda n: (accuracy([n]), n))]
     best = accuracy(chosen)
