@@ -314,8 +314,7 @@ class AutoRun:
         average of the stage and all its repeats (see :meth:`_seed_average`). Each repeat must fit beside its
         share of the test pass, its refit when K folds leave no model to serve, and the best stage's own
         planned refit."""
-        best = max((r for r in self.rows if r["epochs"] and r["score"] is not None and r.get("seed") is None),
-                   key=lambda r: r["score"], default=None)
+        best = self._best_network()
         if best is None:
             return
         model, epochs = best["model"], best["epochs"]
@@ -324,7 +323,8 @@ class AutoRun:
         final = test_pass + (refit if selection.folds else 0.0)  # what a repeat's final model needs
         keep = self._reserve([model], test_samples) + (refit if best.get("refit_planned") else 0.0)
         for seed in range(self.args.seed + 1, self.args.seed + 1 + REPEATS):
-            stage = Stage(model, best["strategy"], epochs, best["seconds"], options=best.get("options") or {}, seed=seed)
+            stage = Stage(model, best["strategy"], epochs, best["seconds"], options=best.get("options") or {},
+                          seed=seed)
             if not any(row_key(r) == stage.key for r in self.rows):  # else trained before an interruption
                 room = self.budget.left() - keep - final
                 if best["seconds"] > room:
@@ -366,7 +366,8 @@ class AutoRun:
         rows = [r for r in self._candidates() if row_key(r) in self._scored]
         blends = []
         for model, tta in dict.fromkeys((r["model"], bool(r.get("tta"))) for r in rows):
-            group = {row_key(r): self._scored[row_key(r)] for r in rows if (r["model"], bool(r.get("tta"))) == (model, tta)}
+            group = {row_key(r): self._scored[row_key(r)] for r in rows
+                     if (r["model"], bool(r.get("tta"))) == (model, tta)}
             members, score = best_blend(group)
             if len(members) > 1:
                 blends.append((score, model, members))
@@ -375,17 +376,21 @@ class AutoRun:
     def _seed_average(self) -> tuple[float, str, list[str]] | None:
         """The average of the repeated stage and all its repeats that agree with it on test-time
         augmentation, none chosen over another (picking the luckiest seed on validation picks noise)."""
-        repeats = [r for r in self.rows if r.get("seed") is not None and row_key(r) in self._scored
-                   and self._scored[row_key(r)].probabilities is not None]
-        base = next((r for r in self._candidates() if repeats and r["epochs"] and row_key(r) in self._scored
-                     and (r["model"], r["strategy"], r.get("options")) == (repeats[0]["model"], repeats[0]["strategy"],
-                                                                          repeats[0].get("options"))), None)
-        if base is None:
+        base = self._best_network()
+        if base is None or row_key(base) not in self._scored:
             return None
-        members = [base, *(r for r in repeats if bool(r.get("tta")) == bool(base.get("tta")))]
+        recipe = (base["model"], base["strategy"], base.get("options"), bool(base.get("tta")))
+        members = [base, *(r for r in self.rows if r.get("seed") is not None and row_key(r) in self._scored
+                           and self._scored[row_key(r)].probabilities is not None
+                           and (r["model"], r["strategy"], r.get("options"), bool(r.get("tta"))) == recipe)]
         if len(members) < 2:
             return None
-        return average_accuracy([self._scored[row_key(r)] for r in members]), base["model"], [row_key(r) for r in members]
+        keys = [row_key(r) for r in members]
+        return average_accuracy([self._scored[key] for key in keys]), base["model"], keys
+
+    def _best_network(self) -> dict | None:
+        """The best-scoring network stage that may win alone: the one repeats train again."""
+        return max((r for r in self._candidates() if r["epochs"]), key=lambda r: r["score"], default=None)
 
     def _candidates(self) -> list[dict]:
         """The scored stages that may win alone: a repeat with another seed is the same recipe as its stage,

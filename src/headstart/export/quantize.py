@@ -201,11 +201,13 @@ def quantize_int8(bundle: Bundle, source: Path, target: Path, calibration: list 
         head = _head_nodes(prepared)
         model = onnx.load(str(prepared))
         layers = _layers(model.graph, "MatMul" if text else "Conv", head)
-        convs = list(dict.fromkeys(node.input[0] for node in _bias_convs(model.graph)))
-        means = {} if text else _input_means(model, convs, bundle.batches(calibration or [], _CALIBRATION_BATCH))
+        first = 0 if text else min(1, len(layers))  # images: the first convolution (27 weights a channel, on pixels)
+        conv_inputs = [] if text else list(dict.fromkeys(node.input[0] for node in _bias_convs(model.graph)))
+        means = (_input_means(model, conv_inputs, bundle.batches(calibration or [], _CALIBRATION_BATCH))
+                 if conv_inputs else {})
         tried: list[dict] = []
-        for kept in _float_steps(0 if text else min(1, len(layers)), len(layers)):
-            in_float = layers[:kept]  # images: the first convolution (27 weights a channel, on the pixels) at least
+        for kept in _float_steps(first, len(layers)):
+            in_float = layers[:kept]
             if text:
                 quantize_dynamic(str(prepared), str(target), weight_type=QuantType.QInt8, per_channel=True,
                                  op_types_to_quantize=["MatMul"], nodes_to_exclude=head + in_float)
@@ -220,17 +222,17 @@ def quantize_int8(bundle: Bundle, source: Path, target: Path, calibration: list 
             tried.append({"float_layers": kept, "top1_agreement": None if score is None else round(score, 4)})
             if score is None or score >= min_agreement:
                 break
-    return Quantized(_method(text, kept, len(layers)), kept, len(layers), tried)
+    return Quantized(_method(text, kept > first, kept, len(layers)), kept, len(layers), tried)
 
 
-def _method(text: bool, kept: int, layers: int) -> str:
-    """The recipe, in words."""
+def _method(text: bool, fell_back: bool, kept: int, layers: int) -> str:
+    """The recipe, in words; ``fell_back``: more leading layers than the recipe's own stayed in float."""
     if text:
         method = "dynamic int8 (per-channel MatMul weights; head and softmax in float)"
     else:
         method = ("static int8 QDQ (per-channel weights with bias correction, MinMax ranges; the first convolution, "
                   "head and softmax in float)")
-    if kept > (0 if text else 1):
+    if fell_back:
         method += f"; the first {kept} of {layers} {'matrix products' if text else 'convolutions'} in float"
     return method
 
