@@ -114,6 +114,19 @@ def test_image_int8_is_calibrated_on_training_images_and_measured_on_the_test_sp
     assert probabilities.shape == (24, 3) and np.allclose(probabilities.sum(1), 1, atol=1e-4)
 
 
+def test_a_run_fitted_on_a_relative_path_calibrates_on_its_own_images_from_another_folder(images, tmp_path,
+                                                                                        monkeypatch):
+    folder, weights = images
+    monkeypatch.chdir(folder.parent)
+    fit_run(folder.name, tmp_path / "run", model=f"timm:{TINY_TIMM}", weights=weights, strategy="linear-probe",
+            workers=0)
+    decoy = tmp_path / "elsewhere" / folder.name  # a same-named folder where export is run
+    colour_folder(decoy, per_class=2, size=37)
+    monkeypatch.chdir(decoy.parent)
+    result = export_bundle(tmp_path / "run", tmp_path / "bundle", quantize="int8", min_agreement=0.0)
+    assert result.quantization["calibration"].endswith(f"training images of {folder.resolve()}")
+
+
 def test_a_bundle_that_disagrees_with_the_run_is_not_written(image_runs, tmp_path, monkeypatch, capsys):
     original = Bundle.predict_proba
     monkeypatch.setattr(Bundle, "predict_proba", lambda self, *a, **k: original(self, *a, **k) + 1e-3)

@@ -7,6 +7,7 @@ feature extraction and training never care where the samples came from.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -221,10 +222,16 @@ class LabelledData:
     def summary(self) -> dict[str, Any]:
         """A JSON-ready description of the data, for reports and the CLI."""
         return {
-            "source": self.source,
+            "source": _absolute(self.source),
             "modality": self.modality,
             "samples": len(self),
             "classes": self.class_counts(),
             "skipped": [str(issue) for issue in self.skipped],
             **({"label_reading": self.label_reading} if self.label_reading is not None else {}),
         }
+
+
+def _absolute(source: str) -> str:
+    """A path as an absolute one, so what a run records still finds its data from another folder
+    (export calibrates on the run's training images); other descriptions unchanged."""
+    return os.path.abspath(source) if source and os.path.exists(source) else source
