@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from helpers import (
     TINY_TIMM,
@@ -101,6 +102,8 @@ def test_a_text_run_exports_with_its_tokenizer_and_int8_agreement_is_reported(te
     assert 0.0 <= quantization["top1_agreement"] <= 1.0 and quantization["float_accuracy"] is not None
     data = TextTable(table)
     float_bundle = export_bundle(run, tmp_path / "float")
+    graph = onnx.load(str(float_bundle.out_dir / "model.onnx"))  # eager attention: no SDPA NaN guards
+    assert {"Softmax", "MatMul"} <= {n.op_type for n in graph.graph.node} and "IsNaN" not in {n.op_type for n in graph.graph.node}
     expected = hs.load(run, device="cpu").predict_proba(data)
     assert np.abs(Bundle.load(float_bundle.out_dir).predict_proba(data.items) - expected).max() < 1e-4
 

@@ -8,11 +8,21 @@ and constants before ONNX Runtime sees them); the TorchScript exporter is deprec
 2.9 and warns that its advanced-indexing translation is wrong for negative indices, which BERT's
 attention masks use. The price is export time (about 50 s for efficientnet_lite0 and 27 s for
 MiniLM on 2 cores, against 8 s and 3 s), paid once per bundle.
+
+Text encoders are exported with transformers' "eager" attention (explicit matrix products and a
+softmax) instead of ``scaled_dot_product_attention``, whose translation adds NaN guards and
+reshapes around every head. Measured on amazon's test split (186 reviews in batches of 32, minilm,
+2 threads, torch eager 292 sentences/s): 215 sentences/s with SDPA against 248 with eager
+attention in float, and 356 against 515 once quantized to int8. Parity with torch holds to 1e-6. ONNX
+Runtime's BERT optimizer (fused Attention, EmbedLayerNormalization) ran slower here than the
+plain graph (202 against 225 sentences/s in float), so the graph is left as the exporter writes it.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import onnx
@@ -74,6 +84,21 @@ def _example(backbone: Backbone, names: list[str]) -> tuple[tuple[torch.Tensor, 
     return tuple(encoded[name] for name in names), tuple({0: batch, 1: sequence} for _ in names)
 
 
+@contextmanager
+def _eager_attention(net: nn.Module) -> Iterator[None]:
+    """Hugging Face encoders in ``net`` switched to eager attention while the exporter traces them."""
+    encoders = [m for m in net.modules() if hasattr(m, "set_attn_implementation")
+                and getattr(getattr(m, "config", None), "_attn_implementation", "eager") != "eager"]
+    before = [m.config._attn_implementation for m in encoders]
+    for encoder in encoders:
+        encoder.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        for encoder, implementation in reversed(list(zip(encoders, before))):
+            encoder.set_attn_implementation(implementation)
+
+
 def export_onnx(net: nn.Module, backbone: Backbone, path: Path, opset: int | None = None, tta: bool = False) -> dict:
     """Write ``net`` with a softmax as an ONNX file (dynamic batch axis, and sequence axis for
     text), check it with ``onnx.checker`` and return what the manifest records of it. ``tta``: the
@@ -83,7 +108,7 @@ def export_onnx(net: nn.Module, backbone: Backbone, path: Path, opset: int | Non
     views = tuple(TEST_VIEWS) if tta else ()
     model = _Probabilities(net.eval().cpu(), names, backbone.contract.modality == "text", views).eval()
     try:
-        with warnings.catch_warnings(), torch.inference_mode(False):
+        with warnings.catch_warnings(), torch.inference_mode(False), _eager_attention(net):
             warnings.simplefilter("ignore")
             program = torch.onnx.export(model, args, dynamo=True, input_names=names, output_names=[OUTPUT_NAME],
                                         dynamic_shapes=(axes,), opset_version=opset, verbose=False)
