@@ -199,11 +199,11 @@ def test_a_blend_joins_members_only_while_the_average_scores_higher():
 
 
 def test_an_ensemble_that_wins_on_validation_is_saved_as_one_run_that_loads(tiny_text, monkeypatch):
-    """Force the blend to win: the job must then refit every member and save them as one run."""
+    """Force the blend to win: the job must then refit every member and save them as one run (repeats with
+    other seeds keep back the time those refits need)."""
     from headstart.autopilot import run as auto_run
 
     monkeypatch.setattr(auto_run, "best_blend", lambda scored, most=3: (sorted(scored)[:2], 1.01))  # above any accuracy
-    monkeypatch.setattr(auto_run, "REPEATS", 0)  # repeats would spend the time the members' refits need in 40 s
     root, table, bert = tiny_text
     result = hs.auto(table, root / "ensembled", budget="40s", candidates=[bert], device="cpu", audit=False,
                      cache_dir=str(root / "cache"))

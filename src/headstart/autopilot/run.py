@@ -313,7 +313,8 @@ class AutoRun:
         order make errors of their own, so their average often beats each. The ensemble step offers the
         average of the stage and all its repeats (see :meth:`_seed_average`). Each repeat must fit beside its
         share of the test pass, its refit when K folds leave no model to serve, and the best stage's own
-        planned refit."""
+        planned refit, or, when a blend of stages already beats every stage alone, its members' final models
+        (repeats never join that blend, so they must not take the time it needs)."""
         best = self._best_network()
         if best is None:
             return
@@ -322,6 +323,9 @@ class AutoRun:
         test_pass = self.costs.forward[model] * test_samples * _views(best)
         final = test_pass + (refit if selection.folds else 0.0)  # what a repeat's final model needs
         keep = self._reserve([model], test_samples) + (refit if best.get("refit_planned") else 0.0)
+        blend = max(self._blends(), default=None)
+        if blend is not None and blend[0] > max(r["score"] for r in self._candidates()):
+            keep = max(keep, self._members_seconds(blend[2], selection, test_samples))
         for seed in range(self.args.seed + 1, self.args.seed + 1 + REPEATS):
             stage = Stage(model, best["strategy"], epochs, best["seconds"], options=best.get("options") or {},
                           seed=seed)
@@ -346,8 +350,7 @@ class AutoRun:
             return
         score, model, members = best
         rows = [r for r in self.rows if row_key(r) in members]
-        needed = sum(self._final_seconds(r, selection) for r in rows) + \
-            len(rows) * self.costs.forward[model] * test_samples * _views(rows[0]) + FINISH_SECONDS
+        needed = self._members_seconds(members, selection, test_samples)
         names = " + ".join(stage_title(r) for r in rows)
         if needed > self.budget.left():
             self.notes.append(f"The ensemble {names} of {model} scored {score:.3f} but its members' final models "
@@ -359,6 +362,13 @@ class AutoRun:
                           "planned_seconds": round(needed, 1), "status": "done"})
         self._save_state()
         self._say(f"auto {len(self.rows)}: ensemble {names} {model}", f"{score:.3f}")
+
+    def _members_seconds(self, members: list[str], selection: Selection, test_samples: int) -> float:
+        """What an ensemble of the stages ``members`` (keys) needs at the end: each member's final model, its
+        pass over the test split, and writing the run."""
+        rows = [r for r in self.rows if row_key(r) in members]
+        return sum(self._final_seconds(r, selection) + self.costs.forward[r["model"]] * test_samples * _views(r)
+                   for r in rows) + FINISH_SECONDS
 
     def _blends(self) -> list[tuple[float, str, list[str]]]:
         """Per backbone, the best blend of its stages (greedy selection; members agree on test-time
