@@ -10,7 +10,8 @@ exported with `headstart export` machinery; agreement on flowers5's whole test s
 test split. Throughput: in-memory inputs of one batch (32 images at 224 px, already prepared; 32
 test sentences, tokenized, padded to the longest), torch eager with channels_last as the contract
 says and torch.inference_mode, ONNX Runtime on the CPU provider, the same number of threads on every
-side (--threads), best of --repeats timed runs after a warm-up.
+side (--threads; ONNX Runtime sessions opened as the runtime opens them), best of --repeats timed
+runs after a warm-up.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import torch
 from _common import emit, machine, parser, quiet
 
@@ -28,7 +28,7 @@ import headstart as hs
 from headstart.export import export_bundle
 from headstart.export.quantize import agreement, float_predictions, quantize_int8
 from headstart.export.samples import Samples
-from headstart.runtime import OUTPUT_NAME, Bundle
+from headstart.runtime import OUTPUT_NAME, Bundle, open_session
 
 GOALS = {"float_speedup": 1.5, "int8_speedup": 2.0, "agreement": 0.99}
 
@@ -41,12 +41,6 @@ def best_seconds(call, repeats: int) -> float:
         call()
         times.append(time.perf_counter() - start)
     return min(times)
-
-
-def session(path: Path, threads: int) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def torch_call(model: hs.Transfer, feeds: dict):
@@ -80,7 +74,7 @@ def measure(model: hs.Transfer, run: Path, test: Samples, calibration: list, arg
                               min_agreement=GOALS["agreement"])
     export_s = time.perf_counter() - started
     feeds = next(bundle.batches(test.items[:args.batch], args.batch))
-    float_session, int8_session = session(exported.out_dir / "model.onnx", args.threads), session(int8_path, args.threads)
+    float_session, int8_session = (open_session(path, args.threads) for path in (exported.out_dir / "model.onnx", int8_path))
     seconds = {"torch": best_seconds(torch_call(model, feeds), args.repeats),
                "onnx_float": best_seconds(lambda: float_session.run([OUTPUT_NAME], feeds), args.repeats),
                "onnx_int8": best_seconds(lambda: int8_session.run([OUTPUT_NAME], feeds), args.repeats)}

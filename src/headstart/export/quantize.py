@@ -48,7 +48,7 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from ..runtime import OUTPUT_NAME, Bundle
+from ..runtime import OUTPUT_NAME, Bundle, open_session
 from .samples import Samples
 
 __all__ = ["quantize_int8", "Quantized", "Agreement", "agreement", "float_predictions"]
@@ -264,7 +264,7 @@ def agreement(bundle: Bundle, int8_model: Path, samples: Samples, expected: np.n
     """Top-1 agreement of the int8 model with the float one (whose top classes ``expected`` may give),
     and both accuracies when labels are known."""
     expected = float_predictions(bundle, samples) if expected is None else expected
-    int8 = ort.InferenceSession(str(int8_model), providers=["CPUExecutionProvider"])
+    int8 = open_session(int8_model)
     got = np.concatenate([int8.run([OUTPUT_NAME], feeds)[0].argmax(1) for feeds in bundle.batches(samples.items)])
     if samples.labels is None:
         return Agreement(len(expected), float(np.mean(expected == got)), None, None)

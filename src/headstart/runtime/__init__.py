@@ -19,7 +19,8 @@ from .bundle import (
                      BundleInput,
                      image_contract,
                      is_bundle,
+                     open_session,
 )
 
-__all__ = ["Bundle", "BundleInput", "is_bundle", "image_contract", "BUNDLE_KIND", "MODEL_FILE", "CONTRACT_FILE",
+__all__ = ["Bundle", "BundleInput", "is_bundle", "image_contract", "open_session", "BUNDLE_KIND", "MODEL_FILE", "CONTRACT_FILE",
            "LABELS_FILE", "TOKENIZER_FILE", "OUTPUT_NAME"]
