@@ -27,6 +27,7 @@ from headstart.data_audit import (
 from headstart.data_audit.copies import copy_groups, kept_member
 from headstart.data_audit.labels import (
     label_issue_findings,
+    neighbour_probabilities,
     out_of_fold_probabilities,
     outlier_findings,
     outlier_scores,
@@ -149,6 +150,17 @@ def test_a_flipped_label_is_a_label_issue_with_the_right_suggestion():
                                     [None] * 60, None)
     assert [f.index for f in findings] == [5]
     assert findings[0].label == "c" and findings[0].suggested == "a" and findings[0].score > 0.5
+
+
+def test_neighbour_votes_leave_the_sample_itself_out_even_behind_an_exact_copy():
+    x, y = _blobs()
+    given = y.copy()
+    given[5] = 2
+    p = neighbour_probabilities(x, given, 3)
+    assert p[5].argmax() == 0 and p[5, 2] < 0.1  # its own (flipped) label casts no vote
+    assert np.allclose(p.sum(1), 1) and (p > 0).all()
+    copies = neighbour_probabilities(np.concatenate([x, x[5:6]]), np.append(given, 1), 3)
+    assert np.allclose(copies.sum(1), 1) and copies[5, 1] > copies[5, 2]  # the copy's label counts, its own not
 
 
 def test_a_far_sample_is_an_outlier_and_the_rest_are_not():
