@@ -103,11 +103,11 @@ def out_of_fold_probabilities(features: np.ndarray, y: np.ndarray, n_classes: in
     regression fit on the other folds (stratified; C chosen on the first fold by held-out log-loss;
     features wider than ``COMPONENTS`` projected on their principal components first) and
     :func:`neighbour_probabilities`."""
-    neighbours = neighbour_probabilities(features, y, n_classes)
     from sklearn.decomposition import PCA
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.model_selection import StratifiedKFold
 
+    neighbours = neighbour_probabilities(features, y, n_classes)  # on all dimensions, before the projection
     if min(features.shape) > COMPONENTS:
         features = PCA(COMPONENTS, random_state=seed).fit_transform(features)
     splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(features, y))
@@ -119,7 +119,7 @@ def out_of_fold_probabilities(features: np.ndarray, y: np.ndarray, n_classes: in
             model = _logistic(c).fit(_standardise(features[train], features[train]), y[train])
             probabilities[np.ix_(held, model.classes_)] = model.predict_proba(
                 _standardise(features[held], features[train]))
-    log.info("Audit: out-of-fold probabilities from %d folds, C=%g, and %d neighbours", folds, c, NEIGHBOURS)
+    log.info("Audit: out-of-fold probabilities from %d folds (C=%g) and nearest neighbours", folds, c)
     return (probabilities + neighbours) / 2
 
 
