@@ -324,7 +324,7 @@ class AutoRun:
         final = test_pass + (refit if selection.folds else 0.0)  # what a repeat's final model needs
         keep = self._reserve([model], test_samples) + (refit if best.get("refit_planned") else 0.0)
         blend = max(self._blends(), default=None)
-        if blend is not None and blend[0] > max(r["score"] for r in self._candidates()):
+        if blend is not None and blend[0] > self._top_score():
             keep = max(keep, self._members_seconds(blend[2], selection, test_samples))
         for seed in range(self.args.seed + 1, self.args.seed + 1 + REPEATS):
             stage = Stage(model, best["strategy"], epochs, best["seconds"], options=best.get("options") or {},
@@ -344,7 +344,7 @@ class AutoRun:
         if any(r["strategy"] == ENSEMBLE for r in self.rows):
             return  # scored before an interruption
         candidates = [blend for blend in (*self._blends(), self._seed_average()) if blend is not None]
-        top = max((r["score"] for r in self._candidates()), default=None)
+        top = self._top_score()
         best = max(candidates, default=None)
         if best is None or top is None or best[0] <= top:
             return
@@ -401,6 +401,10 @@ class AutoRun:
     def _best_network(self) -> dict | None:
         """The best-scoring network stage that may win alone: the one repeats train again."""
         return max((r for r in self._candidates() if r["epochs"]), key=lambda r: r["score"], default=None)
+
+    def _top_score(self) -> float | None:
+        """The best score of a stage that may win alone: what an ensemble must beat."""
+        return max((r["score"] for r in self._candidates()), default=None)
 
     def _candidates(self) -> list[dict]:
         """The scored stages that may win alone: a repeat with another seed is the same recipe as its stage,
