@@ -116,9 +116,12 @@ def _batch_runner(bundle: Bundle) -> Callable[[list], np.ndarray]:
     return lambda texts: bundle.predict_proba(texts, batch_size=len(texts))
 
 
-def _predictions(labels: list[str], rows: list[np.ndarray]) -> dict:
-    return {"predictions": [{"label": labels[int(np.argmax(row))],
-                             "probabilities": {label: float(p) for label, p in zip(labels, row)}} for row in rows]}
+def _predictions(labels: list[str], rows: list[np.ndarray]) -> JSONResponse:
+    """The answer of ``/predict``, encoded here: the route's ``response_model`` documents it, and
+    returning a response skips FastAPI's validating it again (a third of a request's own cost)."""
+    return JSONResponse({"predictions": [{"label": labels[int(np.argmax(row))],
+                                          "probabilities": dict(zip(labels, np.asarray(row, dtype=float).tolist()))}
+                                         for row in rows]})
 
 
 def _require(request: Request, modality: str) -> None:
@@ -156,7 +159,7 @@ def _add_image_predict(app: FastAPI, bundle: Bundle, config: ServeConfig, batche
 
     @app.post("/predict", response_model=Predictions, openapi_extra=_multipart_body(config.max_inputs),
               summary="Classify image files", responses={413: {}, 415: {}, 422: {}})
-    async def predict(request: Request) -> dict:
+    async def predict(request: Request) -> JSONResponse:
         """Image files in the multipart field `files`; one prediction per file, in order."""
         _require(request, "image")
         async with request.form(max_files=config.max_inputs, max_fields=_MAX_FIELDS) as form:
@@ -172,7 +175,7 @@ def _add_text_predict(app: FastAPI, bundle: Bundle, config: ServeConfig, batcher
 
     @app.post("/predict", response_model=Predictions, openapi_extra=schema, summary="Classify texts",
               responses={400: {}, 413: {}, 415: {}, 422: {}})
-    async def predict(request: Request) -> dict:
+    async def predict(request: Request) -> JSONResponse:
         """JSON `{"texts": [...]}`; one prediction per text, in order."""
         _require(request, "text")
         try:
