@@ -146,6 +146,22 @@ def test_int8_below_the_least_agreement_is_refused(image_runs, tmp_path, monkeyp
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_agreement_counts_as_shown_by_its_lower_bound_or_when_every_sample_agrees():
+    assert Agreement(432, 430 / 432, None, None).shows(0.99)  # 2 disagreements: lower bound 0.991
+    assert not Agreement(432, 428 / 432, None, None).shows(0.99)  # 0.9907 measured, lower bound 0.985
+    assert Agreement(30, 1.0, None, None).shows(0.99)  # too few samples to show 0.99, and none disagrees
+    assert not Agreement(30, 29 / 30, None, None).shows(0.95)  # 0.967 measured, lower bound 0.916
+    assert Agreement(432, 428 / 432, None, None).lower_bound < 428 / 432 < 430 / 432
+
+
+def test_int8_whose_agreement_passes_only_by_chance_keeps_more_layers_in_float(image_runs, tmp_path, monkeypatch):
+    scores = iter([428 / 432, 431 / 432])  # the first measures 0.9907, too few samples to show 0.99
+    monkeypatch.setattr("headstart.export.bundle.agreement", lambda *a: Agreement(432, next(scores), 1.0, 1.0))
+    q = export_bundle(image_runs["linear-probe"], tmp_path / "bundle", quantize="int8").quantization
+    assert [t["float_layers"] for t in q["tried"]] == [1, 2] and q["top1_agreement"] == round(431 / 432, 4)
+    assert q["tried"][0]["lower_bound"] < 0.99 <= q["lower_bound"]
+
+
 def test_int8_below_the_least_agreement_leaves_more_leading_layers_in_float_until_it_agrees(image_runs, tmp_path,
                                                                                             monkeypatch):
     import onnx

@@ -278,6 +278,7 @@ def test_serving_a_bundle_imports_no_torch():
     assert subprocess.run([sys.executable, "-c", code], check=False, timeout=120).returncode == 0
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="uvloop does not run on Windows")
 def test_the_server_parses_http_in_c_on_uvloop(text_bundle):
     """uvicorn falls back to pure-Python h11 and asyncio when httptools and uvloop are missing:
     about 1 ms more per request, which halved what batching gained under load."""

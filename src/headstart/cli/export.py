@@ -44,11 +44,12 @@ def export(
                                  help="The bundle folder to write (a new folder, or a previous bundle)."),
     fmt: str = typer.Option("onnx", "--format", help="The model format: onnx.", rich_help_panel=BUNDLE),
     quantize: Optional[str] = typer.Option(None, rich_help_panel=BUNDLE, help=(
-        "int8: quantize with ONNX Runtime. Below --min-agreement, leading layers stay in float (twice as many "
-        "each try) until it agrees; refused if none does.")),
+        "int8: quantize with ONNX Runtime. Until the test split shows --min-agreement, leading layers stay in "
+        "float (twice as many each try); refused if none agrees that well.")),
     opset: Optional[int] = typer.Option(None, help="ONNX opset (default: the exporter's).", rich_help_panel=BUNDLE),
     min_agreement: float = typer.Option(0.99, rich_help_panel=BUNDLE, help=(
-        "Least top-1 agreement of the int8 model with the float one, on the run's test split.")),
+        "Least top-1 agreement of the int8 model with the float one, shown on the run's test split (its lower "
+        "bound at one standard error).")),
     samples: int = typer.Option(64, help="Test samples the bundle is checked on against the run.",
                                 rich_help_panel=BUNDLE),
     as_json: bool = o.as_json("the figures the manifest records"),

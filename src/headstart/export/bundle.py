@@ -39,7 +39,7 @@ from ..runtime import (
 from ..ensemble import Ensemble, load
 from ..transfer import Transfer
 from .graph import check_opset, export_onnx, input_names
-from .quantize import agreement, float_predictions, quantize_int8
+from .quantize import Agreement, agreement, float_predictions, quantize_int8
 from .samples import (
     Samples,
     calibration_images,
@@ -162,9 +162,9 @@ def check_parity(model: Model, bundle: Bundle, samples: Samples, tolerance: floa
 def _quantized(model: Model, bundle: Bundle, run: Path, parity: Samples, min_agreement: float,
                scratch: Path) -> dict:
     """Quantize the bundle's model to int8 in ``scratch``, measured against the float model on the
-    run's test split, with more of its leading layers left in float while agreement is below
-    ``min_agreement`` (those samples choose how many, and their figures are reported); returns the
-    figures, or raises when no try reaches it."""
+    run's test split, with more of its leading layers left in float until those samples show
+    ``min_agreement`` (they choose how many, and their figures are reported); returns the figures, or
+    raises when the last try agrees on less."""
     evaluated = (test_samples(run, bundle.modality) or parity).subset(_EVALUATED)
     calibration, calibrated_on = None, None
     if bundle.modality == "image":
@@ -176,9 +176,9 @@ def _quantized(model: Model, bundle: Bundle, run: Path, parity: Samples, min_agr
             calibrated_on = f"{len(calibration)} of the evaluated images (the run's training images were not found)"
     target, expected, measured = scratch / "model.int8.onnx", float_predictions(bundle, evaluated), []
 
-    def measure(path: Path) -> float:
+    def measure(path: Path) -> Agreement:
         measured.append(agreement(bundle, path, evaluated, expected))
-        return measured[-1].agreement
+        return measured[-1]
 
     quantized = quantize_int8(bundle, bundle.folder / MODEL_FILE, target, calibration, measure=measure,
                               min_agreement=min_agreement)
