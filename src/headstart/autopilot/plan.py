@@ -15,10 +15,9 @@ __all__ = ["PROBE", "Costs", "Selection", "Stage", "row_key", "network_stage", "
            "standard_error", "NETWORK_STRATEGIES", "MIN_EPOCHS", "GOOD_EPOCHS", "MAX_EPOCHS", "SMALL_DATA", "FOLDS"]
 
 PROBE = "linear-probe"  # the strategy of the probe stages: a head on each candidate's cached features
-# Network strategies worth trying, most promising first. bench/README: fine-tuning leads on images;
-# on text lora led on amazon (validation 0.955 against lp-ft 0.938) and in compare on sms (0.990), where
-# lp-ft, tried first, took the whole budget and tied the probe.
-NETWORK_STRATEGIES = {"image": ("finetune", "lp-ft"), "text": ("lora", "lp-ft", "finetune")}
+# Network strategies worth trying, most promising first (bench/README: fine-tuning leads on images,
+# lp-ft and lora on text).
+NETWORK_STRATEGIES = {"image": ("finetune", "lp-ft"), "text": ("lp-ft", "lora", "finetune")}
 MIN_EPOCHS = 2  # fewer than this is not a fair try of a network strategy
 GOOD_EPOCHS = 5  # fewer rarely lift a network past a probe on large data (flowers5: finetune 3 epochs 0.69, probe 0.74)
 MAX_EPOCHS = 10
