@@ -12,8 +12,12 @@ an empty feature cache (cold), then again (warm).
 
 Scoring: a flip is found when the flipped sample is a label issue; a copy when it is in one copy
 group with its original; an outlier when it is flagged as one. Precision counts every flagged
-sample of the kind (copies: both members of an injected pair are right). Problems the data had
-before injection count against precision.
+sample of the kind. Copies: both members of an injected pair are right, and so are copies the data
+held before injection that fit the injection's own definition: byte-identical files or texts, and
+texts a case, punctuation or one-word change from another member of their group (checked here,
+independently of the audit's rules). Near-identical photos the data held are not known, so they
+count against precision; the report also gives the copy precision counting injected pairs only.
+Other problems the data had before injection count against precision.
 
     .venv/bin/python bench/audit.py --data ../shared/data [--quick] [--seed 0]
 """
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import csv
 import random
+import re
 import shutil
 import tempfile
 import time
@@ -94,23 +99,52 @@ def inject_texts(train: hs.LabelledData, table: Path, rng: random.Random, aliens
     return truth
 
 
+def _words(text: str) -> list[str]:
+    return re.sub(r"[.!?,;:]+", " ", text.lower()).split()
+
+
+def copy_as_injected(a: str, b: str) -> bool:
+    """Whether two texts differ only as the injection changes a copy: case, punctuation, a dropped word."""
+    short, long = sorted((_words(a), _words(b)), key=len)
+    return short == long or (len(long) == len(short) + 1 and
+                             any(long[:i] + long[i + 1:] == short for i in range(len(long))))
+
+
+def held_copies(result, extra: set[str]) -> set[str]:
+    """Of the flagged copies no injected pair explains, those that are copies the data held before
+    injection: byte-identical files or texts, and texts a case, punctuation or one-word change from
+    another member of their group (the injection's own changes)."""
+    copies = result.of_kind("duplicate", "near-duplicate")
+    exact = {f.location for f in copies if f.kind == "duplicate"}
+    members: dict[int, list] = {}
+    for f in copies:
+        members.setdefault(f.group, []).append(f)
+    texts = {f.location for f in copies if f.location in extra and f.text is not None and any(
+        g.location != f.location and copy_as_injected(f.text, g.text) for g in members[f.group])}
+    return (extra & exact) | texts
+
+
 def scores(result, truth: dict) -> dict:
-    """Precision and recall of each kind against the injected truth."""
+    """Precision and recall of each kind against the injected truth (copies: and the copies the
+    data held before injection, see :func:`held_copies`)."""
     flagged = {kind: {f.location for f in result.of_kind(*kinds)} for kind, kinds in
                (("label-issue", ("label-issue",)), ("copy", ("duplicate", "near-duplicate")), ("outlier", ("outlier",)))}
     group_of = {f.location: f.group for f in result.of_kind("duplicate", "near-duplicate")}
     caught = [a in group_of and group_of.get(a) == group_of.get(b) for a, b in truth["pairs"]]
     in_pairs = {x for pair in truth["pairs"] for x in pair}
-    right = {"label-issue": truth["flipped"], "copy": in_pairs, "outlier": truth["outliers"]}
+    extra = flagged["copy"] - in_pairs  # copies the data held before injection, or false alarms
+    held = held_copies(result, extra)
+    right = {"label-issue": truth["flipped"], "copy": in_pairs | held, "outlier": truth["outliers"]}
     found = {"label-issue": len(flagged["label-issue"] & truth["flipped"]) / len(truth["flipped"]),
              "copy": sum(caught) / len(caught), "outlier": len(flagged["outlier"] & truth["outliers"]) / len(truth["outliers"])}
     exact = {f.location for f in result.of_kind("duplicate")}
-    extra = flagged["copy"] - in_pairs  # copies the data held before injection, or false alarms
-    result_scores = {"copies_not_injected": len(extra), "of_which_exact": len(extra & exact)}
-    return result_scores | {kind: {"injected": len(right[kind]) // (2 if kind == "copy" else 1), "flagged": len(flagged[kind]),
-                   "recall": found[kind],
-                   "precision": len(flagged[kind] & right[kind]) / len(flagged[kind]) if flagged[kind] else 0.0}
-            for kind in right}
+    result_scores = {"copies_not_injected": len(extra), "of_which_exact": len(extra & exact),
+                     "of_which_held_before": len(held),
+                     "copy_precision_injected_only": len(flagged["copy"] & in_pairs) / max(len(flagged["copy"]), 1)}
+    return result_scores | {kind: {"injected": len(truth["pairs"]) if kind == "copy" else len(right[kind]),
+                                   "flagged": len(flagged[kind]), "recall": found[kind],
+                                   "precision": len(flagged[kind] & right[kind]) / len(flagged[kind]) if flagged[kind] else 0.0}
+                            for kind in right}
 
 
 def probe(train: hs.LabelledData, test: hs.LabelledData, model: str, cache: str) -> float:
@@ -187,9 +221,11 @@ def report(results: list[dict], args) -> None:
     notes = []
     for r in results:
         a = r["accuracy"]
-        notes.append(f"{r['task']}: {r['scores']['copies_not_injected']} flagged copies are no injected pair's, "
-                     f"{r['scores']['of_which_exact']} of them byte-identical files or texts (copies the data held "
-                     "before injection)")
+        sc = r["scores"]
+        notes.append(f"{r['task']}: {sc['copies_not_injected']} flagged copies are no injected pair's; "
+                     f"{sc['of_which_held_before']} of them copies the data held before injection "
+                     f"({sc['of_which_exact']} byte-identical), counted right; counting only injected pairs right, "
+                     f"copy precision is {sc['copy_precision_injected_only']:.3f}")
         recovered = "n/a (no cost)" if r["recovered"] is None else f"{r['recovered']:.2f} of the cost (goal >= 0.5)"
         notes.append(f"{r['task']}: linear probe test accuracy clean {a['clean']:.4f}, with the injected problems "
                      f"{a['noisy']:.4f}, after dropping {r['dropped']} label issues {a['dropped label issues']:.4f}: "
