@@ -110,12 +110,11 @@ def copy_as_injected(a: str, b: str) -> bool:
                              any(long[:i] + long[i + 1:] == short for i in range(len(long))))
 
 
-def held_copies(result, extra: set[str]) -> set[str]:
-    """Of the flagged copies no injected pair explains, those that are copies the data held before
-    injection: byte-identical files or texts, and texts a case, punctuation or one-word change from
-    another member of their group (the injection's own changes)."""
+def held_copies(result, extra: set[str], exact: set[str]) -> set[str]:
+    """Of the flagged copies no injected pair explains (``extra``), those that are copies the data
+    held before injection: byte-identical files or texts (``exact``), and texts a case, punctuation or
+    one-word change from another member of their group (the injection's own changes)."""
     copies = result.of_kind("duplicate", "near-duplicate")
-    exact = {f.location for f in copies if f.kind == "duplicate"}
     members: dict[int, list] = {}
     for f in copies:
         members.setdefault(f.group, []).append(f)
@@ -133,11 +132,11 @@ def scores(result, truth: dict) -> dict:
     caught = [a in group_of and group_of.get(a) == group_of.get(b) for a, b in truth["pairs"]]
     in_pairs = {x for pair in truth["pairs"] for x in pair}
     extra = flagged["copy"] - in_pairs  # copies the data held before injection, or false alarms
-    held = held_copies(result, extra)
+    exact = {f.location for f in result.of_kind("duplicate")}
+    held = held_copies(result, extra, exact)
     right = {"label-issue": truth["flipped"], "copy": in_pairs | held, "outlier": truth["outliers"]}
     found = {"label-issue": len(flagged["label-issue"] & truth["flipped"]) / len(truth["flipped"]),
              "copy": sum(caught) / len(caught), "outlier": len(flagged["outlier"] & truth["outliers"]) / len(truth["outliers"])}
-    exact = {f.location for f in result.of_kind("duplicate")}
     result_scores = {"copies_not_injected": len(extra), "of_which_exact": len(extra & exact),
                      "of_which_held_before": len(held),
                      "copy_precision_injected_only": len(flagged["copy"] & in_pairs) / max(len(flagged["copy"]), 1)}

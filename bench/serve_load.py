@@ -222,7 +222,8 @@ def main() -> None:
     verdict = "pass" if ratio >= GOAL and errors == 0 else "FAIL"
     result = {"benchmark": "serve_load", "machine": machine(args.threads), "model": f"{args.model} linear probe",
               "request": described, "clients": args.clients, "onnx_threads": args.onnx_threads, "model_alone": alone,
-              "sides": sides, "round_ratios": ratios, "errors": errors, "throughput_ratio": ratio, "goal": GOAL, "setup_s": round(setup, 1),
+              "sides": sides, "round_ratios": ratios, "errors": errors, "throughput_ratio": ratio, "goal": GOAL,
+              "setup_s": round(setup, 1),
               "seconds": round(time.perf_counter() - started, 1)}
     rows = [(side, r["flags"], r["requests"], r["seconds"], r["per_s"], r["p50_ms"], r["p95_ms"], r["p99_ms"],
              r["errors"], r["model_calls"], r["mean_batch"]) for side, r in sides.items()]

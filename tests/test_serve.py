@@ -280,12 +280,16 @@ def test_serving_a_bundle_imports_no_torch():
 
 @pytest.mark.skipif(sys.platform == "win32", reason="uvloop does not run on Windows")
 def test_the_server_parses_http_in_c_on_uvloop(text_bundle):
-    """uvicorn falls back to pure-Python h11 and asyncio when httptools and uvloop are missing:
-    about 1 ms more per request, which halved what batching gained under load."""
+    """uvicorn falls back to pure-Python h11 and asyncio, silently, when httptools and uvloop are
+    missing: a slower server under load (bench/serve_load.py)."""
     config = make_server(create_app(Bundle.load(text_bundle))).config
     config.load()
     assert config.http_protocol_class.__module__ == "uvicorn.protocols.http.httptools_impl"
-    assert type(config.get_loop_factory()()).__module__.startswith("uvloop")
+    loop = config.get_loop_factory()()
+    try:
+        assert type(loop).__module__.startswith("uvloop")
+    finally:
+        loop.close()
 
 
 def test_a_path_that_is_neither_run_nor_bundle_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):

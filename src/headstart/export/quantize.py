@@ -232,9 +232,10 @@ def quantize_int8(bundle: Bundle, source: Path, target: Path, calibration: list 
                                 activation_type=QuantType.QUInt8, calibrate_method=CalibrationMethod.MinMax,
                                 nodes_to_exclude=head + in_float)
             measured = measure(target) if measure else None
-            tried.append({"float_layers": kept, **({"top1_agreement": None} if measured is None else
-                                                   {"top1_agreement": round(measured.agreement, 4),
-                                                    "lower_bound": round(measured.lower_bound, 4)})})
+            row = {"float_layers": kept, "top1_agreement": None}
+            if measured is not None:
+                row.update(top1_agreement=round(measured.agreement, 4), lower_bound=round(measured.lower_bound, 4))
+            tried.append(row)
             if measured is None or measured.shows(min_agreement):
                 break
     return Quantized(_method(text, kept > first, kept, len(layers)), kept, len(layers), tried)
