@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import run_cli
+from helpers import TINY_TIMM, colour_folder, run_cli, tiny_timm_weights
 from PIL import Image, ImageDraw, ImageFilter
 
 import headstart as hs
@@ -171,6 +171,32 @@ def test_a_far_sample_is_an_outlier_and_the_rest_are_not():
     assert [f.index for f in findings] == [60] and 0.5 <= findings[0].score <= 1
 
 
+def test_a_network_fitted_in_each_fold_predicts_every_sample_from_the_other_folds(tmp_path, monkeypatch):
+    fits = []
+    fit = hs.Transfer.fit
+    monkeypatch.setattr(hs.Transfer, "fit", lambda self, train, *a, **k: fits.append(set(train.items)) or fit(
+        self, train, *a, **k))
+    root = colour_folder(tmp_path / "colours", per_class=9)
+    shutil.move(root / "red" / "0.png", root / "blue" / "red-0.png")  # a red image labelled blue
+    data = hs.ImageFolder(root)
+    settings = {"cache_dir": tmp_path / "cache", "num_workers": 0, "device": "cpu"}
+    network = hs.Transfer(f"timm:{TINY_TIMM}", "finetune", weights=tiny_timm_weights(tmp_path), config={"epochs": 2},
+                          **settings)
+    stages = []
+    result = audit(data, model=f"timm:{TINY_TIMM}", weights=network.weights, folds=3, label_model=network,
+                   progress=lambda stage, done, total: stages.append((stage, done, total)), **settings)
+    assert len(fits) == 3 and all(sum(item not in trained for trained in fits) == 1 for item in data.items)
+    assert [s for s in stages if s[0] == "audit finetune folds"] == [("audit finetune folds", i, 3) for i in (1, 2, 3)]
+    assert result.thresholds["label_model"] == "finetune" and result.seconds["label_model"] > 0
+    assert [Path(f.location).name for f in result.of_kind("label-issue")] == ["red-0.png"]
+    assert result.of_kind("label-issue")[0].suggested == "red"
+
+
+def test_an_unknown_label_model_fails_before_any_work(tmp_path):
+    with pytest.raises(ConfigError, match="Did you mean 'lora'"):
+        audit(hs.LabelledData("text", ["a b c", "d e f"], ["x", "y"]), label_model="lorra")
+
+
 def test_the_flipped_drawing_and_the_photo_are_found_in_the_image_folder(problems):
     result = problems["audit"]
     issues = {Path(f.location).name: f for f in result.of_kind("label-issue")}
@@ -288,6 +314,7 @@ def test_audit_command_prints_tables_json_and_writes_the_folder(problems, tmp_pa
 @pytest.mark.parametrize("args, message", [
     (["audit", "no/such/folder"], "does not exist"),
     (["audit", "{root}", "--threshold", "1.5"], "must be a cosine similarity in (0, 1]"),
+    (["audit", "{root}", "--label-model", "lorra"], "Unknown strategy 'lorra'. Did you mean 'lora'?"),
     (["fit", "{root}", "--out", "{tmp}/r", "--drop", "outlier"], "Did you mean 'outliers'"),
 ])
 def test_bad_audit_input_gives_one_clear_line(problems, tmp_path, monkeypatch, capsys, args, message):

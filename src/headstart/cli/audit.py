@@ -20,6 +20,10 @@ THRESHOLD = typer.Option(None, "--threshold", rich_help_panel=o.MODEL, help=(
     "README's audit section)."))
 FOLDS = typer.Option(5, "--folds", min=2, rich_help_panel=o.MODEL, help=(
     "Cross-validation folds of the out-of-fold predictions the label check rests on."))
+LABEL_MODEL = typer.Option(None, "--label-model", rich_help_panel=o.MODEL, help=(
+    "Also fit this strategy (lora, finetune, ...) in each fold and find label issues from the mean of its "
+    "out-of-fold probabilities and the features' models: surer findings, for one fit per fold (minilm lora on "
+    "775 reviews: about 4 minutes on 2 cores)."))
 TOP = typer.Option(5, "--top", min=0, rich_help_panel=o.OUTPUT, help="Findings shown per kind in the table.")
 OUT = typer.Option(None, "--out", "-o", rich_help_panel=o.OUTPUT, help=(
     "Folder to write audit.json (every finding) and report.html (thumbnails or texts, surest first) to."))
@@ -33,7 +37,7 @@ def audit(
     text_column: str = o.text_column(), label_column: str = o.label_column(),
     model: Optional[str] = o.model("Backbone whose features are compared (default: efficientnet_lite0 for images, "
                                    "minilm for text)."), weights: Optional[Path] = o.weights(),
-    threshold: Optional[float] = THRESHOLD, folds: int = FOLDS,
+    threshold: Optional[float] = THRESHOLD, folds: int = FOLDS, label_model: Optional[str] = LABEL_MODEL,
     seed: int = o.seed(0, "Seed of the cross-validation folds."),
     out_dir: Optional[Path] = OUT, top: int = TOP, as_json: bool = o.as_json("every finding"),
     batch_size: int = o.batch_size(), workers: Optional[int] = o.workers(),
@@ -52,7 +56,7 @@ def audit(
     with progress_bars(not as_json) as progress:
         result = run_audit(dataset, model=model, against=other, weights=weights, threshold=threshold, folds=folds,
                            seed=seed, cache_dir=cache_dir, batch_size=batch_size,
-                           num_workers=workers, device=device, progress=progress)
+                           num_workers=workers, device=device, label_model=label_model, progress=progress)
     if out_dir is not None:
         write_audit(result, out_dir)
     if as_json:

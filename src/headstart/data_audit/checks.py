@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,6 +26,7 @@ from ..errors import ConfigError, DataError
 from ..features import content_digests, extract_features
 from .copies import against_findings, copy_findings, copy_groups, leakage_findings
 from .findings import Audit, Finding
+from .fitted import fitted_probabilities, label_estimator
 from .labels import (
     label_issue_findings,
     out_of_fold_probabilities,
@@ -34,6 +36,9 @@ from .labels import (
 )
 from .similarity import similar_pairs, unit_rows
 from .texts import one_word_apart, text_findings
+
+if TYPE_CHECKING:
+    from ..transfer import Transfer
 
 __all__ = ["NEAR_DUPLICATE_THRESHOLD", "audit", "near_duplicate_threshold", "parts_of"]
 
@@ -62,8 +67,8 @@ def parts_of(data: LabelledData) -> list[str | None]:
 def audit(data: LabelledData, *, model: str | None = None, against: LabelledData | None = None,
           weights: str | Path | None = None, threshold: float | None = None, folds: int = 5, seed: int = 0,
           cache_dir: str | Path | None = None, use_cache: bool = True, batch_size: int = 64,
-          num_workers: int | None = None,
-          device: str = "cpu", progress: Progress | None = None) -> Audit:
+          num_workers: int | None = None, device: str = "cpu", label_model: str | Transfer | None = None,
+          progress: Progress | None = None) -> Audit:
     """Audit labelled ``data`` before training on it: exact and near-duplicate copies (and copy
     groups that cross classes), leakage between its train/val/test folders or into ``against``
     (held-out data), likely label errors (cleanlab on out-of-fold probabilities), outliers, class
@@ -72,7 +77,10 @@ def audit(data: LabelledData, *, model: str | None = None, against: LabelledData
     Everything is computed from the features of backbone ``model`` (default: the modality's),
     read from the feature cache where a fit or an earlier audit left them. ``threshold``
     overrides the measured near-duplicate cosine threshold; ``folds`` and ``seed`` set the
-    cross-validation of the label check.
+    cross-validation of the label check. ``label_model`` (a strategy: ``lora``, ``finetune``, ...;
+    or an unfitted :class:`~headstart.Transfer` with its own settings) is also fitted in each fold,
+    and the label check reads the mean of its out-of-fold probabilities and the features' models'
+    (:mod:`.fitted`): surer label issues, for one fit per fold.
     """
     threshold = near_duplicate_threshold(data.modality, threshold)
     if against is not None and against.modality != data.modality:
@@ -81,18 +89,21 @@ def audit(data: LabelledData, *, model: str | None = None, against: LabelledData
     if len(data) < 2:
         raise DataError(f"{data.source} has {len(data)} readable sample(s); an audit needs at least 2.")
     name = model or default_backbone(data.modality)
-    backbone = build_backbone(name, weights=weights)
-    started = time.perf_counter()
     settings = {"cache_dir": cache_dir, "use_cache": use_cache, "batch_size": batch_size,
                 "num_workers": default_workers(num_workers), "device": resolve_device(device)}
+    network = None if label_model is None else label_estimator(label_model, model=name, seed=seed, weights=weights,
+                                                                 settings=settings)
+    backbone = build_backbone(name, weights=weights)
+    started = time.perf_counter()
     features = extract_features(backbone, data, progress=_stage(progress, "audit features"), **settings)
     other = (extract_features(backbone, against, progress=_stage(progress, "audit --against"), **settings)
              if against is not None else None)
     extracted = time.perf_counter()
     result = Audit(data.source, data.modality, name, len(data), data.class_counts(),
                    thresholds={"near_duplicate": threshold}, against=against.source if against is not None else None)
-    result.findings = _run_checks(data, features, against, other, backbone, result, folds, seed)
-    result.seconds = {"features": round(extracted - started, 3), "checks": round(time.perf_counter() - extracted, 3)}
+    result.findings = _run_checks(data, features, against, other, backbone, result, folds, seed, network, progress)
+    result.seconds = {"features": round(extracted - started, 3), "checks": round(time.perf_counter() - extracted, 3),
+                      **result.seconds}
     return result
 
 
@@ -101,7 +112,8 @@ def _stage(progress: Progress | None, stage: str):
 
 
 def _run_checks(data: LabelledData, features: np.ndarray, against: LabelledData | None, other: np.ndarray | None,
-                backbone, result: Audit, folds: int, seed: int) -> list[Finding]:
+                backbone, result: Audit, folds: int, seed: int,
+                network: Transfer | None, progress: Progress | None) -> list[Finding]:
     texts = data.items if data.modality == "text" else None
     parts, labels = parts_of(data), data.labels
     unit, digests = unit_rows(features), content_digests(data)
@@ -113,7 +125,7 @@ def _run_checks(data: LabelledData, features: np.ndarray, against: LabelledData 
         findings += against_findings(unit, unit_rows(other), digests, content_digests(against), against.locations,
                                      threshold, labels, data.locations, texts,
                                      against.items if against.modality == "text" else None)
-    findings += _label_issues(data, features, folds, seed, parts, texts, result)
+    findings += _label_issues(data, features, folds, seed, parts, texts, result, network, progress)
     y = data.y if labels is not None else None
     findings += outlier_findings(outlier_scores(unit, y), labels, data.locations, parts, texts)
     result.thresholds["outlier_fence_iqr"] = FENCE
@@ -124,8 +136,11 @@ def _run_checks(data: LabelledData, features: np.ndarray, against: LabelledData 
 
 
 def _label_issues(data: LabelledData, features: np.ndarray, folds: int, seed: int, parts: list[str | None],
-                  texts: list[str] | None, result: Audit) -> list[Finding]:
-    """cleanlab's label issues, or a note saying why there are none to look for."""
+                  texts: list[str] | None, result: Audit,
+                  network: Transfer | None = None, progress: Progress | None = None) -> list[Finding]:
+    """cleanlab's label issues, or a note saying why there are none to look for. ``network``: an
+    unfitted Transfer whose out-of-fold probabilities (:func:`.fitted.fitted_probabilities`) are
+    averaged with the features' models'."""
     if data.labels is None or len(data.classes) < 2:
         result.notes.append("No label check: the data has fewer than two classes.")
         return []
@@ -140,4 +155,11 @@ def _label_issues(data: LabelledData, features: np.ndarray, folds: int, seed: in
         result.notes.append(f"Label check with {used} folds: the smallest class has {smallest} samples.")
     result.thresholds["label_folds"] = used
     probabilities = out_of_fold_probabilities(features, y, len(data.classes), folds=used, seed=seed)
+    if network is not None:
+        started = time.perf_counter()
+        fitted = fitted_probabilities(data, network, folds=used, seed=seed,
+                                      progress=_stage(progress, f"audit {network.strategy} folds"))
+        probabilities = (probabilities + fitted) / 2
+        result.thresholds["label_model"] = network.strategy
+        result.seconds["label_model"] = round(time.perf_counter() - started, 3)
     return label_issue_findings(y, probabilities, data.classes, data.locations, parts, texts)
