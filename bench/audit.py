@@ -13,10 +13,12 @@ an empty feature cache (cold), then again (warm).
 Scoring: a flip is found when the flipped sample is a label issue; a copy when it is in one copy
 group with its original; an outlier when it is flagged as one. Precision counts every flagged
 sample of the kind. Copies: both members of an injected pair are right, and so are copies the data
-held before injection that fit the injection's own definition: byte-identical files or texts, and
-texts a case, punctuation or one-word change from another member of their group (checked here,
-independently of the audit's rules). Near-identical photos the data held are not known, so they
-count against precision; the report also gives the copy precision counting injected pairs only.
+held before injection that fit the injection's own definition: byte-identical files or texts,
+texts a case, punctuation or one-word change from another member of their group, and photos that
+are the same picture as another member (:func:`same_picture`: 64 px grey images correlating >= 0.98,
+a stricter judge than the audit's pixel check, itself checked on the injected pairs). These judges
+are the benchmark's own, independent of the audit's rules; the report also gives the copy
+precision counting injected pairs only.
 Other problems the data had before injection count against precision.
 
     .venv/bin/python bench/audit.py --data ../shared/data [--quick] [--seed 0]
@@ -32,9 +34,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from _common import emit, machine, parser, quiet
 from _injection import IMAGE_CHANGES, TEXT_CHANGES, change_text, save_changed
+from PIL import Image
 
 import headstart as hs
 from headstart.data_audit import audit, drop_flagged
@@ -110,17 +114,45 @@ def copy_as_injected(a: str, b: str) -> bool:
                              any(long[:i] + long[i + 1:] == short for i in range(len(long))))
 
 
+JUDGE_SIDE, JUDGE_CROPS, JUDGE_MIN = 64, (0.0, 0.025, 0.05), 0.98
+
+
+def _grey(path: str, share: float) -> np.ndarray:
+    with Image.open(path) as image:
+        grey = image.convert("L")
+        dx, dy = grey.width * share / 2, grey.height * share / 2
+        row = np.asarray(grey.crop((dx, dy, grey.width - dx, grey.height - dy)).resize(
+            (JUDGE_SIDE, JUDGE_SIDE), Image.Resampling.BILINEAR), dtype=np.float64).ravel()
+    row -= row.mean()
+    return row / max(np.linalg.norm(row), 1e-9)
+
+
+def same_picture(a: str, b: str) -> bool:
+    """Whether two image files are one picture as the injection changes a copy (resize, JPEG, a crop
+    of up to 5 %, a colour shift): their 64 px grey images correlate >= 0.98 at some centred crop of
+    either. The benchmark's own judge, stricter than the audit's pixel check (32 px, >= 0.9): every
+    injected copy correlates >= 0.999 with its original (120 made as the injection makes them;
+    :func:`scores` checks the run's own), 600 random pairs of flowers5 photos of one class at most 0.73."""
+    return max(float(_grey(a, 0) @ _grey(b, share)) for share in JUDGE_CROPS) >= JUDGE_MIN or \
+        max(float(_grey(a, share) @ _grey(b, 0)) for share in JUDGE_CROPS) >= JUDGE_MIN
+
+
 def held_copies(result, extra: set[str], exact: set[str]) -> set[str]:
     """Of the flagged copies no injected pair explains (``extra``), those that are copies the data
-    held before injection: byte-identical files or texts (``exact``), and texts a case, punctuation or
-    one-word change from another member of their group (the injection's own changes)."""
+    held before injection: byte-identical files or texts (``exact``), texts a case, punctuation or
+    one-word change from another member of their group, and images that are :func:`same_picture` as
+    another member (the injection's own changes)."""
     copies = result.of_kind("duplicate", "near-duplicate")
     members: dict[int, list] = {}
     for f in copies:
         members.setdefault(f.group, []).append(f)
-    texts = {f.location for f in copies if f.location in extra and f.text is not None and any(
-        g.location != f.location and copy_as_injected(f.text, g.text) for g in members[f.group])}
-    return (extra & exact) | texts
+
+    def alike(f, g) -> bool:
+        return copy_as_injected(f.text, g.text) if f.text is not None else same_picture(f.location, g.location)
+
+    kept = {f.location for f in copies if f.location in extra and any(
+        g.location != f.location and alike(f, g) for g in members[f.group])}
+    return (extra & exact) | kept
 
 
 def scores(result, truth: dict) -> dict:
@@ -137,7 +169,9 @@ def scores(result, truth: dict) -> dict:
     right = {"label-issue": truth["flipped"], "copy": in_pairs | held, "outlier": truth["outliers"]}
     found = {"label-issue": len(flagged["label-issue"] & truth["flipped"]) / len(truth["flipped"]),
              "copy": sum(caught) / len(caught), "outlier": len(flagged["outlier"] & truth["outliers"]) / len(truth["outliers"])}
+    judged = [same_picture(a, b) for a, b in truth["pairs"]] if result.modality == "image" else []
     result_scores = {"copies_not_injected": len(extra), "of_which_exact": len(extra & exact),
+                     "judge_accepts_injected": sum(judged) / len(judged) if judged else None,
                      "of_which_held_before": len(held),
                      "copy_precision_injected_only": len(flagged["copy"] & in_pairs) / max(len(flagged["copy"]), 1)}
     return result_scores | {kind: {"injected": len(truth["pairs"]) if kind == "copy" else len(right[kind]),
@@ -248,7 +282,10 @@ def report(results: list[dict], args) -> None:
         notes.append(f"{r['task']}: {sc['copies_not_injected']} flagged copies are no injected pair's; "
                      f"{sc['of_which_held_before']} of them copies the data held before injection "
                      f"({sc['of_which_exact']} byte-identical), counted right; counting only injected pairs right, "
-                     f"copy precision is {sc['copy_precision_injected_only']:.3f}")
+                     f"copy precision is {sc['copy_precision_injected_only']:.3f}" + (
+                         "" if sc["judge_accepts_injected"] is None else
+                         f"; the benchmark's same-picture judge accepts {sc['judge_accepts_injected']:.3f} of the "
+                         "injected pairs"))
         recovered = "n/a (no cost)" if r["recovered"] is None else f"{r['recovered']:.2f} of the cost (goal >= 0.5)"
         notes.append(f"{r['task']}: linear probe test accuracy clean {a['clean']:.4f}, with the injected problems "
                      f"{a['noisy']:.4f}, after dropping {r['dropped']} label issues {a['dropped label issues']:.4f}: "

@@ -10,7 +10,8 @@ case change, a punctuation change, a dropped word, and all three.
 
 Similarity is the audit's own (signed square root, then L2 normalisation: data_audit/similarity.py).
 The table gives, per threshold, the share of copies at or above it (recall) and the share of
-pairs of different samples at or above it (false alarms). The audit takes the lowest threshold of
+pairs of different samples at or above it (false alarms); for images also when the pixels must
+agree too (data_audit/pixels.py), as the audit requires. The audit takes the lowest threshold of
 the grid at which no pair of different photos or faces (images) or different yelp sentences
 (texts) passes.
 
@@ -31,6 +32,7 @@ from PIL import Image
 
 import headstart as hs
 from headstart.backbones import build_backbone
+from headstart.data_audit.pixels import AGREEMENT, pixel_agreement, thumbnails
 from headstart.data_audit.similarity import unit_rows
 from headstart.features import extract_features
 
@@ -86,7 +88,7 @@ def text_study(data_root: Path, cache: str, rng: random.Random) -> list[dict]:
     return compare("yelp sentences", "minilm", "text", texts, copies, cache, base_items=base)
 
 
-GRID = (0.80, 0.85, 0.88, 0.90, 0.92, 0.94, 0.96)
+GRID = (0.75, 0.80, 0.85, 0.88, 0.90, 0.92, 0.94, 0.96)
 
 
 def shares(kind: str, pairs: str, values: np.ndarray) -> dict:
@@ -104,13 +106,21 @@ def compare(kind: str, model: str, modality: str, items: list[str], copies: dict
     if modality == "text":  # sentences that are the same after lowercasing are copies, not different texts
         lowered = np.array([t.lower() for t in items])
         similarities[lowered[:, None] == lowered[None, :]] = -1
-    rows = [shares(kind, "different", similarities[np.triu_indices(len(items), 1)])]
+    upper = np.triu_indices(len(items), 1)
+    rows = [shares(kind, "different", similarities[upper])]
+    pixels = {path: thumbnails(Image.open(path)) for path in everything} if modality == "image" else None
+    if pixels:  # pairs the pixels confirm keep their similarity; the others drop out (-1)
+        agree = np.array([[pixel_agreement(pixels[a], pixels[b]) for b in items] for a in items])
+        rows.append(shares(kind, "different, pixels agreeing", np.where(agree >= AGREEMENT, similarities, -1)[upper]))
     originals = bases if base_items is None else unit[[items.index(b) for b in base_items]]
     offset = len(items)
     for change, listed in copies.items():
         own = (unit[offset:offset + len(listed)] * originals).sum(1)
         offset += len(listed)
         rows.append(shares(kind, f"copy: {change}", own))
+        if pixels:
+            agree = np.array([pixel_agreement(pixels[a], pixels[b]) for a, b in zip(items, listed)])
+            rows.append(shares(kind, f"copy: {change}, pixels agreeing", np.where(agree >= AGREEMENT, own, -1)))
     return rows
 
 
@@ -140,7 +150,8 @@ def main() -> None:
          [(r["kind"], r["pairs"], r["n"], f"{r['min']:.3f}", f"{r['max']:.3f}",
            *(f"{r['at_or_above'][t]:.4f}" for t in GRID)) for r in rows],
          [(f"lowest threshold no different pair reaches: images {thresholds['image']} (photos, faces), "
-           f"texts {thresholds['text']} (yelp)")])
+           f"texts {thresholds['text']} (yelp); 'pixels agreeing' rows: pairs whose grey thumbnails also agree "
+           f">= {AGREEMENT} (data_audit/pixels.py), the others counted below every threshold")])
 
 
 if __name__ == "__main__":

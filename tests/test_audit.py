@@ -32,6 +32,7 @@ from headstart.data_audit.labels import (
     outlier_findings,
     outlier_scores,
 )
+from headstart.data_audit.pixels import AGREEMENT, confirmed_pairs, pixel_agreement, thumbnails
 from headstart.data_audit.similarity import connected_groups, similar_pairs, unit_rows
 from headstart.data_audit.texts import one_word_apart
 from headstart.errors import ConfigError
@@ -106,6 +107,23 @@ def test_similar_rows_are_paired_and_joined_into_groups():
     pairs = similar_pairs(unit_rows(x), 0.95)
     assert {(i, j) for i, j, _ in pairs} == {(0, 1), (3, 4)}
     assert connected_groups(5, pairs + [(1, 3, 1.0)]) == [[0, 1, 3, 4]]
+
+
+def test_pixels_confirm_a_changed_copy_and_veto_a_different_picture(tmp_path):
+    rng = random.Random(3)
+    original = shape_image("circles", rng, size=160)
+    original.save(tmp_path / "a.png")
+    width, height = original.size
+    changed = original.crop((4, 4, width - 4, height - 4)).resize((128, 128))  # 5 % cropped, then resized
+    Image.fromarray(np.clip(np.asarray(changed, dtype=np.int16) + (12, -8, 5), 0, 255).astype(np.uint8)).save(
+        tmp_path / "copy.jpg", quality=60)  # colour-shifted, JPEG q60
+    shape_image("circles", rng, size=160).save(tmp_path / "other.png")  # the same class, another picture
+    paths = [str(tmp_path / name) for name in ("a.png", "copy.jpg", "other.png")]
+    a, copy, other = (thumbnails(Image.open(p)) for p in paths)
+    assert pixel_agreement(a, copy) >= AGREEMENT > pixel_agreement(a, other)
+    assert pixel_agreement(a, copy) == pixel_agreement(copy, a)
+    assert confirmed_pairs([(0, 1, 0.95), (0, 2, 0.95)], paths) == [(0, 1, 0.95)]
+    assert confirmed_pairs([(0, 0, 0.93), (0, 1, 0.93)], paths[:1], paths[1:]) == [(0, 0, 0.93)]
 
 
 def test_a_copy_group_under_two_labels_is_called_out_and_a_tie_keeps_no_member():

@@ -8,6 +8,8 @@ faces: one class of look-alikes) or of different sentences (yelp reviews, which 
 benchmark does not score) is similar enough. Texts are also near-duplicates when their words are
 the same once case and punctuation are ignored, or one word apart (:mod:`.texts`): a sentence
 embedding moves more under a dropped word than under a different sentence on the same topic.
+Images must also agree in pixels (:mod:`.pixels`): features alone join different photos of one
+texture.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from .labels import (
     outlier_findings,
     outlier_scores,
 )
-from .similarity import similar_pairs, unit_rows
+from .pixels import AGREEMENT, confirmed_pairs
+from .similarity import pairs_between, similar_pairs, unit_rows
 from .texts import one_word_apart, text_findings
 
 if TYPE_CHECKING:
@@ -118,13 +121,19 @@ def _run_checks(data: LabelledData, features: np.ndarray, against: LabelledData 
     parts, labels = parts_of(data), data.labels
     unit, digests = unit_rows(features), content_digests(data)
     threshold = result.thresholds["near_duplicate"]
-    near = similar_pairs(unit, threshold) + (one_word_apart(texts) if texts else [])
+    images = data.modality == "image"
+    if images:
+        near = confirmed_pairs(similar_pairs(unit, threshold), data.items)
+        result.thresholds["pixel_agreement"] = AGREEMENT
+    else:
+        near = similar_pairs(unit, threshold) + one_word_apart(texts)
     result.groups = copy_groups(digests, near, labels, data.locations, texts)
     findings = copy_findings(result.groups, labels, parts, texts) + leakage_findings(result.groups, labels, parts, texts)
     if against is not None:
-        findings += against_findings(unit, unit_rows(other), digests, content_digests(against), against.locations,
-                                     threshold, labels, data.locations, texts,
-                                     against.items if against.modality == "text" else None)
+        across = pairs_between(unit, unit_rows(other), threshold)
+        across = confirmed_pairs(across, data.items, against.items) if images else across
+        findings += against_findings(across, digests, content_digests(against), against.locations, labels,
+                                     data.locations, texts, against.items if against.modality == "text" else None)
     findings += _label_issues(data, features, folds, seed, parts, texts, result, network, progress)
     y = data.y if labels is not None else None
     findings += outlier_findings(outlier_scores(unit, y), labels, data.locations, parts, texts)

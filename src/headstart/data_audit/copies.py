@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .findings import Finding
-from .similarity import connected_groups, pairs_between
+from .similarity import connected_groups
 
 __all__ = [
     "PART_ORDER",
@@ -100,12 +100,12 @@ def leakage_findings(groups: list[dict], labels: Sequence[str] | None, parts: Se
     return findings
 
 
-def against_findings(unit: np.ndarray, other_unit: np.ndarray, digests: Sequence[bytes],
-                     other_digests: Sequence[bytes], other_locations: Sequence[str], threshold: float,
+def against_findings(near: Sequence[tuple[int, int, float]], digests: Sequence[bytes],
+                     other_digests: Sequence[bytes], other_locations: Sequence[str],
                      labels: Sequence[str] | None, locations: Sequence[str],
                      texts: Sequence[str] | None, other_texts: Sequence[str] | None) -> list[Finding]:
-    """Samples with a copy in other data (``--against``): exact digests, similar features, or for
-    texts the same words."""
+    """Samples with a copy in other data (``--against``): exact digests, ``near`` pairs (row here,
+    row there, similarity), or for texts the same words."""
     matches: dict[int, tuple[int, float]] = {}
     keyed = {d: j for j, d in enumerate(other_digests)}
     if texts and other_texts:
@@ -116,7 +116,7 @@ def against_findings(unit: np.ndarray, other_unit: np.ndarray, digests: Sequence
             j = keyed.get(normalised_text(texts[i]))
         if j is not None:
             matches[i] = (j, 1.0)
-    for i, j, similarity in pairs_between(unit, other_unit, threshold):
+    for i, j, similarity in near:
         if similarity > matches.get(i, (0, -1.0))[1]:
             matches[i] = (j, min(similarity, 1.0))
     return [Finding("leakage", i, locations[i], score, label=labels[i] if labels else None,
