@@ -206,6 +206,7 @@ def test_a_network_fitted_in_each_fold_predicts_every_sample_from_the_other_fold
     assert len(fits) == 3 and all(sum(item not in trained for trained in fits) == 1 for item in data.items)
     assert [s for s in stages if s[0] == "audit finetune folds"] == [("audit finetune folds", i, 3) for i in (1, 2, 3)]
     assert result.thresholds["label_model"] == "finetune" and result.seconds["label_model"] > 0
+    assert any("finetune on timm:" in note and "3 fits" in note for note in result.notes)
     assert [Path(f.location).name for f in result.of_kind("label-issue")] == ["red-0.png"]
     assert result.of_kind("label-issue")[0].suggested == "red"
 

@@ -171,4 +171,7 @@ def _label_issues(data: LabelledData, features: np.ndarray, folds: int, seed: in
         probabilities = (probabilities + fitted) / 2
         result.thresholds["label_model"] = network.strategy
         result.seconds["label_model"] = round(time.perf_counter() - started, 3)
+        backbone = network.model or "its default backbone"
+        result.notes.append(f"Label issues from the features' models and {network.strategy} on {backbone}, fitted on "
+                            f"each fold's other folds ({result.seconds['label_model']:.0f} s for {used} fits).")
     return label_issue_findings(y, probabilities, data.classes, data.locations, parts, texts)
