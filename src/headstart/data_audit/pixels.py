@@ -54,17 +54,16 @@ def pixel_agreement(a: np.ndarray, b: np.ndarray) -> float:
     return float(max((a[0] @ b.T).max(), (b[0] @ a.T).max()))
 
 
-def confirmed_pairs(pairs: Sequence[Pair], paths: Sequence[str], other_paths: Sequence[str] | None = None) -> list[Pair]:
+def confirmed_pairs(pairs: Sequence[Pair], paths: Sequence[str],
+                    other_paths: Sequence[str] | None = None) -> list[Pair]:
     """The image pairs ``(i, j, similarity)`` whose pixels agree too; ``j`` indexes ``other_paths``
     when given (pairs between two data sets), else ``paths``. Only images in a pair are decoded."""
     other_paths = paths if other_paths is None else other_paths
-    cache: dict[tuple[int, int], np.ndarray] = {}
+    decoded: dict[str, np.ndarray] = {}
 
-    def of(side: int, index: int) -> np.ndarray:
-        if (side, index) not in cache:
-            path = (paths, other_paths)[side][index]
-            cache[side, index] = thumbnails(load_image(path, max_pixels=None, size_hint=4 * SIDE))
-        return cache[side, index]
+    def of(path: str) -> np.ndarray:
+        if path not in decoded:
+            decoded[path] = thumbnails(load_image(path, max_pixels=None, size_hint=4 * SIDE))
+        return decoded[path]
 
-    side = 0 if other_paths is paths else 1
-    return [(i, j, s) for i, j, s in pairs if pixel_agreement(of(0, i), of(side, j)) >= AGREEMENT]
+    return [(i, j, s) for i, j, s in pairs if pixel_agreement(of(paths[i]), of(other_paths[j])) >= AGREEMENT]
