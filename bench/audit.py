@@ -201,18 +201,18 @@ def run_task(task: str, data: hs.LabelledData, model: str, work: Path, make_nois
     cleaned, dropped = drop_flagged(noisy, warm, ["label-issues"])
     accuracy = {"clean": probe(train, test, model, cache), "noisy": probe(noisy, test, model, cache),
                 "dropped label issues": probe(cleaned, test, model, cache)}
-    cost = accuracy["clean"] - accuracy["noisy"]
-    recovered = {}
+    labelled_by_network = {}
     if label_model:
         deeper = audit(noisy, model=model, cache_dir=cache, num_workers=0, seed=seed, label_model=label_model)
         cleaned, dropped_too = drop_flagged(noisy, deeper, ["label-issues"])
         accuracy[f"dropped {label_model} label issues"] = probe(cleaned, test, model, cache)
-        recovered = {"label_model": {"strategy": label_model, "seconds": deeper.seconds["label_model"],
-                                     "dropped": len(dropped_too), "scores": scores(deeper, truth)["label-issue"],
-                                     "recovered": _recovered(accuracy, f"dropped {label_model} label issues")}}
+        labelled_by_network = {"label_model": {
+            "strategy": label_model, "seconds": deeper.seconds["label_model"], "dropped": len(dropped_too),
+            "scores": scores(deeper, truth)["label-issue"],
+            "recovered": _recovered(accuracy, f"dropped {label_model} label issues")}}
     return {"task": task, "model": model, "train": len(train), "noisy_train": len(noisy), "test": len(test),
             "scores": scores(warm, truth), "accuracy": accuracy, "dropped": len(dropped),
-            "recovered": _recovered(accuracy, "dropped label issues"), **recovered,
+            "recovered": _recovered(accuracy, "dropped label issues"), **labelled_by_network,
             "cold_features_seconds": cold.seconds["features"], "warm_audit_seconds": warm_seconds,
             "warm_over_cold": warm_seconds / cold.seconds["features"], "warm_checks_seconds": warm.seconds["checks"],
             "counts": warm.counts(), "thresholds": warm.thresholds}
