@@ -36,7 +36,7 @@ from .labels import (
     outlier_findings,
     outlier_scores,
 )
-from .pixels import AGREEMENT, confirmed_pairs
+from .pixels import AGREEMENT, confirmed
 from .similarity import pairs_between, similar_pairs, unit_rows
 from .texts import one_word_apart, text_findings
 
@@ -105,8 +105,7 @@ def audit(data: LabelledData, *, model: str | None = None, against: LabelledData
     result = Audit(data.source, data.modality, name, len(data), data.class_counts(),
                    thresholds={"near_duplicate": threshold}, against=against.source if against is not None else None)
     result.findings = _run_checks(data, features, against, other, backbone, result, folds, seed, network, progress)
-    result.seconds = {"features": round(extracted - started, 3), "checks": round(time.perf_counter() - extracted, 3),
-                      **result.seconds}
+    result.seconds.update(features=round(extracted - started, 3), checks=round(time.perf_counter() - extracted, 3))
     return result
 
 
@@ -121,17 +120,13 @@ def _run_checks(data: LabelledData, features: np.ndarray, against: LabelledData 
     parts, labels = parts_of(data), data.labels
     unit, digests = unit_rows(features), content_digests(data)
     threshold = result.thresholds["near_duplicate"]
-    images = data.modality == "image"
-    if images:
-        near = confirmed_pairs(similar_pairs(unit, threshold), data.items)
+    near = confirmed(similar_pairs(unit, threshold), data) + (one_word_apart(texts) if texts else [])
+    if data.modality == "image":
         result.thresholds["pixel_agreement"] = AGREEMENT
-    else:
-        near = similar_pairs(unit, threshold) + one_word_apart(texts)
     result.groups = copy_groups(digests, near, labels, data.locations, texts)
     findings = copy_findings(result.groups, labels, parts, texts) + leakage_findings(result.groups, labels, parts, texts)
     if against is not None:
-        across = pairs_between(unit, unit_rows(other), threshold)
-        across = confirmed_pairs(across, data.items, against.items) if images else across
+        across = confirmed(pairs_between(unit, unit_rows(other), threshold), data, against)
         findings += against_findings(across, digests, content_digests(against), against.locations, labels,
                                      data.locations, texts, against.items if against.modality == "text" else None)
     findings += _label_issues(data, features, folds, seed, parts, texts, result, network, progress)

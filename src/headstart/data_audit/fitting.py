@@ -18,7 +18,7 @@ from ..features import content_digests, default_cache_dir
 from .checks import near_duplicate_threshold
 from .copies import kept_member
 from .findings import DROP_KINDS, Audit, Finding
-from .pixels import confirmed_pairs
+from .pixels import confirmed
 from .similarity import pairs_between, unit_rows
 
 __all__ = ["check_drop_kinds", "drop_flagged", "split_leakage", "split_leakage_message", "warn_split_leakage"]
@@ -104,8 +104,7 @@ def split_leakage(train: LabelledData, test: LabelledData, backbone: Backbone | 
     if x_test is None:
         return result
     limit = near_duplicate_threshold(test.modality, threshold)
-    pairs = pairs_between(unit_rows(x_train), unit_rows(x_test), limit)
-    pairs = confirmed_pairs(pairs, train.items, test.items) if test.modality == "image" else pairs
+    pairs = confirmed(pairs_between(unit_rows(x_train), unit_rows(x_test), limit), train, test)
     near = sorted({j for _, j, _ in pairs} | set(exact))
     return {"checked": "features", "exact": len(exact), "near": len(near), "threshold": limit,
             "examples": [test.locations[j] for j in near[:5]]}

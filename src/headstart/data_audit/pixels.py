@@ -2,9 +2,8 @@
 
 A backbone's features place two different photos of one texture (blurred foliage, a field of
 tulips) as close as a re-encoded copy: of the 31 pairs of flowers5 at or above the threshold, 14
-are different photos (cosine 0.920-0.955), among copies at 0.922-1. Their pixels agree at most
-0.85. Pixels tell them
-apart. Each image becomes a grey thumbnail of ``SIDE`` x ``SIDE`` (box-averaged, so resizing and
+are different photos (cosine 0.920-0.955), among copies at 0.922-1. Pixels tell them apart:
+those agree at most 0.85. Each image becomes a grey thumbnail of ``SIDE`` x ``SIDE`` (box-averaged, so resizing and
 JPEG noise average out), mean-removed and scaled to length 1 (so brightness and contrast shifts do
 not count), also from centred crops of ``CROPS`` (so a slightly cropped copy lines up); two images
 agree by the largest correlation of one's whole thumbnail with any of the other's. Measured with
@@ -23,9 +22,10 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
+from ..data import LabelledData
 from ..data.images import load_image
 
-__all__ = ["AGREEMENT", "CROPS", "SIDE", "confirmed_pairs", "pixel_agreement", "thumbnails"]
+__all__ = ["AGREEMENT", "CROPS", "SIDE", "confirmed", "confirmed_pairs", "pixel_agreement", "thumbnails"]
 
 SIDE = 32
 CROPS = (0.0, 0.025, 0.05, 0.1)  # centred crops: the share of each side taken off, both edges together
@@ -67,3 +67,11 @@ def confirmed_pairs(pairs: Sequence[Pair], paths: Sequence[str],
         return decoded[path]
 
     return [(i, j, s) for i, j, s in pairs if pixel_agreement(of(paths[i]), of(other_paths[j])) >= AGREEMENT]
+
+
+def confirmed(pairs: Sequence[Pair], data: LabelledData, other: LabelledData | None = None) -> list[Pair]:
+    """The feature-similar ``pairs`` of ``data`` (or between ``data`` and ``other``) that are
+    near-duplicates: for images those whose pixels agree too (:func:`confirmed_pairs`); texts as given."""
+    if data.modality != "image":
+        return list(pairs)
+    return confirmed_pairs(pairs, data.items, None if other is None else other.items)
