@@ -215,7 +215,17 @@ def run_task(task: str, data: hs.LabelledData, model: str, work: Path, make_nois
             "recovered": _recovered(accuracy, "dropped label issues"), **labelled_by_network,
             "cold_features_seconds": cold.seconds["features"], "warm_audit_seconds": warm_seconds,
             "warm_over_cold": warm_seconds / cold.seconds["features"], "warm_checks_seconds": warm.seconds["checks"],
-            "counts": warm.counts(), "thresholds": warm.thresholds}
+            "warm_properties_seconds": warm.seconds.get("image_properties", 0.0),
+            "counts": warm.counts(), "thresholds": warm.thresholds, "image_properties": _properties(warm, truth)}
+
+
+def _properties(result, truth: dict) -> dict:
+    """Per kind of image property the audit reports (not scored: no injected truth): how many samples,
+    and how many of them are injected outliers."""
+    kinds = ("odd-size", "odd-shape", "dark", "light", "blank")
+    return {kind: {"flagged": len(found), "injected_outliers": len(found & truth["outliers"])}
+            for kind in kinds if kind in result.counts()
+            for found in [{f.location for f in result.of_kind(kind)}]}
 
 
 def _recovered(accuracy: dict, after: str) -> float | None:
@@ -296,6 +306,10 @@ def report(results: list[dict], args) -> None:
             won = "n/a (no cost)" if lm["recovered"] is None else f"{lm['recovered']:.2f} of the cost"
             notes.append(f"{r['task']}: with --label-model {lm['strategy']} ({lm['seconds']:.0f} s of fits): after "
                          f"dropping its {lm['dropped']} label issues {a[after]:.4f}, recovered {won}")
+        if r["image_properties"]:
+            notes.append(f"{r['task']}: image properties (not scored): " + ", ".join(
+                f"{kind} {p['flagged']} ({p['injected_outliers']} injected outliers)"
+                for kind, p in r["image_properties"].items()) + f"; {r['warm_properties_seconds']:.2f} s of the warm audit")
         notes.append(f"{r['task']}: cold feature extraction {r['cold_features_seconds']:.1f} s, warm audit "
                      f"{r['warm_audit_seconds']:.2f} s (checks {r['warm_checks_seconds']:.2f} s): warm / cold = "
                      f"{r['warm_over_cold']:.3f} (goal <= 0.1); {r['train']} clean / {r['noisy_train']} audited samples")

@@ -33,6 +33,7 @@ from headstart.data_audit.labels import (
     outlier_scores,
 )
 from headstart.data_audit.pixels import AGREEMENT, confirmed_pairs, pixel_agreement, thumbnails
+from headstart.data_audit.properties import image_properties, property_findings
 from headstart.data_audit.similarity import connected_groups, similar_pairs, unit_rows
 from headstart.data_audit.texts import one_word_apart
 from headstart.errors import ConfigError
@@ -222,6 +223,46 @@ def test_the_flipped_drawing_and_the_photo_are_found_in_the_image_folder(problem
     assert "stripes-3.png" in issues and issues["stripes-3.png"].suggested == "stripes"
     assert "astronaut.png" in _locations(result, "outlier")
     assert len(result.of_kind("outlier")) <= 2
+
+
+# -- image properties ----------------------------------------------------------------------------------
+def test_odd_sizes_shapes_and_exposures_are_flagged_and_ordinary_photos_are_not(tmp_path):
+    rng = random.Random(5)
+    paths = []
+    for i in range(12):  # ordinary photos: sizes 100-200 px, landscape and portrait
+        width, height = rng.randint(100, 200), rng.randint(100, 200)
+        paths.append(tmp_path / f"photo-{i}.jpg")
+        shape_image(SHAPES[i % 3], rng).resize((width, height)).save(paths[-1])
+    drawing = np.asarray(shape_image("circles", rng), dtype=np.float32)
+    low, high = np.percentile(drawing, [1, 99])
+    stretched = np.clip((drawing - low) / (high - low), 0, 1)  # 0-1, full contrast
+    odd = {"tiny.png": Image.fromarray(drawing.astype(np.uint8)).resize((24, 24)),
+           "banner.png": Image.fromarray(drawing.astype(np.uint8)).resize((400, 60)),
+           "dark.png": Image.fromarray((8 + stretched * 40).astype(np.uint8)),  # a night shot
+           "light.png": Image.fromarray((222 + stretched * 33).astype(np.uint8)),  # over-exposed
+           "blank.png": Image.new("RGB", (150, 150), (90, 140, 60))}
+    for name, image in odd.items():
+        paths.append(tmp_path / name)
+        image.save(paths[-1])
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    paths.append(tmp_path / "broken.jpg")
+    properties = image_properties([str(p) for p in paths])
+    assert np.isnan(properties[-1]).all() and not np.isnan(properties[:-1]).any()
+    findings = property_findings(properties, None, [p.name for p in paths], [None] * len(paths))
+    assert {(f.location, f.kind) for f in findings} == {("tiny.png", "odd-size"), ("banner.png", "odd-shape"),
+                                                       ("dark.png", "dark"), ("light.png", "light"),
+                                                       ("blank.png", "blank")}
+    assert all(0 < f.score <= 1 and f.detail for f in findings)
+    json.dumps([f.to_dict() for f in findings])  # --json and audit.json write them
+    ordinary = property_findings(properties[:12], None, [p.name for p in paths[:12]], [None] * 12)
+    assert ordinary == []
+
+
+def test_an_image_audit_counts_image_kinds_and_a_text_audit_text_kinds(problems):
+    counts = problems["audit"].counts()
+    assert {"odd-size", "dark", "blank"} <= set(counts) and "short-text" not in counts
+    text = Audit("t.csv", "text", "minilm", 2, {"a": 2})
+    assert "short-text" in text.counts() and "odd-size" not in text.counts()
 
 
 # -- leakage -----------------------------------------------------------------------------------------

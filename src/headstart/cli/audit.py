@@ -1,4 +1,5 @@
-"""``headstart audit``: copies, leakage, likely label errors, outliers and class balance of a data set."""
+"""``headstart audit``: copies, leakage, likely label errors, outliers, image properties and class
+balance of a data set."""
 
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ def audit(
     batch_size: int = o.batch_size(), workers: Optional[int] = o.workers(),
     device: str = o.device(), cache_dir: Optional[Path] = o.cache_dir(), reading: dict = None,
 ) -> None:
-    """Audit DATA before training: duplicates, leakage, likely label errors, outliers, class balance."""
+    """Audit DATA before training: duplicates, leakage, likely label errors, outliers, odd or dark images,
+    class balance."""
     from ..data_audit import audit as run_audit, write_audit
     from ..workflows import open_data
 

@@ -37,6 +37,7 @@ from .labels import (
     outlier_scores,
 )
 from .pixels import AGREEMENT, confirmed
+from .properties import image_properties, property_findings
 from .similarity import pairs_between, similar_pairs, unit_rows
 from .texts import one_word_apart, text_findings
 
@@ -136,6 +137,10 @@ def _run_checks(data: LabelledData, features: np.ndarray, against: LabelledData 
     if texts:
         findings += text_findings(texts, data.locations, labels, parts, data.skipped, backbone.tokenizer,
                                   backbone.contract.max_length)
+    else:
+        started = time.perf_counter()
+        findings += property_findings(image_properties(data.items), labels, data.locations, parts)
+        result.seconds["image_properties"] = round(time.perf_counter() - started, 3)
     return findings
 
 

@@ -17,7 +17,14 @@ KINDS = {
     "empty-text": "text with nothing to read (skipped when the data was read)",
     "short-text": "text with fewer than 3 letters or digits",
     "long-text": "text longer than the backbone reads: the rest is cut off",
+    "odd-size": "image far smaller or larger than the others (pixels)",
+    "odd-shape": "image far wider or taller than the others: a centre crop loses much of it",
+    "dark": "image too dark to show much",
+    "light": "image washed out: nearly white",
+    "blank": "image of nearly one colour",
 }
+# Kinds only one modality can have; a summary of the other leaves them out.
+ONLY = {"text": ("empty-text", "short-text", "long-text"), "image": ("odd-size", "odd-shape", "dark", "light", "blank")}
 # What `--drop` accepts, and the kinds of finding each removes.
 DROP_KINDS = {"duplicates": ("duplicate", "near-duplicate"), "leakage": ("leakage",),
               "label-issues": ("label-issue",), "outliers": ("outlier",)}
@@ -72,8 +79,9 @@ class Audit:
         return sorted((f for f in self.findings if f.kind in kinds), key=lambda f: -f.score)
 
     def counts(self) -> dict[str, int]:
-        """How many samples each kind of finding flags (every kind, zero included)."""
-        return {kind: sum(f.kind == kind for f in self.findings) for kind in KINDS}
+        """How many samples each kind of finding flags (every kind the modality can have, zero included)."""
+        foreign = {kind for modality, kinds in ONLY.items() if modality != self.modality for kind in kinds}
+        return {kind: sum(f.kind == kind for f in self.findings) for kind in KINDS if kind not in foreign}
 
     def imbalance(self) -> float | None:
         """The largest class's count over the smallest's (None without labels)."""
