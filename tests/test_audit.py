@@ -256,6 +256,9 @@ def test_odd_sizes_shapes_and_exposures_are_flagged_and_ordinary_photos_are_not(
     json.dumps([f.to_dict() for f in findings])  # --json and audit.json write them
     ordinary = property_findings(properties[:12], None, [p.name for p in paths[:12]], [None] * 12)
     assert ordinary == []
+    panoramas = np.array([[900, 300, 0.2, 0.8]] * 10 + [[300, 300, 0.2, 0.8]])  # a square among panoramas
+    [square] = property_findings(panoramas, None, [str(i) for i in range(11)], [None] * 11)
+    assert (square.kind, square.index) == ("odd-shape", 10) and square.score > 0.5 and "crop" not in square.detail
 
 
 def test_an_image_audit_counts_image_kinds_and_a_text_audit_text_kinds(problems):

@@ -90,9 +90,10 @@ def property_findings(properties: np.ndarray, labels: Sequence[str] | None, loca
         add("odd-size", i, 1 - min(ratio, 1 / ratio),
             f"{width[i]:.0f}x{height[i]:.0f} px: {share} the pixels of the median image")
     for i in np.flatnonzero(odd_shape):
-        add("odd-shape", i, 1 - median_shape / shape[i],
-            f"{width[i]:.0f}x{height[i]:.0f} px: sides {shape[i]:.1f} to 1 (most images {median_shape:.1f} to 1); "
-            "a centre crop loses much of it")
+        ratio = shape[i] / median_shape
+        add("odd-shape", i, 1 - min(ratio, 1 / ratio),
+            f"{width[i]:.0f}x{height[i]:.0f} px: sides {shape[i]:.1f} to 1 (the median image {median_shape:.1f} to 1)"
+            + ("; a centre crop loses much of it" if ratio > 1 else ""))
     for i in np.flatnonzero(readable):
         if high[i] < DARK:
             add("dark", i, 1 - high[i] / DARK, f"95 % of its pixels below {high[i]:.2f} of full brightness")
