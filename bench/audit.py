@@ -42,6 +42,7 @@ from PIL import Image
 
 import headstart as hs
 from headstart.data_audit import audit, drop_flagged
+from headstart.data_audit.findings import ONLY
 from headstart.demo import write_digits_folder
 
 GOALS = {"image": {"label-issue": (0.8, 0.7), "copy": (0.95, 0.95), "outlier": (0.8, 0.5)},
@@ -222,10 +223,10 @@ def run_task(task: str, data: hs.LabelledData, model: str, work: Path, make_nois
 def _properties(result, truth: dict) -> dict:
     """Per kind of image property the audit reports (not scored: no injected truth): how many samples,
     and how many of them are injected outliers."""
-    kinds = ("odd-size", "odd-shape", "dark", "light", "blank")
+    if result.modality != "image":
+        return {}
     return {kind: {"flagged": len(found), "injected_outliers": len(found & truth["outliers"])}
-            for kind in kinds if kind in result.counts()
-            for found in [{f.location for f in result.of_kind(kind)}]}
+            for kind in ONLY["image"] for found in [{f.location for f in result.of_kind(kind)}]}
 
 
 def _recovered(accuracy: dict, after: str) -> float | None:

@@ -74,8 +74,7 @@ def property_findings(properties: np.ndarray, labels: Sequence[str] | None, loca
     findings: list[Finding] = []
     if not readable.any():
         return findings
-    area = np.where(readable, width * height, np.nan)
-    shape = np.where(readable, np.maximum(width, height) / np.maximum(np.minimum(width, height), 1), np.nan)
+    area, shape = width * height, np.maximum(width, height) / np.minimum(width, height)  # NaN where unreadable
     median_area, median_shape = np.nanmedian(area), np.nanmedian(shape)
 
     def add(kind: str, i: int, score: float, detail: str) -> None:
