@@ -98,7 +98,7 @@ def tiny_text(tmp_path_factory):
 def finished(tiny_text):
     root, table, bert = tiny_text
     started = time.monotonic()
-    result = hs.auto(table, root / "run", budget="40s", candidates=[bert], device="cpu", cache_dir=str(root / "cache"))
+    result = hs.auto(table, root / "run", budget="25s", candidates=[bert], device="cpu", cache_dir=str(root / "cache"))
     return result, time.monotonic() - started
 
 
@@ -107,7 +107,7 @@ def test_auto_scores_probe_and_network_strategies_refits_the_winner_and_keeps_to
     strategies = [row["strategy"] for row in result.stages]
     assert strategies[0] == "linear-probe" and {"lp-ft", "lora", "finetune"} <= set(strategies)
     assert any(row["status"] == "done" and row["epochs"] for row in result.stages)  # a network strategy trained
-    assert result.spent <= 1.1 * 40 and wall <= 1.1 * 40 + 5  # + 5 s: opening the tiny model before the clock
+    assert result.spent <= 1.1 * 25 and wall <= 1.1 * 25 + 5  # + 5 s: opening the tiny model before the clock
     best = max(r["score"] for r in result.stages if r["score"] is not None)
     assert result.winner["score"] == best or (result.winner["probe"] and best - result.winner["score"] <= 0.15)
     assert "whole training split" in result.winner["refit"] or "all 48 training samples" in result.winner["refit"]
@@ -205,10 +205,10 @@ def test_an_ensemble_that_wins_on_validation_is_saved_as_one_run_that_loads(tiny
 
     monkeypatch.setattr(auto_run, "best_blend", lambda scored, most=3: (sorted(scored)[:2], 1.01))  # above any accuracy
     root, table, bert = tiny_text
-    result = hs.auto(table, root / "ensembled", budget="40s", candidates=[bert], device="cpu", audit=False,
+    result = hs.auto(table, root / "ensembled", budget="25s", candidates=[bert], device="cpu", audit=False,
                      cache_dir=str(root / "cache"))
     assert result.winner["strategy"] == "ensemble" and len(result.winner["members"]) == 2
-    assert isinstance(result.transfer, hs.Ensemble) and result.spent <= 1.1 * 40
+    assert isinstance(result.transfer, hs.Ensemble) and result.spent <= 1.1 * 25
     model = hs.load(result.out_dir, device="cpu")
     assert isinstance(model, hs.Ensemble)
     assert model.evaluate(hs.TextTable(table))["accuracy"] == pytest.approx(
@@ -336,10 +336,10 @@ def test_auto_on_images_measures_tta_on_held_out_images_and_a_winner_that_takes_
     monkeypatch.setattr(auto_run, "score_candidate", perfect_mirror)
     monkeypatch.setattr(auto_run, "TTA_SHARE", 1.0)  # measured however slow a loaded machine makes the mirrored pass
     root, folder, base = tiny_images
-    result = hs.auto(folder, root / "tta", budget="40s", candidates=[base], device="cpu", audit=False, workers=0,
+    result = hs.auto(folder, root / "tta", budget="25s", candidates=[base], device="cpu", audit=False, workers=0,
                      cache_dir=str(root / "cache"))
     measured = [row for row in result.stages if "tta_gain" in row]
     assert measured and all(row["tta"] == (row["tta_gain"] > 0) for row in measured)  # 5-fold: every stage
-    assert result.winner.get("tta") and result.transfer.tta and result.spent <= 1.1 * 40
+    assert result.winner.get("tta") and result.transfer.tta and result.spent <= 1.1 * 25
     assert hs.load(result.out_dir, device="cpu").tta  # the run records it
     assert ", tta" in (result.out_dir / "report.html").read_text()

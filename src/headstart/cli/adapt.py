@@ -74,10 +74,10 @@ def adapt(
     options: dict = None, reading: dict = None,
 ) -> None:
     """Adapt a model trained on labelled SOURCE data to unlabelled TARGET data; report it beside source-only."""
+    if nproc > 1:  # before the imports below: the launcher itself needs none of them
+        return launch(nproc)
     from ..workflows import adapt_run, open_data, open_unlabelled
 
-    if nproc > 1:
-        return launch(nproc)
     config, method_options = split_options(method, options)
     read = o.read_options(reading)
     source_data = open_data(source, text_column, label_column, strict=False, reading=read)
@@ -120,13 +120,13 @@ def shift(
     as_json: bool = o.as_json("the scores"), reading: dict = None,
 ) -> None:
     """How separable SOURCE and TARGET are in a backbone's features: is adaptation needed?"""
+    if nproc > 1:
+        return launch(nproc)
     from ..adaptation import measure_shift
     from ..backbones import default_backbone
     from ..devices import resolve_device
     from ..workflows import open_unlabelled
 
-    if nproc > 1:
-        return launch(nproc)
     read = o.read_options(reading)
     source_data = open_unlabelled(source, text_column, reading=read)
     target_data = open_unlabelled(target, text_column, source_data.modality, read)

@@ -86,11 +86,11 @@ def fit(
     options: dict = None, reading: dict = None,
 ) -> None:
     """Fit a transfer model on DATA, evaluate it on a held-out test split, save the run."""
+    if nproc > 1:  # before the imports below: the launcher itself needs none of them
+        return launch(nproc, lambda: resume_hint("fit", resume or out_dir, nproc))
     from ..data_audit import check_drop_kinds
     from ..workflows import FitRun, RunArgs
 
-    if nproc > 1:
-        return launch(nproc, lambda: resume_hint("fit", resume or out_dir, nproc))
     if resume is not None:
         job = FitRun.resume(resume)
     else:

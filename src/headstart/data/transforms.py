@@ -12,8 +12,6 @@ from typing import Any
 
 import torch
 from PIL import Image
-from timm.data import create_transform
-from timm.data.constants import DEFAULT_CROP_PCT
 from torch.utils.data import get_worker_info
 
 from headstart.contract import InputContract
@@ -38,6 +36,8 @@ def _size_hint(size: int, crop_pct: float | None, train: bool, min_crop: float) 
     Evaluation resizes the shorter side to ``size / crop_pct`` (as timm does); in training the
     smallest random crop (``min_crop`` of the area at aspect 3:4) must still span ``size`` pixels.
     """
+    from timm.data.constants import DEFAULT_CROP_PCT  # here, not above: a text job need not import timm
+
     resized = math.floor(size / (crop_pct or DEFAULT_CROP_PCT))
     if not train:
         return resized
@@ -62,6 +62,8 @@ def image_transform(contract: InputContract, train: bool = False, randaugment: s
     if missing:
         raise ConfigError(f"the image contract has no {', '.join(missing)}; "
                           "the backbone must declare them.")
+    from timm.data import create_transform  # here, not above: a text job need not import timm (seconds)
+
     size = int(contract.input_size)  # type: ignore[arg-type]
     transform = create_transform(
         input_size=(3, size, size),
