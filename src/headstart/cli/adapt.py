@@ -120,7 +120,7 @@ def shift(
     as_json: bool = o.as_json("the scores"), reading: dict = None,
 ) -> None:
     """How separable SOURCE and TARGET are in a backbone's features: is adaptation needed?"""
-    if nproc > 1:
+    if nproc > 1:  # before the imports below: the launcher itself needs none of them
         return launch(nproc)
     from ..adaptation import measure_shift
     from ..backbones import default_backbone

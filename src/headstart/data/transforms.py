@@ -30,15 +30,13 @@ class _ToRGB:
         return "ToRGB()"
 
 
-def _size_hint(size: int, crop_pct: float | None, train: bool, min_crop: float) -> int | None:
+def _size_hint(size: int, crop_pct: float, train: bool, min_crop: float) -> int | None:
     """The shorter image side the transform needs to lose nothing when decoding is reduced.
 
     Evaluation resizes the shorter side to ``size / crop_pct`` (as timm does); in training the
     smallest random crop (``min_crop`` of the area at aspect 3:4) must still span ``size`` pixels.
     """
-    from timm.data.constants import DEFAULT_CROP_PCT  # here, not above: a text job need not import timm
-
-    resized = math.floor(size / (crop_pct or DEFAULT_CROP_PCT))
+    resized = math.floor(size / crop_pct)
     if not train:
         return resized
     return max(resized, math.ceil(size / math.sqrt(min_crop * 0.75))) if min_crop > 0 else None
@@ -63,6 +61,7 @@ def image_transform(contract: InputContract, train: bool = False, randaugment: s
         raise ConfigError(f"the image contract has no {', '.join(missing)}; "
                           "the backbone must declare them.")
     from timm.data import create_transform  # here, not above: a text job need not import timm (seconds)
+    from timm.data.constants import DEFAULT_CROP_PCT
 
     size = int(contract.input_size)  # type: ignore[arg-type]
     transform = create_transform(
@@ -75,7 +74,7 @@ def image_transform(contract: InputContract, train: bool = False, randaugment: s
         auto_augment=randaugment if train else None,
         scale=(min_crop, 1.0),
     )
-    return ImageTransform(transform, _size_hint(size, contract.crop_pct, train, min_crop))
+    return ImageTransform(transform, _size_hint(size, contract.crop_pct or DEFAULT_CROP_PCT, train, min_crop))
 
 
 class ImageTransform:
