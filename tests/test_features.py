@@ -66,6 +66,15 @@ def test_other_weights_do_not_share_cache_entries(tmp_path):
     assert not np.allclose(fa, fb)
 
 
+def test_weights_overwritten_in_place_change_the_cache_key(tmp_path):
+    path = tiny_timm_weights(tmp_path, seed=0)
+    before = build_backbone(f"timm:{TINY_TIMM}", weights=path).cache_key
+    assert build_backbone(f"timm:{TINY_TIMM}", weights=path).cache_key == before  # read once, remembered
+    (tmp_path / "other").mkdir()
+    path.write_bytes(tiny_timm_weights(tmp_path / "other", seed=1).read_bytes())  # same size and name, other numbers
+    assert build_backbone(f"timm:{TINY_TIMM}", weights=path).cache_key != before
+
+
 def test_a_damaged_cache_shard_is_ignored(tmp_path):
     data = ImageFolder(colour_folder(tmp_path / "imgs", per_class=2))
     backbone = _backbone(tmp_path)

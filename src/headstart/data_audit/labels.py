@@ -62,6 +62,17 @@ def _standardise(x: np.ndarray, fit_on: np.ndarray) -> np.ndarray:
     return (x - mean) / scale
 
 
+def principal_components(x: np.ndarray, components: int, seed: int) -> np.ndarray:
+    """``x`` projected on its leading principal components. Narrow features (a sentence encoder's
+    384) with at least as many rows take the exact eigendecomposition of their covariance, 3-4 times
+    faster there than scikit-learn's randomized solver; wide ones (an EfficientNet's 1,280) keep the
+    randomized solver, faster at that width."""
+    from sklearn.decomposition import PCA
+
+    narrow = x.shape[1] <= 512 and x.shape[0] >= x.shape[1]
+    return PCA(components, svd_solver="covariance_eigh" if narrow else "auto", random_state=seed).fit_transform(x)
+
+
 def _logistic(c: float):
     from sklearn.linear_model import LogisticRegression
 
@@ -103,13 +114,12 @@ def out_of_fold_probabilities(features: np.ndarray, y: np.ndarray, n_classes: in
     regression fit on the other folds (stratified; C chosen on the first fold by held-out log-loss;
     features wider than ``COMPONENTS`` projected on their principal components first) and
     :func:`neighbour_probabilities`."""
-    from sklearn.decomposition import PCA
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.model_selection import StratifiedKFold
 
     neighbours = neighbour_probabilities(features, y, n_classes)  # on all dimensions, before the projection
     if min(features.shape) > COMPONENTS:
-        features = PCA(COMPONENTS, random_state=seed).fit_transform(features)
+        features = principal_components(features, COMPONENTS, seed)
     splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(features, y))
     probabilities = np.zeros((len(y), n_classes))
     with warnings.catch_warnings():
@@ -166,10 +176,8 @@ def _cosine_distances(unit: np.ndarray, y: np.ndarray | None) -> np.ndarray:
 def _mahalanobis_distances(unit: np.ndarray, y: np.ndarray | None) -> np.ndarray:
     """Mahalanobis distances to the nearest class mean in the leading principal components, estimated
     again without the rows beyond the far-out fence of the first estimate."""
-    from sklearn.decomposition import PCA
-
     components = min(OUTLIER_COMPONENTS, max(1, len(unit) // 10), unit.shape[1])
-    z = PCA(components, random_state=0).fit_transform(unit) if components < unit.shape[1] else unit
+    z = principal_components(unit, components, 0) if components < unit.shape[1] else unit
     y = np.zeros(len(z), dtype=int) if y is None else np.asarray(y)
     distances = _nearest_class_distance(z, y, np.ones(len(z), dtype=bool))
     return _nearest_class_distance(z, y, _beyond_fence(distances) <= 0)
