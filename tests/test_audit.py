@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from helpers import TINY_TIMM, colour_folder, run_cli, tiny_timm_weights
 from PIL import Image, ImageDraw, ImageFilter
+from sklearn.model_selection import StratifiedKFold
 
 import headstart as hs
 from headstart.data_audit import (
@@ -28,6 +29,7 @@ from headstart.data_audit.copies import copy_groups, kept_member
 from headstart.data_audit.labels import (
     label_issue_findings,
     neighbour_probabilities,
+    lexical_probabilities,
     out_of_fold_probabilities,
     outlier_findings,
     outlier_scores,
@@ -169,6 +171,30 @@ def test_a_flipped_label_is_a_label_issue_with_the_right_suggestion():
                                     [None] * 60, None)
     assert [f.index for f in findings] == [5]
     assert findings[0].label == "c" and findings[0].suggested == "a" and findings[0].score > 0.5
+
+
+def _worded(per_class: int = 20, seed: int = 0) -> tuple[list[str], np.ndarray]:
+    """Texts whose class is in their words: each draws three words of its class's vocabulary."""
+    rng = np.random.default_rng(seed)
+    vocabularies = [["sunny", "bright", "warm", "clear"], ["rainy", "grey", "wet", "cold"], ["windy", "gusty", "stormy", "wild"]]
+    texts = [" ".join(rng.choice(words, 3)) for words in vocabularies for _ in range(per_class)]
+    return texts, np.repeat(np.arange(3), per_class)
+
+
+def test_the_words_of_a_text_doubt_a_label_its_features_cannot():
+    texts, y = _worded()
+    given = y.copy()
+    given[5] = 2
+    x = np.random.default_rng(1).normal(size=(60, 16)).astype(np.float32)  # features that say nothing
+    splits = list(StratifiedKFold(5, shuffle=True, random_state=0).split(x, given))
+    lexical = lexical_probabilities(texts, given, 3, splits)
+    assert lexical.shape == (60, 3) and np.allclose(lexical.sum(1), 1)
+    assert lexical[5].argmax() == 0 and lexical[5, 2] < 0.2
+    assert (lexical.argmax(1) == given).sum() == 59  # every other text is placed in its class
+    blind, read = out_of_fold_probabilities(x, given, 3), out_of_fold_probabilities(x, given, 3, texts=texts)
+    assert read[5, 2] < blind[5, 2] - 0.1 and np.allclose(read.sum(1), 1)
+    no_words = ["!", "?", "a", "."] * 3
+    assert lexical_probabilities(no_words, np.arange(12) % 2, 2, [(np.arange(6), np.arange(6, 12))]) is None
 
 
 def test_neighbour_votes_leave_the_sample_itself_out_even_behind_an_exact_copy():

@@ -163,7 +163,7 @@ def _label_issues(data: LabelledData, features: np.ndarray, folds: int, seed: in
     if used < folds:
         result.notes.append(f"Label check with {used} folds: the smallest class has {smallest} samples.")
     result.thresholds["label_folds"] = used
-    probabilities = out_of_fold_probabilities(features, y, len(data.classes), folds=used, seed=seed)
+    probabilities = out_of_fold_probabilities(features, y, len(data.classes), folds=used, seed=seed, texts=texts)
     if network is not None:
         started = time.perf_counter()
         fitted = fitted_probabilities(data, network, folds=used, seed=seed,
