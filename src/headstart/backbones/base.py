@@ -62,8 +62,8 @@ def file_digest(paths: Iterable[Path]) -> str:
     """SHA-256 over the bytes of weight files, so a changed file changes every cache key. Files are
     read once per process while their size and modification time stay the same: a warm audit or
     fit in the same session skips re-reading a backbone's weights (minilm's 90 MB: 0.07 s)."""
-    resolved = sorted(Path(p).resolve() for p in paths)
-    return _digest_of(tuple((str(path), *_signature(path)) for path in resolved))
+    files = sorted(Path(p) for p in paths)  # in the order the digest has always read them
+    return _digest_of(tuple((str(path.resolve()), *_signature(path)) for path in files))
 
 
 def _signature(path: Path) -> tuple[int, int]:
