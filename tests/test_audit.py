@@ -195,6 +195,8 @@ def test_the_words_of_a_text_doubt_a_label_its_features_cannot():
     assert read[5, 2] < blind[5, 2] - 0.1 and np.allclose(read.sum(1), 1)
     no_words = ["!", "?", "a", "."] * 3
     assert lexical_probabilities(no_words, np.arange(12) % 2, 2, [(np.arange(6), np.arange(6, 12))]) is None
+    unspaced = [f"{text.replace(' ', '')}{i}" for i, text in enumerate(texts)]  # one word each, none shared
+    assert lexical_probabilities(unspaced, given, 3, splits) is None  # words that say nothing are left out
 
 
 def test_neighbour_votes_leave_the_sample_itself_out_even_behind_an_exact_copy():

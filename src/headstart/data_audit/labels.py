@@ -87,16 +87,31 @@ def _logistic(c: float):
 
 
 def _choose_c(x, y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]], make, grid: Sequence[float],
-              prepare) -> float:
+              prepare) -> tuple[float, float]:
     """The C of ``grid`` whose model ``make(c)``, on ``prepare``-d inputs, has the best held-out
-    log-loss on the first fold."""
-    from sklearn.metrics import log_loss
-
+    log-loss on the first fold; and by how much that model's per-sample loss beats predicting the
+    training part's class shares for every sample, less one standard error (positive: it has learnt
+    something beyond the noise of the held-out samples; NaN from one held-out sample)."""
     train, held = folds[0]
     x_train, x_held = prepare(x[train], x[train]), prepare(x[held], x[train])
-    losses = {c: log_loss(y[held], make(c).fit(x_train, y[train]).predict_proba(x_held), labels=np.unique(y))
-              for c in grid}
-    return min(losses, key=losses.get)
+    classes = list(np.unique(y))
+    truth = np.searchsorted(classes, y[held])
+
+    def losses(probabilities: np.ndarray) -> np.ndarray:
+        return -np.log(np.clip(probabilities[np.arange(len(held)), truth], 1e-15, 1.0))
+
+    per_sample = {}
+    for c in grid:
+        model = make(c).fit(x_train, y[train])
+        probabilities = np.zeros((len(held), len(classes)))
+        probabilities[:, np.searchsorted(classes, model.classes_)] = model.predict_proba(x_held)
+        per_sample[c] = losses(probabilities)
+    best = min(per_sample, key=lambda c: per_sample[c].mean())
+    shares = np.array([(y[train] == c).mean() for c in classes])
+    gain = losses(np.tile(shares, (len(held), 1))) - per_sample[best]
+    if len(gain) < 2:  # no standard error from one sample
+        return best, float("nan")
+    return best, float(gain.mean() - gain.std(ddof=1) / np.sqrt(len(gain)))
 
 
 def _as_is(x, _):
@@ -136,7 +151,7 @@ def out_of_fold_probabilities(features: np.ndarray, y: np.ndarray, n_classes: in
     splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(features, y))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        c = _choose_c(features, y, splits, _logistic, C_GRID, _standardise)
+        c, _ = _choose_c(features, y, splits, _logistic, C_GRID, _standardise)
         views = [_fold_probabilities(lambda: _logistic(c), features, y, n_classes, splits, _standardise), neighbours]
         lexical = lexical_probabilities(texts, y, n_classes, splits) if texts is not None else None
     if lexical is not None:
@@ -159,7 +174,8 @@ def _fold_probabilities(make, x, y: np.ndarray, n_classes: int, splits: list[tup
 def lexical_probabilities(texts: Sequence[str], y: np.ndarray, n_classes: int,
                           splits: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray | None:
     """Out-of-fold class probabilities of a logistic regression on the texts' TF-IDF word unigrams and
-    bigrams (C chosen on the first fold by held-out log-loss), or None when the texts hold no words.
+    bigrams (C chosen on the first fold by held-out log-loss), or None when the texts hold no words, or
+    words that predict the labels no better than the class shares do.
     A view of the texts that the sentence encoder does not share (see the module docstring)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -173,7 +189,9 @@ def lexical_probabilities(texts: Sequence[str], y: np.ndarray, n_classes: int,
     def make(c: float):
         return OneVsRestClassifier(LogisticRegression(C=c, solver="liblinear"))
 
-    c = _choose_c(x, y, splits, make, LEXICAL_C_GRID, _as_is)
+    c, gain = _choose_c(x, y, splits, make, LEXICAL_C_GRID, _as_is)
+    if not gain > 0:  # the words predict the labels no better than the class shares (e.g. no spaces between words)
+        return None
     return _fold_probabilities(lambda: make(c), x, y, n_classes, splits, _as_is)
 
 
