@@ -45,7 +45,8 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -69,7 +70,7 @@ def _standardise(x: np.ndarray, fit_on: np.ndarray) -> np.ndarray:
     return (x - mean) / scale
 
 
-def principal_components(x: np.ndarray, components: int, seed: int) -> np.ndarray:
+def _principal_components(x: np.ndarray, components: int, seed: int) -> np.ndarray:
     """``x`` projected on its leading principal components. Narrow features (a sentence encoder's
     384) with at least as many rows take the exact eigendecomposition of their covariance, 3-4 times
     faster there than scikit-learn's randomized solver; wide ones (an EfficientNet's 1,280) keep the
@@ -86,8 +87,8 @@ def _logistic(c: float):
     return LogisticRegression(C=c, max_iter=300, tol=1e-3)
 
 
-def _choose_c(x, y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]], make, grid: Sequence[float],
-              prepare) -> tuple[float, float]:
+def _choose_c(x, y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]], make: Callable[[float], Any],
+              grid: Sequence[float], prepare: Callable) -> tuple[float, float]:
     """The C of ``grid`` whose model ``make(c)``, on ``prepare``-d inputs, has the best held-out
     log-loss on the first fold; and by how much that model's per-sample loss beats predicting the
     training part's class shares for every sample, less one standard error (positive: it has learnt
@@ -147,7 +148,7 @@ def out_of_fold_probabilities(features: np.ndarray, y: np.ndarray, n_classes: in
 
     neighbours = neighbour_probabilities(features, y, n_classes)  # on all dimensions, before the projection
     if min(features.shape) > COMPONENTS:
-        features = principal_components(features, COMPONENTS, seed)
+        features = _principal_components(features, COMPONENTS, seed)
     splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(features, y))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -161,8 +162,8 @@ def out_of_fold_probabilities(features: np.ndarray, y: np.ndarray, n_classes: in
     return np.mean(views, axis=0)
 
 
-def _fold_probabilities(make, x, y: np.ndarray, n_classes: int, splits: list[tuple[np.ndarray, np.ndarray]],
-                        prepare) -> np.ndarray:
+def _fold_probabilities(make: Callable[[], Any], x, y: np.ndarray, n_classes: int,
+                        splits: list[tuple[np.ndarray, np.ndarray]], prepare: Callable) -> np.ndarray:
     """Each sample's class probabilities from ``make()`` fitted on the folds it is not in."""
     probabilities = np.zeros((len(y), n_classes))
     for train, held in splits:
@@ -239,7 +240,7 @@ def _mahalanobis_distances(unit: np.ndarray, y: np.ndarray | None) -> np.ndarray
     """Mahalanobis distances to the nearest class mean in the leading principal components, estimated
     again without the rows beyond the far-out fence of the first estimate."""
     components = min(OUTLIER_COMPONENTS, max(1, len(unit) // 10), unit.shape[1])
-    z = principal_components(unit, components, 0) if components < unit.shape[1] else unit
+    z = _principal_components(unit, components, 0) if components < unit.shape[1] else unit
     y = np.zeros(len(z), dtype=int) if y is None else np.asarray(y)
     distances = _nearest_class_distance(z, y, np.ones(len(z), dtype=bool))
     return _nearest_class_distance(z, y, _beyond_fence(distances) <= 0)
