@@ -64,12 +64,6 @@ NEIGHBOURS = 20
 OUTLIER_COMPONENTS = 32
 
 
-def _standardise(x: np.ndarray, fit_on: np.ndarray) -> np.ndarray:
-    mean, scale = fit_on.mean(0), fit_on.std(0)
-    scale[scale < 1e-8] = 1.0
-    return (x - mean) / scale
-
-
 def _principal_components(x: np.ndarray, components: int, seed: int) -> np.ndarray:
     """``x`` projected on its leading principal components. Narrow features (a sentence encoder's
     384) with at least as many rows take the exact eigendecomposition of their covariance, 3-4 times
@@ -82,19 +76,22 @@ def _principal_components(x: np.ndarray, components: int, seed: int) -> np.ndarr
 
 
 def _logistic(c: float):
+    """A logistic regression on standardised features (each column scaled by the training part)."""
     from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
-    return LogisticRegression(C=c, max_iter=300, tol=1e-3)
+    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=300, tol=1e-3))
 
 
 def _choose_c(x, y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]], make: Callable[[float], Any],
-              grid: Sequence[float], prepare: Callable) -> tuple[float, float]:
-    """The C of ``grid`` whose model ``make(c)``, on ``prepare``-d inputs, has the best held-out
+              grid: Sequence[float]) -> tuple[float, float]:
+    """The C of ``grid`` whose model ``make(c)`` has the best held-out
     log-loss on the first fold; and by how much that model's per-sample loss beats predicting the
     training part's class shares for every sample, less one standard error (positive: it has learnt
     something beyond the noise of the held-out samples; NaN from one held-out sample)."""
     train, held = folds[0]
-    x_train, x_held = prepare(x[train], x[train]), prepare(x[held], x[train])
+    x_train, x_held = x[train], x[held]
     classes = list(np.unique(y))
     truth = np.searchsorted(classes, y[held])
 
@@ -113,10 +110,6 @@ def _choose_c(x, y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]], make
     if len(gain) < 2:  # no standard error from one sample
         return best, float("nan")
     return best, float(gain.mean() - gain.std(ddof=1) / np.sqrt(len(gain)))
-
-
-def _as_is(x, _):
-    return x
 
 
 def neighbour_probabilities(features: np.ndarray, y: np.ndarray, n_classes: int,
@@ -152,8 +145,8 @@ def out_of_fold_probabilities(features: np.ndarray, y: np.ndarray, n_classes: in
     splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(features, y))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        c, _ = _choose_c(features, y, splits, _logistic, C_GRID, _standardise)
-        views = [_fold_probabilities(lambda: _logistic(c), features, y, n_classes, splits, _standardise), neighbours]
+        c, _ = _choose_c(features, y, splits, _logistic, C_GRID)
+        views = [_fold_probabilities(lambda: _logistic(c), features, y, n_classes, splits), neighbours]
         lexical = lexical_probabilities(texts, y, n_classes, splits) if texts is not None else None
     if lexical is not None:
         views.append(lexical)
@@ -163,12 +156,12 @@ def out_of_fold_probabilities(features: np.ndarray, y: np.ndarray, n_classes: in
 
 
 def _fold_probabilities(make: Callable[[], Any], x, y: np.ndarray, n_classes: int,
-                        splits: list[tuple[np.ndarray, np.ndarray]], prepare: Callable) -> np.ndarray:
+                        splits: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     """Each sample's class probabilities from ``make()`` fitted on the folds it is not in."""
     probabilities = np.zeros((len(y), n_classes))
     for train, held in splits:
-        model = make().fit(prepare(x[train], x[train]), y[train])
-        probabilities[np.ix_(held, model.classes_)] = model.predict_proba(prepare(x[held], x[train]))
+        model = make().fit(x[train], y[train])
+        probabilities[np.ix_(held, model.classes_)] = model.predict_proba(x[held])
     return probabilities
 
 
@@ -190,10 +183,10 @@ def lexical_probabilities(texts: Sequence[str], y: np.ndarray, n_classes: int,
     def make(c: float):
         return OneVsRestClassifier(LogisticRegression(C=c, solver="liblinear"))
 
-    c, gain = _choose_c(x, y, splits, make, LEXICAL_C_GRID, _as_is)
+    c, gain = _choose_c(x, y, splits, make, LEXICAL_C_GRID)
     if not gain > 0:  # the words predict the labels no better than the class shares (e.g. no spaces between words)
         return None
-    return _fold_probabilities(lambda: make(c), x, y, n_classes, splits, _as_is)
+    return _fold_probabilities(lambda: make(c), x, y, n_classes, splits)
 
 
 def label_issue_findings(y: np.ndarray, probabilities: np.ndarray, classes: Sequence[str], locations: Sequence[str],
