@@ -74,11 +74,12 @@ def _report(failures: dict, after_failure: Callable[[], str]) -> None:
             err.print(f"[bold red]error:[/] rank {by_code[2][0]}: {failures[by_code[2][0]].message}",
                       highlight=False, markup=True)
         raise typer.Exit(2)
-    if by_code[130]:  # an interruption: rank 0 said what was kept
+    # the cause, not its echoes: the launcher stops the others (SIGTERM, which a rank busy computing takes as
+    # an interruption: 130) or they lose their peer (3)
+    causes = {r: f for r, f in failures.items() if f.exitcode not in (-signal.SIGTERM, -signal.SIGINT, 3, 130)}
+    if not causes and by_code[130]:  # an interruption: rank 0 said what was kept
         raise typer.Exit(130)
-    # the cause, not its echoes: the others were stopped by the launcher (SIGTERM) or lost their peer (3)
-    causes = {r: f for r, f in failures.items() if f.exitcode not in (-signal.SIGTERM, 3)} or failures
-    rank, failure = min(causes.items(), key=lambda item: (item[1].timestamp, item[0]))
+    rank, failure = min((causes or failures).items(), key=lambda item: (item[1].timestamp, item[0]))
     err.print(f"[bold red]error:[/] {_describe(rank, failure.exitcode, failure.pid)}; the job stopped. "
               f"{after_failure()}".rstrip(), highlight=False, markup=True)
     raise typer.Exit(1)
