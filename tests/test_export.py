@@ -189,6 +189,28 @@ def test_without_its_test_images_a_run_is_checked_on_generated_images(images, tm
     assert result.parity["inputs"].startswith("6 generated images") and result.parity["max_abs_diff"] <= 1e-4
 
 
+def test_the_same_network_exported_again_reuses_its_graph_and_a_damaged_kept_graph_is_made_again(
+        image_runs, tmp_path, monkeypatch):
+    from headstart.export import graph_cache
+
+    monkeypatch.setenv("HEADSTART_CACHE", str(tmp_path / "cache"))
+    kept = tmp_path / "cache" / "onnx"
+
+    def export(run: Path, name: str) -> bool:
+        export_bundle(run, tmp_path / name, samples=4)
+        return json.loads((tmp_path / name / "manifest.json").read_text())["model"]["reused"]
+
+    assert [export(image_runs["finetune"], "first"), export(image_runs["finetune"], "again")] == [False, True]
+    assert (tmp_path / "first" / "model.onnx").read_bytes() == (tmp_path / "again" / "model.onnx").read_bytes()
+    graph = next(kept.glob("*.onnx"))
+    graph.write_bytes(graph.read_bytes()[:-16])  # damaged on disk: exported again, and kept whole
+    assert export(image_runs["finetune"], "after-damage") is False
+    assert graph_cache.kept_graph(graph.stem, tmp_path / "copy.onnx")
+    monkeypatch.setattr(graph_cache, "KEEP", 1)
+    assert export(image_runs["lora"], "other") is False  # another network: its own graph, the older one forgotten
+    assert [p.stem for p in kept.glob("*.onnx")] != [graph.stem] and len(list(kept.glob("*.onnx"))) == 1
+
+
 def test_the_output_folder_is_checked_before_any_work_and_a_previous_bundle_replaced(image_runs, tmp_path):
     run = image_runs["linear-probe"]
     (tmp_path / "notes").mkdir()

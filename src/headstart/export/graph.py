@@ -20,6 +20,7 @@ plain graph (202 against 225 sentences/s in float), so the graph is left as the 
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,6 +34,7 @@ from ..backbones import Backbone
 from ..errors import ConfigError
 from ..inference import TEST_VIEWS
 from ..runtime import OUTPUT_NAME
+from .graph_cache import graph_key, keep_graph, kept_graph
 
 __all__ = ["IMAGE_INPUT", "MIN_OPSET", "check_opset", "input_names", "export_onnx"]
 
@@ -99,27 +101,40 @@ def _eager_attention(net: nn.Module) -> Iterator[None]:
             encoder.set_attn_implementation(implementation)
 
 
+def _code_digest() -> str:
+    """The digest of the code that defines the exported graph (this module and the test-time views)."""
+    from .. import inference
+
+    return hashlib.sha256(Path(__file__).read_bytes() + Path(inference.__file__).read_bytes()).hexdigest()
+
+
 def export_onnx(net: nn.Module, backbone: Backbone, path: Path, opset: int | None = None, tta: bool = False) -> dict:
     """Write ``net`` with a softmax as an ONNX file (dynamic batch axis, and sequence axis for
     text), check it with ``onnx.checker`` and return what the manifest records of it. ``tta``: the
-    graph averages the probabilities of each image and its test-time views (an image network only)."""
+    graph averages the probabilities of each image and its test-time views (an image network only).
+    The same network exported before is copied from the cache of graphs (``reused``: see graph_cache)."""
     names = input_names(backbone)
     args, axes = _example(backbone, names)
     views = tuple(TEST_VIEWS) if tta else ()
     model = _Probabilities(net.eval().cpu(), names, backbone.contract.modality == "text", views).eval()
-    try:
-        with warnings.catch_warnings(), torch.inference_mode(False), _eager_attention(net):
-            warnings.simplefilter("ignore")
-            program = torch.onnx.export(model, args, dynamo=True, input_names=names, output_names=[OUTPUT_NAME],
-                                        dynamic_shapes=(axes,), opset_version=opset, verbose=False)
-    except Exception as exc:  # torch.export and the translation raise many types; the first line says what
-        reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"torch.onnx.export cannot export this {backbone.name} network"
-                          f"{f' at opset {opset}' if opset else ''}: {reason}") from exc
-    program.save(str(path))
+    key = graph_key(model, args, {"inputs": names, "views": views, "opset": opset, "code": _code_digest()})
+    reused = kept_graph(key, path)
+    if not reused:
+        try:
+            with warnings.catch_warnings(), torch.inference_mode(False), _eager_attention(net):
+                warnings.simplefilter("ignore")
+                program = torch.onnx.export(model, args, dynamo=True, input_names=names, output_names=[OUTPUT_NAME],
+                                            dynamic_shapes=(axes,), opset_version=opset, verbose=False)
+        except Exception as exc:  # torch.export and the translation raise many types; the first line says what
+            reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"torch.onnx.export cannot export this {backbone.name} network"
+                              f"{f' at opset {opset}' if opset else ''}: {reason}") from exc
+        program.save(str(path))
     onnx.checker.check_model(str(path), full_check=True)
+    if not reused:
+        keep_graph(key, path)
     graph = onnx.load(str(path), load_external_data=False)
     opsets = {entry.domain or "ai.onnx": entry.version for entry in graph.opset_import}
     return {"exporter": "torch.onnx.export(dynamo=True)", "torch": torch.__version__, "onnx": onnx.__version__,
-            "opset": opsets.get("ai.onnx"), "inputs": names, "output": OUTPUT_NAME,
+            "opset": opsets.get("ai.onnx"), "inputs": names, "output": OUTPUT_NAME, "reused": reused,
             **({"tta": list(views)} if views else {})}
