@@ -23,7 +23,7 @@ from headstart.data import labelled_loader, set_loader_epoch
 from headstart.distributed import World
 from headstart.errors import ConfigError
 
-from helpers import TINY_TIMM, colour_folder, tiny_bert_folder, tiny_timm_weights
+from helpers import TINY_TIMM, colour_folder, run_cli, tiny_bert_folder, tiny_timm_weights
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -53,14 +53,31 @@ def text_job(tmp_path_factory):
 @pytest.fixture(scope="module")
 def one_process(text_job):
     """The 1-process fit, batch 8: the reference of both the 2-process and the accumulated fit."""
-    return _fit_text(*text_job, "one")
+    return _fit_text_here(*text_job, "one")
+
+
+def _fit_arguments(table: Path, bert: Path, out: Path | str) -> list[str]:
+    return ["fit", str(table), "--model", f"hf:{bert}", "--strategy", "finetune", "--epochs", "2", "--train-batch",
+            "8", "--dropout", "0", "--lr", "1e-3", "--device", "cpu", "--out", str(out)]
 
 
 def _fit_text(root: Path, table: Path, bert: Path, out: str, *extra: str) -> dict:
-    result = _headstart("fit", str(table), "--model", f"hf:{bert}", "--strategy", "finetune", "--epochs", "2",
-                        "--train-batch", "8", "--dropout", "0", "--lr", "1e-3", "--device", "cpu", "--out", out,
-                        *extra, cwd=root, cache=root / "cache")
+    result = _headstart(*_fit_arguments(table, bert, out), *extra, cwd=root, cache=root / "cache")
     assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads((root / out / "history.json").read_text())
+
+
+def _fit_text_here(root: Path, table: Path, bert: Path, out: str, *extra: str) -> dict:
+    """:func:`_fit_text` in this process: one process needs no launcher, nor a new interpreter."""
+    from headstart import cli
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HEADSTART_CACHE", str(root / "cache"))
+        patch.setattr(sys, "argv", ["headstart", *_fit_arguments(table, bert, root / out), *extra])
+        try:
+            cli.main()
+        except SystemExit as exc:
+            assert not exc.code, f"the fit exited with {exc.code}"
     return json.loads((root / out / "history.json").read_text())
 
 
@@ -88,7 +105,7 @@ def test_two_processes_train_as_one_with_the_same_global_batch(text_job, one_pro
 def test_gradient_accumulation_gives_the_large_batch_result(text_job, one_process):
     root, table, bert = text_job
     whole = one_process
-    accumulated = _fit_text(root, table, bert, "accumulated", "--accumulate", "4")
+    accumulated = _fit_text_here(root, table, bert, "accumulated", "--accumulate", "4")
     _assert_same_curves(whole, accumulated)
     config = (root / "accumulated" / "config.yaml").read_text()
     assert "accumulate: 4" in config
@@ -183,7 +200,8 @@ def _cached_rows(cache: Path) -> list[bytes]:
             for row in load_file(shard)["digests"]]
 
 
-def test_two_processes_fill_the_feature_cache_once_per_sample_and_a_second_run_reads_it(image_job):
+def test_two_processes_fill_the_feature_cache_once_per_sample_and_a_second_run_reads_it(image_job, monkeypatch,
+                                                                                        capsys):
     root, images, weights = image_job
     cache = root / "probe-cache"
     first = _headstart("fit", str(images), "--model", f"timm:{TINY_TIMM}", "--weights", str(weights),
@@ -193,9 +211,10 @@ def test_two_processes_fill_the_feature_cache_once_per_sample_and_a_second_run_r
     assert len(rows) == len(set(rows)) == 36  # every sample embedded once, by one rank or the other
     assert len(list(cache.rglob("*.safetensors"))) == 2  # one shard per rank: the work was shared
     assert json.loads((root / "probe" / "metrics.json").read_text())["test"]["accuracy"] > 0.5
-    again = _headstart("fit", str(images), "--model", f"timm:{TINY_TIMM}", "--weights", str(weights),
-                       "--device", "cpu", "--out", "probe-again", "--seed", "3", "--nproc", "2", cwd=root, cache=cache)
-    assert again.returncode == 0, again.stderr[-3000:]
+    monkeypatch.setenv("HEADSTART_CACHE", str(cache))  # a later run, in this process: the shards of both ranks serve it
+    code, _, err = run_cli(monkeypatch, capsys, "fit", images, "--model", f"timm:{TINY_TIMM}", "--weights", weights,
+                           "--device", "cpu", "--out", root / "probe-again", "--seed", "3")
+    assert code == 0, err
     assert _cached_rows(cache) == rows  # read from the cache, nothing embedded again
 
 
@@ -211,6 +230,8 @@ def _failure(exitcode: int, message: str = "", timestamp: int = 0, pid: int = 7)
     ({0: _failure(3, timestamp=1), 1: _failure(-9, timestamp=2, pid=42)}, 1,
      "the process of rank 1 (pid 42) was killed by SIGKILL; the job stopped. kept"),
     ({0: _failure(130), 1: _failure(-15)}, 130, None),
+    ({0: _failure(130, timestamp=2), 1: _failure(-9, timestamp=1, pid=42)}, 1,  # rank 0 computing took the SIGTERM
+     "the process of rank 1 (pid 42) was killed by SIGKILL; the job stopped. kept"),
 ])
 def test_the_launcher_says_once_why_the_job_stopped(failures, code, said, capsys):
     import typer
@@ -255,17 +276,18 @@ def test_collectives_average_gather_and_broadcast_across_two_processes():
         assert told == "from 0" and ranks == [0, 1] and world == World(rank, 2, rank)
 
 
-def test_pretraining_runs_as_two_processes_and_rank_0_alone_writes_the_backbone(text_job):
+def test_pretraining_runs_as_two_processes_and_rank_0_alone_writes_the_backbone(text_job, monkeypatch, capsys):
     root, table, bert = text_job
     texts = root / "unlabelled.txt"
     texts.write_text("".join(line.rsplit(",", 1)[0] + "\n" for line in table.read_text().splitlines()[1:]))
-    documents = {}
-    for out, extra in (("simcse-one", ()), ("simcse-two", ("--nproc", "2"))):
-        result = _headstart("pretrain", str(texts), "--method", "simcse", "--model", f"hf:{bert}", "--epochs", "2",
-                            "--train-batch", "8", "--device", "cpu", "--out", out, *extra, cwd=root, cache=root / "cache")
-        assert result.returncode == 0, result.stderr[-3000:]
-        assert result.stdout.count("run saved to") == 1  # rank 0 alone prints
-        documents[out] = json.loads((root / out / "pretraining.json").read_text())
+    common = ("--method", "simcse", "--model", f"hf:{bert}", "--epochs", "2", "--train-batch", "8", "--device", "cpu")
+    code, _, err = run_cli(monkeypatch, capsys, "pretrain", texts, *common, "--out", root / "simcse-one")  # in-process
+    assert code == 0, err
+    result = _headstart("pretrain", str(texts), *common, "--out", "simcse-two", "--nproc", "2", cwd=root,
+                        cache=root / "cache")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("run saved to") == 1  # rank 0 alone prints
+    documents = {out: json.loads((root / out / "pretraining.json").read_text()) for out in ("simcse-one", "simcse-two")}
     curve = documents["simcse-two"]["curve"]
     assert len(curve) == 2 and all(np.isfinite(row["train_loss"]) for row in curve)
     one, two = (documents[out]["cost"]["samples_seen"] for out in ("simcse-one", "simcse-two"))
