@@ -340,6 +340,17 @@ def test_links_leading_outside_the_root_are_skipped(make_image_folder, tmp_path)
     assert problems["gone.png"].startswith("broken link to ")
 
 
+def test_a_class_of_links_outside_the_root_says_why_it_is_empty(make_image_folder):
+    root = make_image_folder({"cat": 2, "dog": 2})
+    outside = make_image_folder({"owl": 2}, name="outside")
+    (root / "owl").mkdir()
+    for name in ("0.png", "1.png"):
+        (root / "owl" / name).symlink_to(outside / "owl" / name)
+    with pytest.raises(DataError, match=r"class 'owl' .* has no readable images; skipped .*owl.0\.png: link to "
+                                        r".*, outside .*; not followed \(and 1 more\); add images"):
+        ImageFolder(root)
+
+
 def test_a_link_to_another_class_is_no_copy_of_it(make_image_folder):
     root = make_image_folder({"cat": 2, "dog": 2})
     (root / "acat").symlink_to("cat")  # sorts before cat: real folders still come first

@@ -220,12 +220,19 @@ def _read_trees(root: Path, walk: _Walk) -> dict[str, dict[str, list[str]]]:
     return trees
 
 
-def _check_classes(root: Path, trees: dict[str, dict[str, list[str]]], good: set[str]) -> list[str]:
-    """Refuse empty classes, classes missing from train/, and fewer than two classes."""
+def _check_classes(root: Path, trees: dict[str, dict[str, list[str]]], good: set[str],
+                   issues: list[DataIssue]) -> list[str]:
+    """Refuse empty classes (naming the first file skipped in one, e.g. a link that was not
+    followed), classes missing from train/, and fewer than two classes."""
     for part, tree in trees.items():
         for name, paths in tree.items():
             if not any(p in good for p in paths):
                 note = f" ({len(paths)} unreadable)" if paths else ""
+                folder = os.path.abspath(root / part / name)
+                skipped = [issue for issue in issues if _within(os.path.abspath(issue.location), folder)]
+                if skipped:
+                    more = f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""
+                    note += f"; skipped {skipped[0]}{more}"
                 raise DataError(f"class '{name}' ({root / part / name}) has no readable "
                                 f"images{note}; add images or remove the folder.")
     for part in [name for name in trees if name not in ("", "train")]:
@@ -262,7 +269,7 @@ def ImageFolder(root: str | os.PathLike[str], *, strict: bool = False, min_per_c
     issues = walk.issues + unreadable
     report_issues(issues, str(root), "images", strict)
     good = set(good_list)
-    classes = _check_classes(root, trees, good)
+    classes = _check_classes(root, trees, good, issues)
 
     parts = {name: _build(root / name, tree, good, classes, max_pixels) for name, tree in trees.items()}
     items = [p for part in parts.values() for p in part.items]
