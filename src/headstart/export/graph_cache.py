@@ -1,7 +1,8 @@
 """Exported graphs kept by content, so that exporting the same network again skips the exporter.
 
-The dynamo exporter takes most of an export (measured in ``bench/README.md``); a user often exports
-one run again: int8 after float, or another ``--min-agreement`` after a refusal. The key digests
+The dynamo exporter takes much of an export (an efficientnet_lite0 probe's int8 export on 2 cores: 39.5 s
+the first time, 21.3 s with its graph kept; README, "Deploying"); a user often exports one run again:
+int8 after float, or another ``--min-agreement`` after a refusal. The key digests
 everything the graph is made from: the network's structure and every tensor of its state, the
 graph's inputs, test-time views and opset, and the versions of the exporting libraries, so a kept
 graph is the one the exporter would write. A kept file whose bytes no longer match its recorded
