@@ -28,22 +28,13 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
-def _cpu() -> str:
-    """The CPU's model and the vector extensions int8 kernels depend on (VNNI or not: see bench/README.md)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine()
-    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "")
-    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
-    return " ".join([model, *sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"})])
-
-
 def machine(threads: int) -> dict[str, Any]:
     """What the numbers depend on, printed with them."""
     import torch
 
-    return {"cpus": os.cpu_count(), "cpu": _cpu(), "torch_threads": threads, "torch": torch.__version__,
+    from headstart.devices import cpu_description
+
+    return {"cpus": os.cpu_count(), "cpu": cpu_description(), "torch_threads": threads, "torch": torch.__version__,
             "python": platform.python_version(), "loadavg_1m_start": round(_LOAD_AT_START, 2),
             "loadavg_1m_end": round(os.getloadavg()[0], 2)}
 

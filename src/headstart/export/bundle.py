@@ -23,6 +23,7 @@ import numpy as np
 from .._version import __version__
 from ..contract import InputContract
 from ..data import DEFAULT_MAX_PIXELS, LabelledData
+from ..devices import cpu_description
 from ..errors import ConfigError, DataError
 from ..integrity import MANIFEST, sha256_of, write_manifest
 from ..runs import staged_folder
@@ -184,7 +185,7 @@ def _quantized(model: Model, bundle: Bundle, run: Path, parity: Samples, min_agr
                               min_agreement=min_agreement)
     figures = measured[-1]
     report = {**quantized.to_dict(), "calibration": calibrated_on, "evaluated_on": evaluated.origin,
-              "min_agreement": min_agreement, **figures.to_dict()}
+              "min_agreement": min_agreement, **figures.to_dict(), "measured_on": cpu_description()}
     if figures.agreement < min_agreement:
         raise DataError(f"The int8 model agrees with the float model on {figures.agreement:.1%} of top classes "
                         f"({figures.samples} samples of {evaluated.origin}), below --min-agreement {min_agreement}, "
