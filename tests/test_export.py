@@ -141,6 +141,13 @@ def test_a_bundle_that_disagrees_with_the_run_is_not_written(image_runs, tmp_pat
     assert "Traceback" not in err and list(tmp_path.iterdir()) == []
 
 
+def test_the_int8_summary_names_the_cpu_that_measured_the_agreement(image_runs, tmp_path, monkeypatch, capsys):
+    code, out, err = run_cli(monkeypatch, capsys, "export", image_runs["linear-probe"], "--out", tmp_path / "bundle",
+                             "--quantize", "int8", "--min-agreement", "0")
+    assert code == 0, err
+    assert f"measured on {cpu_description()} (int8 kernels differ between CPUs)" in " ".join(out.split())
+
+
 def test_int8_below_the_least_agreement_is_refused(image_runs, tmp_path, monkeypatch):
     monkeypatch.setattr("headstart.export.bundle.agreement", lambda *a: Agreement(5, 0.6, 1.0, 0.6))
     with pytest.raises(DataError, match=r"agrees with the float model on 60.0% .* below --min-agreement 0.99, "

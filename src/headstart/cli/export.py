@@ -78,5 +78,5 @@ def export(
         q = result.quantization
         accuracy = (f"; accuracy int8 {q['int8_accuracy']:.3f} vs float {q['float_accuracy']:.3f}"
                     if q["float_accuracy"] is not None else "")
-        out.print(f"int8: top-1 agreement {q['top1_agreement']:.3f} on {q['samples']} samples{accuracy} ({q['method']})",
-                  highlight=False)
+        out.print(f"int8: top-1 agreement {q['top1_agreement']:.3f} on {q['samples']} samples{accuracy}, measured on "
+                  f"{q['measured_on']} (int8 kernels differ between CPUs) ({q['method']})", highlight=False)
