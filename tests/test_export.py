@@ -205,11 +205,15 @@ def test_the_same_network_exported_again_reuses_its_graph_and_a_damaged_kept_gra
     monkeypatch.setenv("HEADSTART_CACHE", str(tmp_path / "cache"))
     kept = tmp_path / "cache" / "onnx"
 
+    said: list[str] = []
+
     def export(run: Path, name: str) -> bool:
-        export_bundle(run, tmp_path / name, samples=4)
+        export_bundle(run, tmp_path / name, samples=4, progress=said.append)
         return json.loads((tmp_path / name / "manifest.json").read_text())["model"]["reused"]
 
     assert [export(image_runs["finetune"], "first"), export(image_runs["finetune"], "again")] == [False, True]
+    assert [line for line in said if "exported before" in line] == [
+        f"reusing the graph of the same network, exported before (kept in {kept})"]
     assert (tmp_path / "first" / "model.onnx").read_bytes() == (tmp_path / "again" / "model.onnx").read_bytes()
     graph = next(kept.glob("*.onnx"))
     graph.write_bytes(graph.read_bytes()[:-16])  # damaged on disk: exported again, and kept whole

@@ -40,6 +40,7 @@ from ..runtime import (
 from ..ensemble import Ensemble, load
 from ..transfer import Transfer
 from .graph import check_opset, export_onnx, input_names
+from .graph_cache import graph_folder
 from .quantize import Agreement, agreement, float_predictions, quantize_int8
 from .samples import (
     Samples,
@@ -209,6 +210,8 @@ def _build(model: Model, run: Path, temp: Path, settings: dict, progress: Progre
     try:
         progress("exporting the network to ONNX")
         graph = _write_files(model, temp, settings["opset"])
+        if graph["reused"]:
+            progress(f"reusing the graph of the same network, exported before (kept in {graph_folder()})")
         bundle = Bundle.load(temp, verify=False)
         progress("checking the bundle against the run")
         samples = _parity_samples(run, model, scratch, settings["samples"])

@@ -24,7 +24,7 @@ from torch import nn
 from ..features import default_cache_dir
 from ..integrity import sha256_of
 
-__all__ = ["KEEP", "graph_key", "kept_graph", "keep_graph"]
+__all__ = ["KEEP", "graph_folder", "graph_key", "kept_graph", "keep_graph"]
 
 KEEP = 4
 
@@ -44,13 +44,14 @@ def graph_key(module: nn.Module, example: tuple[torch.Tensor, ...], options: dic
     return digest.hexdigest()
 
 
-def _folder() -> Path:
+def graph_folder() -> Path:
+    """Where the graphs are kept: ``onnx`` in the feature cache's folder."""
     return default_cache_dir() / "onnx"
 
 
 def kept_graph(key: str, target: Path) -> bool:
     """Copy the graph kept under ``key`` to ``target``; False when none is kept (or it was damaged)."""
-    graph, recorded = _folder() / f"{key}.onnx", _folder() / f"{key}.sha256"
+    graph, recorded = graph_folder() / f"{key}.onnx", graph_folder() / f"{key}.sha256"
     try:
         if sha256_of(graph) != recorded.read_text().strip():
             raise OSError("damaged")
@@ -67,7 +68,7 @@ def kept_graph(key: str, target: Path) -> bool:
 def keep_graph(key: str, source: Path) -> None:
     """Keep ``source`` under ``key`` (atomically), then forget all but the newest ``KEEP`` graphs. A
     cache that cannot be written (read-only, full) is skipped: it only saves time."""
-    folder = _folder()
+    folder = graph_folder()
     try:
         folder.mkdir(parents=True, exist_ok=True)
         partial = folder / f".{key}.{os.getpid()}.partial"
