@@ -108,6 +108,22 @@ def _code_digest() -> str:
     return hashlib.sha256(Path(__file__).read_bytes() + Path(inference.__file__).read_bytes()).hexdigest()
 
 
+def _run_exporter(model: _Probabilities, args: tuple[torch.Tensor, ...], axes: tuple[dict, ...], opset: int | None,
+                  backbone: Backbone, path: Path) -> None:
+    """``torch.onnx.export`` (dynamo) of ``model`` to ``path``; its failures as one ConfigError."""
+    try:
+        with warnings.catch_warnings(), torch.inference_mode(False), _eager_attention(model.net):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(model, args, dynamo=True, input_names=model.names,
+                                        output_names=[OUTPUT_NAME], dynamic_shapes=(axes,), opset_version=opset,
+                                        verbose=False)
+    except Exception as exc:  # torch.export and the translation raise many types; the first line says what
+        reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"torch.onnx.export cannot export this {backbone.name} network"
+                          f"{f' at opset {opset}' if opset else ''}: {reason}") from exc
+    program.save(str(path))
+
+
 def export_onnx(net: nn.Module, backbone: Backbone, path: Path, opset: int | None = None, tta: bool = False) -> dict:
     """Write ``net`` with a softmax as an ONNX file (dynamic batch axis, and sequence axis for
     text), check it with ``onnx.checker`` and return what the manifest records of it. ``tta``: the
@@ -118,20 +134,10 @@ def export_onnx(net: nn.Module, backbone: Backbone, path: Path, opset: int | Non
     views = tuple(TEST_VIEWS) if tta else ()
     model = _Probabilities(net.eval().cpu(), names, backbone.contract.modality == "text", views).eval()
     key = graph_key(model, args, {"inputs": names, "views": views, "opset": opset, "code": _code_digest()})
-    reused = kept_graph(key, path)
+    reused = kept_graph(key, path)  # checked when it was kept, and its bytes match
     if not reused:
-        try:
-            with warnings.catch_warnings(), torch.inference_mode(False), _eager_attention(net):
-                warnings.simplefilter("ignore")
-                program = torch.onnx.export(model, args, dynamo=True, input_names=names, output_names=[OUTPUT_NAME],
-                                            dynamic_shapes=(axes,), opset_version=opset, verbose=False)
-        except Exception as exc:  # torch.export and the translation raise many types; the first line says what
-            reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-            raise ConfigError(f"torch.onnx.export cannot export this {backbone.name} network"
-                              f"{f' at opset {opset}' if opset else ''}: {reason}") from exc
-        program.save(str(path))
-    onnx.checker.check_model(str(path), full_check=True)
-    if not reused:
+        _run_exporter(model, args, axes, opset, backbone, path)
+        onnx.checker.check_model(str(path), full_check=True)
         keep_graph(key, path)
     graph = onnx.load(str(path), load_external_data=False)
     opsets = {entry.domain or "ai.onnx": entry.version for entry in graph.opset_import}
