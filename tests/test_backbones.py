@@ -136,3 +136,38 @@ def test_random_weights_for_the_scratch_baseline():
     backbone = build_backbone("efficientnet_lite0", pretrained=False)
     assert backbone.weights_digest == "random"
     assert hs.build_backbone is build_backbone
+
+
+def test_a_size_suffix_feeds_an_image_backbone_at_that_size(tmp_path):
+    path = tiny_timm_weights(tmp_path)
+    base = build_backbone(f"timm:{TINY_TIMM}", weights=path)
+    sized = build_backbone(f"timm:{TINY_TIMM}@48", weights=path)
+    assert sized.name == f"timm:{TINY_TIMM}@48" and sized.contract.input_size == 48 != base.contract.input_size
+    assert sized.contract.crop_pct == base.contract.crop_pct and sized.weights_digest == base.weights_digest
+    assert sized.cache_key != base.cache_key  # other pixels, other features
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    (f"timm:{TINY_TIMM}@8", "must be 32 to 1024 pixels, not 8"),
+    (f"timm:{TINY_TIMM}@4096", "must be 32 to 1024 pixels, not 4096"),
+    ("timm:test_vit3@96", "cannot take 96 px images .*fixed position embeddings"),
+])
+def test_a_size_a_backbone_cannot_take_is_refused_when_built(name, message):
+    with pytest.raises(ConfigError, match=message):
+        build_backbone(name, pretrained=False)
+
+
+def test_a_size_suffix_on_a_text_backbone_is_refused(tmp_path):
+    folder = tiny_bert_folder(tmp_path / "bert")
+    with pytest.raises(ConfigError, match="sets an image backbone's input size.* takes text"):
+        build_backbone(f"hf:{folder}@64")
+
+
+def test_a_run_folder_named_with_an_at_sign_stays_a_folder(tmp_path):
+    from headstart.backbones.sizing import split_input_size
+
+    folder = tmp_path / "sweep@64"
+    assert split_input_size(f"run:{folder}") == (f"run:{tmp_path / 'sweep'}", 64)  # no such folder: a size
+    folder.mkdir()
+    assert split_input_size(f"run:{folder}") == (f"run:{folder}", None)
+    assert split_input_size("efficientnet_lite0@128") == ("efficientnet_lite0", 128)

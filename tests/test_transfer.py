@@ -34,6 +34,17 @@ def test_fit_evaluate_save_load_predict_round_trip(tmp_path, image_data, weights
     assert loaded.contract_ == model.contract_
 
 
+def test_a_network_fitted_at_another_input_size_reloads_at_it(tmp_path, image_data, weights):
+    train, test = image_data.split(test=0.3, seed=0)
+    model = hs.Transfer(f"timm:{TINY_TIMM}@40", "finetune", weights=weights, config={"epochs": 1},
+                        cache_dir=tmp_path / "cache", num_workers=0).fit(train)
+    assert model.contract_.input_size == 40
+    model.save(tmp_path / "run")
+    loaded = hs.load(tmp_path / "run", device="cpu", cache_dir=tmp_path / "cache")
+    assert loaded.contract_.input_size == 40 and loaded.backbone_.name == f"timm:{TINY_TIMM}@40"
+    np.testing.assert_allclose(loaded.predict_proba(test), model.predict_proba(test), atol=1e-5)
+
+
 def test_mlp_head_round_trips_too(tmp_path, image_data, weights):
     train, test = image_data.split(test=0.3, seed=0)
     model = _transfer(tmp_path, weights, config={"head": "mlp", "hidden": 16}).fit(train)

@@ -21,6 +21,7 @@ from .base import Backbone, BackboneEntry
 from .catalog import CATALOG
 from .efficientnet_lite import EFFICIENTNET_LITE_ENTRIES
 from .minilm import MINILM_ENTRY
+from .sizing import resized, split_input_size
 
 __all__ = ["register_backbone", "register_prefix", "build_backbone", "list_backbones", "BackboneInfo", "registered_names", "default_backbone",
            "DEFAULT_BACKBONES", "described"]
@@ -84,11 +85,18 @@ def registered_names() -> list[str]:
 
 
 def build_backbone(name: str, weights: str | Path | None = None, pretrained: bool = True) -> Backbone:
-    """Build a backbone by registered name, ``timm:<name>``, ``hf:<id or folder>`` or ``run:<run folder>``.
+    """Build a backbone by registered name, ``timm:<name>``, ``hf:<id or folder>`` or ``run:<run folder>``,
+    any of them with ``@<pixels>`` to feed an image backbone at that input size (``efficientnet_lite0@128``).
 
     ``weights`` is a local weights file that replaces the default source; ``pretrained=False``
     gives the same architecture with random weights (the from-scratch baseline).
     """
+    base, size = split_input_size(name)
+    backbone = _build(base, weights, pretrained)
+    return backbone if size is None else resized(backbone, size, name)
+
+
+def _build(name: str, weights: str | Path | None, pretrained: bool) -> Backbone:
     prefix, _, rest = name.partition(":")
     builder = _prefix_builder(prefix) if rest else None
     if builder is not None:
@@ -97,8 +105,8 @@ def build_backbone(name: str, weights: str | Path | None = None, pretrained: boo
     if entry is None:
         raise ConfigError(
             f"Unknown backbone '{name}'.{did_you_mean(name, _REGISTRY)} Choose one of "
-            f"{', '.join(_REGISTRY)}, or `timm:<model name>` / `hf:<model id or folder>` / `run:<run folder>`; "
-            "`headstart models` lists them."
+            f"{', '.join(_REGISTRY)}, or `timm:<model name>` / `hf:<model id or folder>` / `run:<run folder>`, "
+            "with `@<pixels>` for another image input size; `headstart models` lists them."
         )
     return entry.build(weights=weights, pretrained=pretrained)
 

@@ -36,7 +36,8 @@ VAL = typer.Option(0.0, show_default=False, rich_help_panel=o.DATA, help=o.help_
 STRICT = typer.Option(False, "--strict", help="Fail on unreadable samples instead of skipping them.",
                       rich_help_panel=o.DATA)
 MODEL = o.model("Backbone: see `headstart models` (default: efficientnet_lite0 for images, minilm for text); "
-                "`run:PATH` continues from a run's trained backbone; `auto` ranks the candidates by LogME and fits "
+                "`run:PATH` continues from a run's trained backbone; `NAME@PIXELS` feeds an image backbone at that "
+                "size (e.g. efficientnet_lite0@128 for 128 px photos); `auto` ranks the candidates by LogME and fits "
                 "the best.")
 CANDIDATES = typer.Option(None, rich_help_panel=o.MODEL, help=(
     "Comma-separated backbones `--model auto` ranks (default: every offline backbone of the data's modality)."))

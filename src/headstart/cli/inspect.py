@@ -38,6 +38,8 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print JSON instea
                          indent=1))
         return
     out.print(backbones_table(rows))
+    out.print("Any image backbone also takes `NAME@PIXELS` to be fed at another input size, e.g. "
+              "efficientnet_lite0@128 for 128 px photos.", markup=False)
     if run_rows is not None:
         out.print(run_backbones_table(run_rows, runs))
 
