@@ -171,3 +171,11 @@ def test_a_run_folder_named_with_an_at_sign_stays_a_folder(tmp_path):
     folder.mkdir()
     assert split_input_size(f"run:{folder}") == (f"run:{folder}", None)
     assert split_input_size("efficientnet_lite0@128") == ("efficientnet_lite0", 128)
+
+
+def test_a_size_suffix_on_the_packaged_text_backbone_is_refused_before_it_loads(monkeypatch):
+    from headstart.backbones import registry
+
+    monkeypatch.setitem(registry._REGISTRY, "minilm", None)  # building it would fail: it must not be built
+    with pytest.raises(ConfigError, match="`@128` sets an image backbone's input size, and minilm takes text"):
+        build_backbone("minilm@128")

@@ -21,7 +21,7 @@ from .base import Backbone, BackboneEntry
 from .catalog import CATALOG
 from .efficientnet_lite import EFFICIENTNET_LITE_ENTRIES
 from .minilm import MINILM_ENTRY
-from .sizing import resized, split_input_size
+from .sizing import check_image, resized, split_input_size
 
 __all__ = ["register_backbone", "register_prefix", "build_backbone", "list_backbones", "BackboneInfo", "registered_names", "default_backbone",
            "DEFAULT_BACKBONES", "described"]
@@ -92,6 +92,8 @@ def build_backbone(name: str, weights: str | Path | None = None, pretrained: boo
     gives the same architecture with random weights (the from-scratch baseline).
     """
     base, size = split_input_size(name)
+    if size is not None and base in CATALOG:  # a packaged text backbone is refused before it loads
+        check_image(name, size, base, CATALOG[base]["contract"]["modality"])
     backbone = _build(base, weights, pretrained)
     return backbone if size is None else resized(backbone, size, name)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from .base import Backbone
 
-__all__ = ["MAX_INPUT_SIZE", "MIN_INPUT_SIZE", "resized", "split_input_size"]
+__all__ = ["MAX_INPUT_SIZE", "MIN_INPUT_SIZE", "check_image", "resized", "split_input_size"]
 
 MIN_INPUT_SIZE = 32  # below this an ImageNet network's stride-32 stages see one pixel or none
 MAX_INPUT_SIZE = 1024  # above this a batch of 64 no longer fits comfortably in a CPU's memory
@@ -44,12 +44,16 @@ def resized(backbone: Backbone, size: int, name: str) -> Backbone:
     """``backbone`` fed ``size`` x ``size`` images (its crop share and normalisation kept), named ``name``;
     a text backbone, or a network that cannot take that size (fixed position embeddings, too small for
     its strides), is refused here rather than deep inside the first batch."""
-    contract = backbone.contract
-    if contract.modality != "image":
-        raise ConfigError(f"Backbone '{name}': `@{size}` sets an image backbone's input size, and "
-                          f"{backbone.name} takes {contract.modality}.")
+    check_image(name, size, backbone.name, backbone.contract.modality)
     _check_takes(backbone, size, name)
-    return replace(backbone, name=name, contract=replace(contract, input_size=size))
+    return replace(backbone, name=name, contract=replace(backbone.contract, input_size=size))
+
+
+def check_image(name: str, size: int, base: str, modality: str) -> None:
+    """Refuse ``@size`` on a backbone that does not take images (the registry asks before building one)."""
+    if modality != "image":
+        raise ConfigError(f"Backbone '{name}': `@{size}` sets an image backbone's input size, and {base} takes "
+                          f"{modality}.")
 
 
 def _check_takes(backbone: Backbone, size: int, name: str) -> None:
