@@ -49,8 +49,8 @@ def main() -> None:
               "training_step": step[models[0]] / step[models[1]]}
     rows = [(r["model"], f"{r['accuracy']:.4f}", f"{r['features_seconds']:.1f}", f"{1000 * step[r['model']]:.1f}")
             for r in probes]
-    notes = [f"full size / smaller size: features {ratios['features']:.2f}x, training step {ratios['training_step']:.2f}x; "
-             f"probe accuracy {full['accuracy']:.4f} against {small['accuracy']:.4f}",
+    notes = [f"full size / smaller size: features {ratios['features']:.2f}x, "
+             f"training step {ratios['training_step']:.2f}x; probe accuracy {full['accuracy']:.4f} against {small['accuracy']:.4f}",
              "training step rounds (ms per image): " + "; ".join(
                  f"{m} " + ", ".join(f"{1000 * s:.1f}" for s in v) for m, v in steps.items())]
     emit(args.json, {"benchmark": "input_size", "machine": machine(args.threads), "probes": probes,
