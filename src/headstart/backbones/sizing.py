@@ -20,7 +20,7 @@ from .base import Backbone
 __all__ = ["MAX_INPUT_SIZE", "MIN_INPUT_SIZE", "check_image", "resized", "split_input_size"]
 
 MIN_INPUT_SIZE = 32  # below this an ImageNet network's stride-32 stages see one pixel or none
-MAX_INPUT_SIZE = 1024  # above this a batch of 64 no longer fits comfortably in a CPU's memory
+MAX_INPUT_SIZE = 1024  # a guard against typos (1280 for 128): over twice what ImageNet backbones train at
 _SIZED = re.compile(r"^(?P<base>.+)@(?P<size>\d+)$")
 
 
@@ -62,9 +62,10 @@ def _check_takes(backbone: Backbone, size: int, name: str) -> None:
 
     module = backbone.module
     training = module.training
+    device = next(module.parameters(), torch.empty(0)).device  # a `run:` backbone may live on a GPU
     try:
         with torch.inference_mode():
-            module.eval()(torch.zeros(1, 3, size, size))
+            module.eval()(torch.zeros(1, 3, size, size, device=device))
     except (RuntimeError, ValueError, AssertionError) as exc:
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"Backbone '{name}' cannot take {size} px images ({reason}). Convolutional networks "
