@@ -96,8 +96,8 @@ class Transfer(Classifier):
     Parameters
     ----------
     model: a registered backbone (``headstart models``), ``timm:<name>``, ``hf:<id or folder>`` or
-        ``run:<run folder>`` (the backbone a network-strategy run fitted);
-        None picks the packaged default for the data (efficientnet_lite0 for images, minilm for
+        ``run:<run folder>`` (the backbone a network-strategy run fitted), any image one with
+        ``@<pixels>`` to feed it at that input size (``efficientnet_lite0@128``); None picks the packaged default for the data (efficientnet_lite0 for images, minilm for
         text); ``auto`` ranks ``candidates`` by LogME on the training data and fits the best.
     strategy: how to transfer (``hs.strategy_names()``); ``linear-probe`` trains a new head on frozen features.
     candidates: backbones ``auto`` chooses from (default: every offline one of the modality).
