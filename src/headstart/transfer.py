@@ -98,7 +98,8 @@ class Transfer(Classifier):
     model: a registered backbone (``headstart models``), ``timm:<name>``, ``hf:<id or folder>`` or
         ``run:<run folder>`` (the backbone a network-strategy run fitted), any image one with
         ``@<pixels>`` to feed it at that input size (``efficientnet_lite0@128``); None picks the
-        packaged default for the data (efficientnet_lite0 for images, minilm for text); ``auto`` ranks ``candidates`` by LogME on the training data and fits the best.
+        packaged default for the data (efficientnet_lite0 for images, minilm for text); ``auto`` ranks
+        ``candidates`` by LogME on the training data and fits the best.
     strategy: how to transfer (``hs.strategy_names()``); ``linear-probe`` trains a new head on frozen features.
     candidates: backbones ``auto`` chooses from (default: every offline one of the modality).
     config: the strategy's options, as its config dataclass or a dict of its fields.
