@@ -4,7 +4,7 @@ flowers5's photos are 128 px; efficientnet_lite0 takes 224. Side by side in one 
 probe on a cold feature cache (stratified 80/20 split, seed 0: test accuracy, feature seconds), and the
 seconds a training step takes per image (augmented loading, forward and backward; the fastest of alternating
 rounds, since other work on the machine only ever adds time). Ratios are the full size's time over the
-smaller size's. What `auto` relies on when it trains networks at the images' own size.
+smaller size's: what `NAME@PIXELS` saves, and what it costs a probe.
 """
 
 from __future__ import annotations

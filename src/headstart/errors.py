@@ -10,7 +10,7 @@ import difflib
 from collections.abc import Iterable
 
 __all__ = ["HeadstartError", "DataError", "ConfigError", "WeightsUnavailableError", "OutputError", "did_you_mean",
-           "describe_os_error"]
+           "describe_os_error", "first_line"]
 
 
 class HeadstartError(Exception):
@@ -33,12 +33,19 @@ class OutputError(HeadstartError, OSError):
     """An output could not be written (disk full, read-only, no permission): nothing half-written is kept."""
 
 
+def first_line(exc: BaseException, limit: int | None = None) -> str:
+    """The exception's first line of text (at most ``limit`` characters), or its type's name when it has none:
+    what a one-line error can quote of a library's multi-line message."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
 def describe_os_error(exc: BaseException) -> str:
     """``'No space left on device'`` for an OSError, else the exception's own first line; torch
     reports a full disk as a RuntimeError from its zip writer, which says nothing a user can act on."""
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = first_line(exc)
     if "inline_container" in text or "unexpected pos" in text or "file write failed" in text:
         return "the write failed (is the disk full?)"
     return text[:200]

@@ -26,7 +26,7 @@ from .backbones import Backbone, build_backbone, default_backbone
 from .contract import InputContract
 from .data import LabelledData, stratified_split
 from .devices import default_workers, resolve_device
-from .errors import ConfigError, DataError, HeadstartError
+from .errors import ConfigError, DataError, HeadstartError, first_line
 from .evaluation import classification_metrics
 from .features import extract_features
 from .inference import TEST_VIEWS, check_tta, viewed_backbone
@@ -396,9 +396,8 @@ class Transfer(Classifier):
         try:
             strategy.restore(backbone, len(run.labels), run.tensors, run.config)
         except (RuntimeError, KeyError, ValueError) as exc:  # torch's shape and key mismatches
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise DataError(f"{path}: model.safetensors does not fit the model that config.yaml and labels.json "
-                            f"describe ({len(run.labels)} classes, {self.model}): {reason[:200]}") from None
+                            f"describe ({len(run.labels)} classes, {self.model}): {first_line(exc, 200)}") from None
         self.device_, self.backbone_, self.model_name_ = resolve_device(self.device), backbone, self.model
         self.classes_, self.adapt_ = list(run.labels), make_adaptation(self.adapt)
         self.fit_info_, self.metrics_ = run.config.get("fit", {}), run.metrics

@@ -14,7 +14,7 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..errors import ConfigError, first_line
 from .base import Backbone
 
 __all__ = ["MAX_INPUT_SIZE", "MIN_INPUT_SIZE", "check_image", "resized", "split_input_size"]
@@ -67,8 +67,7 @@ def _check_takes(backbone: Backbone, size: int, name: str) -> None:
         with torch.inference_mode():
             module.eval()(torch.zeros(1, 3, size, size, device=device))
     except (RuntimeError, ValueError, AssertionError) as exc:
-        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"Backbone '{name}' cannot take {size} px images ({reason}). Convolutional networks "
+        raise ConfigError(f"Backbone '{name}' cannot take {size} px images ({first_line(exc, 200)}). Convolutional networks "
                           f"take most sizes; networks with fixed position embeddings (ViT) only their own "
                           f"({backbone.contract.input_size} px).") from None
     finally:

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from ..backbones import Backbone
-from ..errors import ConfigError
+from ..errors import ConfigError, first_line
 from ..inference import TEST_VIEWS
 from ..runtime import OUTPUT_NAME
 from .graph_cache import graph_key, keep_graph, kept_graph
@@ -118,9 +118,8 @@ def _run_exporter(model: _Probabilities, args: tuple[torch.Tensor, ...], axes: t
                                         output_names=[OUTPUT_NAME], dynamic_shapes=(axes,), opset_version=opset,
                                         verbose=False)
     except Exception as exc:  # torch.export and the translation raise many types; the first line says what
-        reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"torch.onnx.export cannot export this {backbone.name} network"
-                          f"{f' at opset {opset}' if opset else ''}: {reason}") from exc
+                          f"{f' at opset {opset}' if opset else ''}: {first_line(exc, 300)}") from exc
     program.save(str(path))
 
 
