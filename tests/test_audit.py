@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import random
 import shutil
@@ -10,11 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from helpers import TINY_TIMM, colour_folder, run_cli, tiny_timm_weights
 from PIL import Image, ImageDraw, ImageFilter
 from sklearn.model_selection import StratifiedKFold
 
 import headstart as hs
+from headstart.backbones import build_backbone
 from headstart.data_audit import (
     Audit,
     Finding,
@@ -37,7 +41,7 @@ from headstart.data_audit.labels import (
 from headstart.data_audit.pixels import AGREEMENT, confirmed_pairs, pixel_agreement, thumbnails
 from headstart.data_audit.properties import image_properties, property_findings
 from headstart.data_audit.similarity import connected_groups, similar_pairs, unit_rows
-from headstart.data_audit.texts import one_word_apart
+from headstart.data_audit.texts import may_exceed, one_word_apart, text_findings
 from headstart.errors import ConfigError
 
 SHAPES = ("circles", "stripes", "checks")
@@ -341,6 +345,43 @@ def test_text_audit_finds_copies_short_texts_and_counts_classes(tmp_path):
     assert grouped == [[0, 1], [4, 5]]
     assert [f.index for f in result.of_kind("short-text")] == [3]
     assert result.classes == {"neg": 2, "pos": 6} and result.imbalance() == 3
+
+
+def test_a_warm_audit_reads_the_cache_without_building_the_backbone(tmp_path, monkeypatch):
+    import headstart.data_audit.checks as checks
+
+    texts = ["The battery lasts all day long.", "Screen cracked within a week.", "Sound quality is superb",
+             "Terrible customer service", "Works as described", "Broke after two days"]
+    data = hs.LabelledData("text", texts, ["pos", "neg", "pos", "neg", "pos", "neg"], source="t.csv")
+    cold = audit(data, cache_dir=tmp_path, num_workers=0)
+    assert cold.seconds["backbone"] > 0
+    monkeypatch.setattr(checks, "build_backbone", lambda *a, **k: pytest.fail("a warm audit built the backbone"))
+    warm = audit(data, cache_dir=tmp_path, num_workers=0)
+    assert "backbone" not in warm.seconds and warm.to_dict()["findings"] == cold.to_dict()["findings"]
+    longer = hs.LabelledData("text", texts + ["new words " * 200], ["pos"] * 4 + ["neg"] * 3, source="t.csv")
+    with pytest.raises(pytest.fail.Exception, match="built the backbone"):  # one text not cached: it must build
+        audit(longer, cache_dir=tmp_path, num_workers=0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=80))
+def test_a_text_the_bound_calls_short_has_no_more_tokens_than_the_bound(text):
+    """The over-long check asks the tokenizer only about texts ``may_exceed`` lets through: no text it
+    calls short may have more tokens than the limit, however its characters normalise."""
+    tokens = len(_minilm_tokenizer()(text, add_special_tokens=True)["input_ids"])
+    assert may_exceed(text, tokens - 1), (text, tokens)
+
+
+@functools.cache
+def _minilm_tokenizer():
+    return build_backbone("minilm").tokenizer
+
+
+def test_an_over_long_text_is_flagged_and_short_texts_never_load_the_tokenizer():
+    texts = ["short and sweet", "ok", "word " * 300]
+    found = text_findings(texts, ["a:1", "a:2", "a:3"], None, [None] * 3, [], _minilm_tokenizer, 256)
+    assert [(f.kind, f.index) for f in found] == [("short-text", 1), ("long-text", 2)]
+    assert text_findings(texts[:2], ["a:1", "a:2"], None, [None] * 2, [], lambda: pytest.fail("loaded"), 256)
 
 
 # -- dropping ---------------------------------------------------------------------------------------------

@@ -39,6 +39,23 @@ def test_the_catalog_models_lists_from_is_what_each_packaged_backbone_builds():
     assert rows["efficientnet_lite0"].parameters == CATALOG["efficientnet_lite0"]["parameters"]
 
 
+def test_a_packaged_backbone_s_feature_identity_is_its_built_cache_key_without_building(tmp_path):
+    """A warm audit reads features by this key without loading the network: it must be the built one's,
+    and say nothing where only building can tell or building would fail."""
+    from headstart.backbones import feature_identity
+
+    for name in ("efficientnet_lite0", "efficientnet_lite0@64", "minilm"):
+        built = build_backbone(name)
+        key, contract = feature_identity(name)
+        assert key == built.cache_key and contract.digest() == built.contract.digest(), name
+    other = tmp_path / "other.safetensors"  # other weights: another key
+    other.write_bytes(b"not the packaged weights")
+    assert feature_identity("efficientnet_lite0", other)[0] != feature_identity("efficientnet_lite0")[0]
+    assert feature_identity("minilm", other) is None  # minilm takes no --weights: building refuses it
+    assert feature_identity(f"timm:{TINY_TIMM}") is None and feature_identity("minilm@128") is None
+    assert feature_identity("efficientnet_lite0", tmp_path / "missing.safetensors") is None
+
+
 def test_a_backbone_registered_outside_the_catalog_is_listed_from_its_architecture():
     from headstart.backbones import BackboneEntry, register_backbone
     from headstart.backbones.registry import _REGISTRY

@@ -24,7 +24,7 @@ from .errors import ConfigError
 from .data import DEFAULT_MAX_PIXELS, LabelledData, call_module, inference_loader, to_device
 from .feature_cache import FeatureCache
 
-__all__ = ["embed", "extract_features", "share_features", "uncached_count", "default_cache_dir", "content_digests",
+__all__ = ["cached_features", "embed", "extract_features", "share_features", "uncached_count", "default_cache_dir", "content_digests",
            "FeatureCache"]
 
 log = logging.getLogger(__name__)
@@ -120,6 +120,21 @@ def extract_features(backbone: Backbone, data: LabelledData, *, cache_dir: str |
             cache.store(list(unique), np.stack(list(unique.values())))
         elif progress:
             progress(len(digests), len(digests))
+    return out
+
+
+def cached_features(cache_key: str, feature_dim: int, data: LabelledData,
+                    cache_dir: str | Path | None = None) -> np.ndarray | None:
+    """Every sample's features under ``cache_key`` (a backbone's :attr:`~headstart.backbones.Backbone.cache_key`),
+    or None when the cache lacks any: a warm cache read without building the backbone."""
+    root = Path(cache_dir) if cache_dir else default_cache_dir()
+    with closing(FeatureCache(root, cache_key, feature_dim)) as cache:
+        found = cache.lookup(content_digests(data))
+    if len(found) < len(data):
+        return None
+    out = np.empty((len(data), feature_dim), dtype=np.float32)
+    for position, row in found.items():
+        out[position] = row
     return out
 
 

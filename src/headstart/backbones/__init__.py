@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 
 from ..lazy import lazy_exports
 from .base import Backbone, BackboneEntry
-from .registry import (DEFAULT_BACKBONES, BackboneInfo, build_backbone, default_backbone, list_backbones,
-                       register_backbone, register_prefix, registered_names)
+from .registry import (DEFAULT_BACKBONES, BackboneInfo, build_backbone, default_backbone, feature_identity,
+                       list_backbones, register_backbone, register_prefix, registered_names)
 
 _LAZY = {"TextEncoder": "text_encoders", "load_state_dict_file": "timm_models"}
 
@@ -23,6 +23,7 @@ __all__ = [
     "BackboneInfo",
     "TextEncoder",
     "build_backbone",
+    "feature_identity",
     "list_backbones",
     "load_state_dict_file",
     "register_backbone",

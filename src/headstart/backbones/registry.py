@@ -13,18 +13,19 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..errors import ConfigError, did_you_mean
-from .base import Backbone, BackboneEntry
+from ..contract import InputContract
+from ..errors import ConfigError, WeightsUnavailableError, did_you_mean
+from .base import Backbone, BackboneEntry, feature_cache_key, file_digest
 from .catalog import CATALOG
 from .efficientnet_lite import EFFICIENTNET_LITE_ENTRIES
 from .minilm import MINILM_ENTRY
 from .sizing import check_image, resized, split_input_size
 
 __all__ = ["register_backbone", "register_prefix", "build_backbone", "list_backbones", "BackboneInfo", "registered_names", "default_backbone",
-           "DEFAULT_BACKBONES", "described"]
+           "DEFAULT_BACKBONES", "described", "feature_identity"]
 
 # The packaged default of each modality: what `fit` uses when no `--model` is given.
 DEFAULT_BACKBONES = {"image": "efficientnet_lite0", "text": "minilm"}
@@ -111,6 +112,27 @@ def _build(name: str, weights: str | Path | None, pretrained: bool) -> Backbone:
             "with `@<pixels>` for another image input size; `headstart models` lists them."
         )
     return entry.build(weights=weights, pretrained=pretrained)
+
+
+def feature_identity(name: str, weights: str | Path | None = None) -> tuple[str, InputContract] | None:
+    """The feature-cache key and input contract that ``build_backbone(name, weights)`` gives, from the
+    catalog record and the weight files' digest, without loading the network: what reading features
+    from a warm cache needs. None where only building tells (``timm:``, ``hf:`` and ``run:`` names, a
+    backbone registered without a catalog record or weight files) or where building would fail."""
+    base, size = split_input_size(name)
+    entry, record = _REGISTRY.get(base), CATALOG.get(base)
+    if entry is None or record is None or entry.weight_files is None:
+        return None
+    contract = InputContract.from_dict(record["contract"])
+    if size is not None:
+        if contract.modality != "image":
+            return None
+        contract = replace(contract, input_size=size)
+    try:
+        files = entry.weight_files(weights)
+        return (feature_cache_key(name, file_digest(files), contract), contract) if files else None
+    except (OSError, WeightsUnavailableError):
+        return None
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..contract import InputContract, LayerGroup
 from ..errors import ConfigError, WeightsUnavailableError
-from .base import Backbone, file_digest, layer_groups_from_names
+from .base import Backbone, file_digest, layer_groups_from_names, weight_files_in
 
 __all__ = ["TextEncoder", "build_hf_backbone"]
 
@@ -96,7 +96,7 @@ def build_hf_backbone(spec: str, weights: str | Path | None = None, pretrained: 
 
         folder = Path(snapshot_download(spec, local_files_only=True))
     max_length, normalize = _folder_settings(folder, tokenizer)
-    weight_files = [p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin")]
+    weight_files = weight_files_in(folder)
     digest = file_digest(weight_files) if pretrained and weight_files else "random"
     contract = InputContract(
         modality="text",

@@ -17,15 +17,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..backbones import build_backbone, default_backbone
+from ..backbones import Backbone, build_backbone, default_backbone, feature_identity
+from ..contract import InputContract
 from ..data import LabelledData
 from ..devices import default_workers, resolve_device
 from ..errors import ConfigError, DataError
-from ..features import content_digests, extract_features
+from ..features import cached_features, content_digests, extract_features
 from .copies import against_findings, copy_findings, copy_groups, leakage_findings
 from .findings import Audit, Finding
 from .fitted import fitted_probabilities, label_estimator
@@ -97,17 +98,52 @@ def audit(data: LabelledData, *, model: str | None = None, against: LabelledData
                 "num_workers": default_workers(num_workers), "device": resolve_device(device)}
     network = None if label_model is None else label_estimator(label_model, model=name, seed=seed, weights=weights,
                                                                  settings=settings)
-    backbone = build_backbone(name, weights=weights)
+    backbone = _OnFirstUse(name, weights)
+    identity = feature_identity(name, weights) if use_cache else None
     started = time.perf_counter()
-    features = extract_features(backbone, data, progress=_stage(progress, "audit features"), **settings)
-    other = (extract_features(backbone, against, progress=_stage(progress, "audit --against"), **settings)
+    features = _features(data, backbone, identity, settings, _stage(progress, "audit features"))
+    other = (_features(against, backbone, identity, settings, _stage(progress, "audit --against"))
              if against is not None else None)
     extracted = time.perf_counter()
     result = Audit(data.source, data.modality, name, len(data), data.class_counts(),
                    thresholds={"near_duplicate": threshold}, against=against.source if against is not None else None)
-    result.findings = _run_checks(data, features, against, other, backbone, result, folds, seed, network, progress)
+    contract = identity[1] if identity is not None else backbone().contract
+    tokenizer = (lambda: backbone().tokenizer) if data.modality == "text" else None
+    result.findings = _run_checks(data, features, against, other, result, folds, seed, network, progress,
+                                  tokenizer=tokenizer, max_length=contract.max_length)
     result.seconds.update(features=round(extracted - started, 3), checks=round(time.perf_counter() - extracted, 3))
+    if backbone.seconds is not None:  # part of the features' or the checks' time
+        result.seconds["backbone"] = backbone.seconds
     return result
+
+
+class _OnFirstUse:
+    """The audit's backbone, built when first called for: features read from a warm cache need none."""
+
+    def __init__(self, name: str, weights: str | Path | None) -> None:
+        self.name, self.weights = name, weights
+        self.seconds: float | None = None  # how long building took, once built
+        self._built: Backbone | None = None
+
+    def __call__(self) -> Backbone:
+        if self._built is None:
+            started = time.perf_counter()
+            self._built = build_backbone(self.name, weights=self.weights)
+            self.seconds = round(time.perf_counter() - started, 3)
+        return self._built
+
+
+def _features(data: LabelledData, backbone: Callable[[], Backbone], identity: tuple[str, InputContract] | None,
+              settings: dict, progress: Callable[[int, int], None] | None) -> np.ndarray:
+    """``data``'s features: read from the cache without building the backbone when ``identity`` (its
+    cache key and contract) finds all of them there, else extracted by the built backbone."""
+    if identity is not None and identity[1].modality == data.modality:
+        found = cached_features(identity[0], identity[1].feature_dim, data, settings["cache_dir"])
+        if found is not None:
+            if progress:
+                progress(len(data), len(data))
+            return found
+    return extract_features(backbone(), data, progress=progress, **settings)
 
 
 def _stage(progress: Progress | None, stage: str):
@@ -115,8 +151,8 @@ def _stage(progress: Progress | None, stage: str):
 
 
 def _run_checks(data: LabelledData, features: np.ndarray, against: LabelledData | None, other: np.ndarray | None,
-                backbone, result: Audit, folds: int, seed: int,
-                network: Transfer | None, progress: Progress | None) -> list[Finding]:
+                result: Audit, folds: int, seed: int, network: Transfer | None, progress: Progress | None, *,
+                tokenizer: Callable[[], Any] | None, max_length: int | None) -> list[Finding]:
     texts = data.items if data.modality == "text" else None
     parts, labels = parts_of(data), data.labels
     unit, digests = unit_rows(features), content_digests(data)
@@ -135,8 +171,7 @@ def _run_checks(data: LabelledData, features: np.ndarray, against: LabelledData 
     findings += outlier_findings(outlier_scores(unit, y), labels, data.locations, parts, texts)
     result.thresholds["outlier_fence_iqr"] = FENCE
     if texts:
-        findings += text_findings(texts, data.locations, labels, parts, data.skipped, backbone.tokenizer,
-                                  backbone.contract.max_length)
+        findings += text_findings(texts, data.locations, labels, parts, data.skipped, tokenizer, max_length)
     else:
         started = time.perf_counter()
         findings += property_findings(image_properties(data.items), labels, data.locations, parts)

@@ -4,15 +4,18 @@ empty, very short and over-long texts."""
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+import unicodedata
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from .copies import normalised_text
 from .findings import Finding
 
-__all__ = ["MIN_CHARACTERS", "MIN_WORDS_APART", "one_word_apart", "text_findings"]
+__all__ = ["ADDED_TOKENS", "MIN_CHARACTERS", "MIN_WORDS_APART", "may_exceed", "one_word_apart", "text_findings"]
 
 MIN_WORDS_APART = 3  # the shorter text of a one-word-apart pair has at least this many words
 MIN_CHARACTERS = 3   # fewer letters or digits than this: a short text
+ADDED_TOKENS = 8  # room for the special tokens a tokenizer adds (2 for BERT and RoBERTa) and a word-start marker
 Pair = tuple[int, int, float]
 
 
@@ -36,10 +39,11 @@ def one_word_apart(texts: Sequence[str]) -> list[Pair]:
 
 
 def text_findings(texts: Sequence[str], locations: Sequence[str], labels: Sequence[str] | None,
-                  parts: Sequence[str | None], skipped: Sequence[object], tokenizer=None,
+                  parts: Sequence[str | None], skipped: Sequence[object], tokenizer: Callable[[], Any] | None = None,
                   max_length: int | None = None) -> list[Finding]:
     """Empty texts (the reader skipped them), texts with fewer than ``MIN_CHARACTERS`` letters or
-    digits, and texts longer than ``max_length`` tokens of ``tokenizer`` (the backbone's limit)."""
+    digits, and texts longer than ``max_length`` tokens of the backbone's tokenizer (``tokenizer()``
+    gives it; asked only when some text may be that long, see :func:`may_exceed`)."""
     findings = [Finding("empty-text", None, issue.location, 1.0, detail="empty text, skipped when the data was read")
                 for issue in skipped if getattr(issue, "problem", "") == "empty text"]
     for i, text in enumerate(texts):
@@ -48,12 +52,20 @@ def text_findings(texts: Sequence[str], locations: Sequence[str], labels: Sequen
             findings.append(Finding("short-text", i, locations[i], 1.0 - characters / MIN_CHARACTERS,
                                     label=labels[i] if labels else None, split=parts[i], text=text,
                                     detail=f"{characters} letter(s) or digit(s)"))
-    if tokenizer is not None and max_length:
-        lengths = [len(ids) for ids in tokenizer(list(texts), add_special_tokens=True, truncation=False,
-                                                 verbose=False)["input_ids"]]
-        for i, length in enumerate(lengths):
-            if length > max_length:
-                findings.append(Finding("long-text", i, locations[i], 1.0 - max_length / length,
+    candidates = [i for i, text in enumerate(texts) if may_exceed(text, max_length)] if max_length else []
+    if tokenizer is not None and candidates:
+        encoded = tokenizer()([texts[i] for i in candidates], add_special_tokens=True, truncation=False, verbose=False)
+        for i, ids in zip(candidates, encoded["input_ids"]):
+            if len(ids) > max_length:
+                findings.append(Finding("long-text", i, locations[i], 1.0 - max_length / len(ids),
                                         label=labels[i] if labels else None, split=parts[i], text=texts[i],
-                                        detail=f"{length} tokens; the backbone reads the first {max_length}"))
+                                        detail=f"{len(ids)} tokens; the backbone reads the first {max_length}"))
     return findings
+
+
+def may_exceed(text: str, max_length: int) -> bool:
+    """Whether ``text`` can be more than ``max_length`` tokens long. A WordPiece, byte-level BPE or
+    SentencePiece token covers at least one byte of the text as the tokenizer normalises it (lower case,
+    compatibility decomposition at most: the longest such form), but for the special tokens it adds and a
+    word-start marker (``ADDED_TOKENS``); shorter texts need no tokenizer."""
+    return len(unicodedata.normalize("NFKD", text.lower()).encode("utf-8")) + ADDED_TOKENS > max_length
