@@ -59,7 +59,8 @@ def test_finetuned_efficientnet_beats_training_from_scratch(tmp_path):
     picked = np.concatenate([rng.choice(np.flatnonzero(flowers.y == c), 40, replace=False)
                              for c in range(len(flowers.classes))])
     train, test = flowers.subset(picked).split(test=0.5, seed=0)  # 20 per class to train, 20 to test
+    # at flowers5's own 128 px: half the time of 224 px (here 0.48 against scratch's 0.15)
     config = hs.FinetuneConfig(epochs=4, batch_size=16, patience=0)
     rows = {row["strategy"]: row for row in compare_strategies(
-        train, test, ["scratch", "finetune"], model="efficientnet_lite0", finetune=config, cache_dir=tmp_path)}
+        train, test, ["scratch", "finetune"], model="efficientnet_lite0@128", finetune=config, cache_dir=tmp_path)}
     assert rows["finetune"]["accuracy"] >= rows["scratch"]["accuracy"] + 0.2, rows
