@@ -105,7 +105,8 @@ def inject_texts(train: hs.LabelledData, table: Path, rng: random.Random, aliens
 
 
 def _words(text: str) -> list[str]:
-    return re.sub(r"[.!?,;:]+", " ", text.lower()).split()
+    """Words as the judge counts them: an apostrophe is punctuation inside a word ("Dont" is "Don't")."""
+    return re.sub(r"[.!?,;:]+", " ", re.sub(r"['’]", "", text.lower())).split()
 
 
 def copy_as_injected(a: str, b: str) -> bool:

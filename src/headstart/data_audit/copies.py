@@ -21,23 +21,36 @@ __all__ = [
     "exact_pairs",
     "kept_member",
     "leakage_findings",
-    "normalised_text",
+    "text_key",
+    "text_words",
 ]
 
 PART_ORDER = ("train", "val", "test")  # a copy across parts is flagged in the earliest part it is in
 Pair = tuple[int, int, float]
 
 
-def normalised_text(text: str) -> str:
-    """The words of ``text``, lowercased, without punctuation: "Great phone!!" -> "great phone"."""
-    return " ".join(re.findall(r"\w+", text.lower()))
+_WORD = re.compile(r"\w+(?:['’]\w+)*")  # a contraction ("don't") is one word, as people count words
+
+
+def text_words(text: str) -> list[str]:
+    """The words of ``text``, lowercased, without punctuation: "Don't buy it!!" -> ["don't", "buy", "it"]."""
+    return _WORD.findall(text.lower())
+
+
+def text_key(text: str) -> str:
+    """What copies of a text share: its letters and digits, lowercased; case, punctuation and spacing
+    ignored ("Great phone!!", "great-phone" and "greatphone" are one key)."""
+    return "".join(re.findall(r"[^\W_]", text.lower()))
 
 
 def exact_pairs(keys: Sequence[object]) -> list[Pair]:
-    """Pairs (first, other, 1.0) of positions holding the same key (a digest or a normalised text)."""
+    """Pairs (first, other, 1.0) of positions holding the same key (a digest or a :func:`text_key`); an
+    empty key (a text without letters or digits, "!!!" or an emoji) pairs with nothing."""
     first: dict[object, int] = {}
     pairs = []
     for i, key in enumerate(keys):
+        if not key:
+            continue
         if key in first:
             pairs.append((first[key], i, 1.0))
         else:
@@ -49,7 +62,7 @@ def copy_groups(digests: Sequence[bytes], near: list[Pair], labels: Sequence[str
                 locations: Sequence[str], texts: Sequence[str] | None = None) -> list[dict]:
     """Groups of samples that are copies of each other: "duplicate" when all share one digest,
     else "near-duplicate"; ``cross_class`` when they carry more than one label."""
-    pairs = exact_pairs(digests) + near + (exact_pairs([normalised_text(t) for t in texts]) if texts else [])
+    pairs = exact_pairs(digests) + near + (exact_pairs([text_key(t) for t in texts]) if texts else [])
     best: dict[int, float] = {}
     for i, j, similarity in pairs:
         for row in (i, j):
@@ -109,11 +122,11 @@ def against_findings(near: Sequence[tuple[int, int, float]], digests: Sequence[b
     matches: dict[int, tuple[int, float]] = {}
     keyed = {d: j for j, d in enumerate(other_digests)}
     if texts and other_texts:
-        keyed.update({normalised_text(t): j for j, t in enumerate(other_texts)})
+        keyed.update({key: j for j, t in enumerate(other_texts) if (key := text_key(t))})
     for i, key in enumerate(digests):
         j = keyed.get(key)
         if j is None and texts and other_texts:
-            j = keyed.get(normalised_text(texts[i]))
+            j = keyed.get(text_key(texts[i]) or None)
         if j is not None:
             matches[i] = (j, 1.0)
     for i, j, similarity in near:

@@ -8,7 +8,7 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .copies import normalised_text
+from .copies import text_words
 from .findings import Finding
 
 __all__ = ["ADDED_TOKENS", "MIN_CHARACTERS", "MIN_WORDS_APART", "may_exceed", "one_word_apart", "text_findings"]
@@ -23,7 +23,7 @@ def one_word_apart(texts: Sequence[str]) -> list[Pair]:
     """Pairs of texts whose words (case and punctuation ignored) are the same but for one word
     added or dropped, the shorter holding at least ``MIN_WORDS_APART`` words. Found through every
     text's one-word deletions, in time linear in the words."""
-    words = [normalised_text(text).split() for text in texts]
+    words = [text_words(text) for text in texts]
     whole: dict[tuple[str, ...], list[int]] = {}
     for i, w in enumerate(words):
         if len(w) >= MIN_WORDS_APART:
