@@ -33,8 +33,9 @@ _WORD = re.compile(r"\w+(?:['’]\w+)*")  # a contraction ("don't") is one word,
 
 
 def text_words(text: str) -> list[str]:
-    """The words of ``text``, lowercased, without punctuation: "Don't buy it!!" -> ["don't", "buy", "it"]."""
-    return _WORD.findall(text.lower())
+    """The words of ``text``, lowercased, without punctuation (an apostrophe too, as :func:`text_key` drops
+    it): "Don't buy it!!" -> ["dont", "buy", "it"]."""
+    return [re.sub("['’]", "", word) for word in _WORD.findall(text.lower())]
 
 
 def text_key(text: str) -> str:
