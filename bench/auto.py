@@ -58,7 +58,7 @@ def compare_for(path: Path, test: float, seconds: float) -> tuple[float, str, fl
     """compare's default strategies, one after another, until the budget is spent: the best finished inside it."""
     import headstart as hs
     from headstart.training import TimeLimit
-    from headstart.workflows import open_data
+    from headstart.data.opening import open_data
 
     data = open_data(path)
     train, test_part = data.split(test=test, seed=SEED)

@@ -372,6 +372,22 @@ def test_a_warm_audit_reads_the_cache_without_building_the_backbone(tmp_path, mo
         audit(longer, cache_dir=tmp_path, num_workers=0)
 
 
+def test_the_audit_command_on_a_warm_cache_never_loads_torch(tmp_path):
+    """torch takes 2-3 s to import: an audit that reads every feature from the cache needs none of it."""
+    import subprocess
+    import sys
+
+    table = _write_rows(tmp_path / "t.csv", [("The battery lasts all day long.", "pos"), ("Broke in a week.", "neg"),
+                                             ("Works as described", "pos"), ("Terrible service", "neg")])
+    audit(hs.TextTable(table), cache_dir=tmp_path / "cache", num_workers=0)  # the cold pass fills the cache
+    code = ("import sys; from headstart.cli import main; sys.argv = ['headstart', 'audit', sys.argv[1], '--cache-dir', "
+            "sys.argv[2], '--json']\ntry:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "sys.stderr.write(f'torch={\"torch\" in sys.modules}')")
+    done = subprocess.run([sys.executable, "-c", code, str(table), str(tmp_path / "cache")], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and done.stderr.endswith("torch=False"), done.stderr[-2000:]
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.text(max_size=80))
 def test_a_text_the_bound_calls_short_has_no_more_tokens_than_the_bound(text):

@@ -569,7 +569,7 @@ def test_an_image_table_names_its_columns_and_refuses_a_class_left_without_image
 
 def test_modality_reads_a_table_as_images_or_refuses_what_contradicts_it(tmp_path):
     from headstart.data.reading import ReadOptions
-    from headstart.workflows import open_data, open_inputs, open_unlabelled
+    from headstart.data.opening import open_data, open_inputs, open_unlabelled
 
     table = _image_table(tmp_path)
     assert open_data(table, reading=ReadOptions(modality="image")).modality == "image"

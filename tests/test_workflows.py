@@ -8,7 +8,8 @@ import yaml
 
 from headstart.data import few_shot_indices
 from headstart.errors import ConfigError, DataError
-from headstart.workflows import RunArgs, RunConfig, fit_run, open_data, read_run_config, resume_run, work_dir
+from headstart.data.opening import open_data
+from headstart.workflows import RunArgs, RunConfig, fit_run, read_run_config, resume_run, work_dir
 
 from helpers import TINY_TIMM, colour_folder, tiny_timm_weights
 
@@ -71,7 +72,7 @@ def test_fit_run_writes_the_run_directory_the_cli_writes(tmp_path, monkeypatch):
 
 
 def test_a_text_model_predicts_texts_given_directly_or_from_a_table(tmp_path):
-    from headstart.workflows import open_inputs
+    from headstart.data.opening import open_inputs
 
     texts = open_inputs(["great phone", "  awful battery "], "text")
     assert texts.items == ["great phone", "awful battery"] and texts.locations == texts.items

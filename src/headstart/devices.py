@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import platform
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["resolve_device", "default_workers", "cpu_description"]
 
@@ -17,6 +19,8 @@ _INT8_EXTENSIONS = {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"}
 
 def resolve_device(device: str | torch.device) -> torch.device:
     """``auto`` picks CUDA when present; asking for CUDA without one is an error."""
+    import torch  # here: a command that reads cached features only never loads torch
+
     if isinstance(device, torch.device):
         return device
     if device == "auto":

@@ -15,14 +15,17 @@ from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
-from . import distributed
+import numpy as np
+
 from .backbones import Backbone
+from .data import DEFAULT_MAX_PIXELS, LabelledData
 from .errors import ConfigError
-from .data import DEFAULT_MAX_PIXELS, LabelledData, call_module, inference_loader, to_device
 from .feature_cache import FeatureCache
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["cached_features", "embed", "extract_features", "share_features", "uncached_count", "default_cache_dir", "content_digests",
            "FeatureCache"]
@@ -60,6 +63,9 @@ def embed(backbone: Backbone, items: list[str], *, batch_size: int = 64, num_wor
     Batches come from :func:`~headstart.data.inference_loader`, as for prediction and AdaBN.
     Texts go in length order, so each batch pads little; rows come back in the caller's order.
     """
+    import torch  # here, not above: reading features from the cache needs no torch
+
+    from .data import call_module, inference_loader, to_device
     device, contract = torch.device(device), backbone.contract
     module = backbone.module.eval().to(device)
     if contract.channels_last:
@@ -147,6 +153,10 @@ def share_features(backbone: Backbone, data: LabelledData, *, cache_dir: str | P
 
     Every rank must call it with the same arguments (it is collective); in a job of one it does nothing.
     """
+    import torch
+
+    from . import distributed
+
     device = distributed.join(torch.device(device))
     world = distributed.current()
     if world.size == 1:

@@ -21,92 +21,23 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from . import distributed
-from .data import ImageFiles, ImageFolder, ImageTable, LabelledData, TextTable, stratified_split
+from .data import LabelledData, stratified_split
+from .data.opening import open_data
 from .data.reading import ReadOptions
 from .devices import resolve_device
 from .errors import ConfigError, DataError, HeadstartError
 from .runs import check_output_dir, write_text_atomic
 
-__all__ = ["open_data", "open_inputs", "open_texts", "open_unlabelled", "RunConfig", "read_run_config", "RunArgs", "FitRun",
+__all__ = ["RunConfig", "read_run_config", "RunArgs", "FitRun",
            "FitRunResult", "fit_run", "resume_run", "work_dir", "save_search", "refit_best", "refit_on_all", "saved_arguments", "held_workspace", "trial_trackers",
            "AdaptRunResult", "adapt_run", "share_features_of", "Evaluation", "evaluate_run", "run_modality", "training_overlap",
            "trained_on_digests"]
 
-TEXT_SUFFIXES = {".csv", ".tsv", ".txt", ".jsonl", ".ndjson"}
-DEFAULT_TEXT_COLUMN = "text"
 ARGS_FILE = "args.json"
 DATA_FILE = "data.sha256"
 CHECKPOINT = "checkpoint.pt"
 Progress = Callable[..., None]
 T = TypeVar("T")
-
-
-# -- data on disk ------------------------------------------------------------------------------
-def open_data(path: str | Path, text_column: str = DEFAULT_TEXT_COLUMN, label_column: str | None = "label",
-              strict: bool = False, reading: ReadOptions | None = None) -> LabelledData:
-    """An image folder (one sub-folder per class), a text table, or with ``reading.modality``
-    "image" a table of image paths; ``reading`` says how (modality, separator, encoding, bad
-    rows, pixel cap) where defaults do not fit."""
-    path, reading = Path(path), reading or ReadOptions()
-    if path.is_dir():
-        if reading.modality == "text":
-            raise DataError(f"{path} is a folder, which holds images; texts come in a table (.csv, .tsv, .jsonl): "
-                            "drop `--modality text` or give the table.")
-        return ImageFolder(path, strict=strict, **reading.image_options())
-    if path.suffix.lower() in TEXT_SUFFIXES:
-        if reading.modality == "image":
-            return ImageTable(path, image=_image_column(text_column), label=label_column, strict=strict,
-                              **reading.image_options(), **reading.table_options())
-        return TextTable(path, text=text_column, label=label_column, strict=strict, **reading.table_options())
-    if not path.exists():
-        raise DataError(f"{path} does not exist.")
-    raise DataError(f"{path} is neither a folder of class folders nor a table (.csv, .tsv, .jsonl).")
-
-
-def _image_column(text_column: str) -> str:
-    """The column of image paths: the one `--text-column` names, or ``image`` when it was left alone."""
-    return "image" if text_column == DEFAULT_TEXT_COLUMN else text_column
-
-
-def open_inputs(paths: Sequence[str | Path], modality: str, text_column: str = DEFAULT_TEXT_COLUMN,
-                reading: ReadOptions | None = None) -> LabelledData:
-    """Unlabelled inputs to predict: image files or folders, or one table of image paths; for a text
-    model one table, or the texts themselves (arguments that name no file, e.g. ``predict RUN "great phone"``)."""
-    reading = reading or ReadOptions()
-    if reading.modality not in (None, modality):
-        raise ConfigError(f"`--modality {reading.modality}` contradicts the model, which takes {modality}s; "
-                          "leave `--modality` out.")
-    if modality == "image":
-        if len(paths) == 1 and Path(paths[0]).suffix.lower() in TEXT_SUFFIXES and Path(paths[0]).is_file():
-            return ImageTable(paths[0], image=_image_column(text_column), label=None, **reading.image_options(),
-                              **reading.table_options())
-        return ImageFiles([Path(p) for p in paths], **reading.image_options())
-    files = [p for p in paths if Path(p).exists()]
-    if len(paths) == 1 and files:
-        return TextTable(Path(paths[0]), text=text_column, label=None, **reading.table_options())
-    if files:
-        raise DataError(f"{files[0]} is a file among texts; give one table (.csv, .tsv, .jsonl), or texts only.")
-    tables = [p for p in paths if Path(p).suffix.lower() in TEXT_SUFFIXES]
-    if tables:
-        raise DataError(f"{tables[0]} does not exist; check the path to the text table.")
-    return open_texts([str(p) for p in paths])
-
-
-def open_texts(texts: Sequence[str], source: str = "the command line") -> LabelledData:
-    """Texts given directly (arguments, or lines of standard input) as unlabelled data to predict."""
-    texts = [text.strip() for text in texts if text.strip()]
-    if not texts:
-        raise DataError(f"No text to predict in {source}: give one text per argument or line.")
-    return LabelledData("text", texts, None, source=source)  # each text is its own location
-
-
-def open_unlabelled(path: str | Path, text_column: str = "text", modality: str | None = None,
-                    reading: ReadOptions | None = None) -> LabelledData:
-    """The samples of a domain without their labels: any image folder, a table's text column, or
-    (modality "image") a table's image paths."""
-    path, reading = Path(path), reading or ReadOptions()
-    modality = modality or reading.modality or ("image" if path.is_dir() else "text")
-    return open_inputs([path], modality, text_column, reading)
 
 
 # -- config files --------------------------------------------------------------------------------

@@ -29,8 +29,9 @@ from ..runs import check_output_dir, write_text_atomic
 from ..strategies import get_strategy
 from ..training import TimeLimit
 from ..transfer import ENSEMBLE, Transfer
-from ..workflows import (TRAINED_ON, held_workspace, open_data, refit_on_all, saved_arguments, trained_on_digests,
-                         with_report, work_dir)
+from ..data.opening import open_data
+from ..workflows import (TRAINED_ON, held_workspace, refit_on_all, saved_arguments, trained_on_digests, with_report,
+                         work_dir)
 from .budget import Budget, format_duration
 from .plan import (GOOD_EPOCHS, MIN_EPOCHS, NETWORK_STRATEGIES, Costs, Selection, Stage, network_stage,
                    probe_seconds, refit_seconds, row_key, standard_error)

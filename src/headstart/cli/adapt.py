@@ -76,7 +76,8 @@ def adapt(
     """Adapt a model trained on labelled SOURCE data to unlabelled TARGET data; report it beside source-only."""
     if nproc > 1:  # before the imports below: the launcher itself needs none of them
         return launch(nproc)
-    from ..workflows import adapt_run, open_data, open_unlabelled
+    from ..data.opening import open_data, open_unlabelled
+    from ..workflows import adapt_run
 
     config, method_options = split_options(method, options)
     read = o.read_options(reading)
@@ -125,7 +126,7 @@ def shift(
     from ..adaptation import measure_shift
     from ..backbones import default_backbone
     from ..devices import resolve_device
-    from ..workflows import open_unlabelled
+    from ..data.opening import open_unlabelled
 
     read = o.read_options(reading)
     source_data = open_unlabelled(source, text_column, reading=read)

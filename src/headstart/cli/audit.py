@@ -47,7 +47,7 @@ def audit(
     """Audit DATA before training: duplicates, leakage, likely label errors, outliers, odd or dark images,
     class balance."""
     from ..data_audit import audit as run_audit, write_audit
-    from ..workflows import open_data
+    from ..data.opening import open_data
 
     read = o.read_options(reading)
     dataset = open_data(data, text_column, label_column, strict=False, reading=read)

@@ -164,7 +164,7 @@ def compare(
     from ..comparison import compare_strategies, write_comparison
     from ..data import few_shot_indices
     from ..strategies import get_strategy
-    from ..workflows import open_data
+    from ..data.opening import open_data
 
     finetune = get_strategy("finetune")
     budget = finetune.make_config(require_applicable(options, finetune.config_class, BUDGET_OPTIONS,

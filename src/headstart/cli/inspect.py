@@ -66,7 +66,7 @@ def rank(
     from ..devices import resolve_device
     from ..errors import ConfigError
     from ..ranking import ALL, AUTO, default_candidates, rank as rank_candidates
-    from ..workflows import open_data
+    from ..data.opening import open_data
 
     if sample is not None and sample != ALL and not (sample.isdigit() and int(sample) >= 1):
         raise ConfigError(f"--sample takes a number of samples (>= 1) or '{ALL}'. Got {sample!r} instead.")
@@ -106,7 +106,8 @@ def evaluate(
     """Evaluate a saved run on labelled data: accuracy, precision, recall, F1, confusion matrix."""
     from dataclasses import replace
 
-    from ..workflows import evaluate_run, open_data, run_modality
+    from ..data.opening import open_data
+    from ..workflows import evaluate_run, run_modality
 
     read = o.read_options(reading)
     if read.modality is None and data.is_file():  # a table given to an image run holds image paths
@@ -144,7 +145,7 @@ def predict(
     """Predict the class of each input, with class probabilities."""
     from ..errors import ConfigError
     from ..runtime import Bundle, is_bundle
-    from ..workflows import open_inputs, open_texts
+    from ..data.opening import open_inputs, open_texts
 
     bundled = is_bundle(run)
     if bundled:

@@ -65,7 +65,8 @@ def tune(
 
     from ..strategies import get_strategy
     from ..tuning import TuneSettings, read_space, tune as run_search
-    from ..workflows import open_data, refit_best, save_search, trial_trackers
+    from ..data.opening import open_data
+    from ..workflows import refit_best, save_search, trial_trackers
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bar and table say what its log lines would
     pinned = require_applicable(options, get_strategy(strategy).config_class, TUNE_OPTIONS, f"the {strategy} strategy")

@@ -95,9 +95,9 @@ def audit(data: LabelledData, *, model: str | None = None, against: LabelledData
         raise DataError(f"{data.source} has {len(data)} readable sample(s); an audit needs at least 2.")
     name = model or default_backbone(data.modality)
     settings = {"cache_dir": cache_dir, "use_cache": use_cache, "batch_size": batch_size,
-                "num_workers": default_workers(num_workers), "device": resolve_device(device)}
+                "num_workers": default_workers(num_workers), "device": device}  # resolved when a network runs
     network = None if label_model is None else label_estimator(label_model, model=name, seed=seed, weights=weights,
-                                                                 settings=settings)
+                                                                 settings=_resolved(settings))
     backbone = _OnFirstUse(name, weights)
     identity = feature_identity(name, weights) if use_cache else None
     started = time.perf_counter()
@@ -143,7 +143,12 @@ def _features(data: LabelledData, backbone: Callable[[], Backbone], identity: tu
             if progress:
                 progress(len(data), len(data))
             return found
-    return extract_features(backbone(), data, progress=progress, **settings)
+    return extract_features(backbone(), data, progress=progress, **_resolved(settings))
+
+
+def _resolved(settings: dict) -> dict:
+    """``settings`` with its device resolved (``auto`` -> cuda or cpu): torch is imported only here."""
+    return {**settings, "device": resolve_device(settings["device"])}
 
 
 def _stage(progress: Progress | None, stage: str):

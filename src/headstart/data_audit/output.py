@@ -8,8 +8,6 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..integrity import write_manifest
-from ..report import write_report
-from ..runs import staged_folder
 from .findings import Audit
 
 __all__ = ["AUDIT_FILE", "write_audit"]
@@ -34,6 +32,9 @@ def _check_target(path: Path, inputs: list[str]) -> None:
 def write_audit(audit: Audit, out_dir: str | Path, title: str | None = None) -> Path:
     """Write ``out_dir/audit.json`` and ``out_dir/report.html`` (thumbnails or texts of the
     findings, surest first) and return ``out_dir``; an earlier audit there is replaced whole."""
+    from ..report import write_report  # matplotlib and torch: only when an audit is written
+    from ..runs import staged_folder
+
     path = Path(out_dir)
     _check_target(path, [source for source in (audit.source, audit.against) if source])
     with staged_folder(path, "the audit") as temp:

@@ -23,7 +23,8 @@ from ..data.reading import ReadOptions
 from ..devices import default_workers, resolve_device
 from ..errors import ConfigError, DataError, HeadstartError
 from ..runs import check_output_dir, write_text_atomic
-from ..workflows import (CHECKPOINT, DATA_FILE, data_fingerprint, held_workspace, open_data, open_unlabelled,
+from ..data.opening import open_data, open_unlabelled
+from ..workflows import (CHECKPOINT, DATA_FILE, data_fingerprint, held_workspace,
                          saved_arguments, with_report, work_dir)
 from .configs import PretrainConfig
 from .job import Pretrained, PretrainJob

@@ -1,0 +1,86 @@
+"""Opening what a command names: an image folder, a table of texts or image paths, or texts typed on
+the command line, as :class:`~headstart.data.LabelledData`. No torch: commands that only read data and
+cached features stay light."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import ConfigError, DataError
+from .images import ImageFiles, ImageFolder, ImageTable
+from .reading import ReadOptions
+from .samples import LabelledData
+from .text import TextTable
+
+__all__ = ["DEFAULT_TEXT_COLUMN", "TEXT_SUFFIXES", "open_data", "open_inputs", "open_texts", "open_unlabelled"]
+
+TEXT_SUFFIXES = {".csv", ".tsv", ".txt", ".jsonl", ".ndjson"}
+DEFAULT_TEXT_COLUMN = "text"
+
+
+def open_data(path: str | Path, text_column: str = DEFAULT_TEXT_COLUMN, label_column: str | None = "label",
+              strict: bool = False, reading: ReadOptions | None = None) -> LabelledData:
+    """An image folder (one sub-folder per class), a text table, or with ``reading.modality``
+    "image" a table of image paths; ``reading`` says how (modality, separator, encoding, bad
+    rows, pixel cap) where defaults do not fit."""
+    path, reading = Path(path), reading or ReadOptions()
+    if path.is_dir():
+        if reading.modality == "text":
+            raise DataError(f"{path} is a folder, which holds images; texts come in a table (.csv, .tsv, .jsonl): "
+                            "drop `--modality text` or give the table.")
+        return ImageFolder(path, strict=strict, **reading.image_options())
+    if path.suffix.lower() in TEXT_SUFFIXES:
+        if reading.modality == "image":
+            return ImageTable(path, image=_image_column(text_column), label=label_column, strict=strict,
+                              **reading.image_options(), **reading.table_options())
+        return TextTable(path, text=text_column, label=label_column, strict=strict, **reading.table_options())
+    if not path.exists():
+        raise DataError(f"{path} does not exist.")
+    raise DataError(f"{path} is neither a folder of class folders nor a table (.csv, .tsv, .jsonl).")
+
+
+def _image_column(text_column: str) -> str:
+    """The column of image paths: the one `--text-column` names, or ``image`` when it was left alone."""
+    return "image" if text_column == DEFAULT_TEXT_COLUMN else text_column
+
+
+def open_inputs(paths: Sequence[str | Path], modality: str, text_column: str = DEFAULT_TEXT_COLUMN,
+                reading: ReadOptions | None = None) -> LabelledData:
+    """Unlabelled inputs to predict: image files or folders, or one table of image paths; for a text
+    model one table, or the texts themselves (arguments that name no file, e.g. ``predict RUN "great phone"``)."""
+    reading = reading or ReadOptions()
+    if reading.modality not in (None, modality):
+        raise ConfigError(f"`--modality {reading.modality}` contradicts the model, which takes {modality}s; "
+                          "leave `--modality` out.")
+    if modality == "image":
+        if len(paths) == 1 and Path(paths[0]).suffix.lower() in TEXT_SUFFIXES and Path(paths[0]).is_file():
+            return ImageTable(paths[0], image=_image_column(text_column), label=None, **reading.image_options(),
+                              **reading.table_options())
+        return ImageFiles([Path(p) for p in paths], **reading.image_options())
+    files = [p for p in paths if Path(p).exists()]
+    if len(paths) == 1 and files:
+        return TextTable(Path(paths[0]), text=text_column, label=None, **reading.table_options())
+    if files:
+        raise DataError(f"{files[0]} is a file among texts; give one table (.csv, .tsv, .jsonl), or texts only.")
+    tables = [p for p in paths if Path(p).suffix.lower() in TEXT_SUFFIXES]
+    if tables:
+        raise DataError(f"{tables[0]} does not exist; check the path to the text table.")
+    return open_texts([str(p) for p in paths])
+
+
+def open_texts(texts: Sequence[str], source: str = "the command line") -> LabelledData:
+    """Texts given directly (arguments, or lines of standard input) as unlabelled data to predict."""
+    texts = [text.strip() for text in texts if text.strip()]
+    if not texts:
+        raise DataError(f"No text to predict in {source}: give one text per argument or line.")
+    return LabelledData("text", texts, None, source=source)  # each text is its own location
+
+
+def open_unlabelled(path: str | Path, text_column: str = "text", modality: str | None = None,
+                    reading: ReadOptions | None = None) -> LabelledData:
+    """The samples of a domain without their labels: any image folder, a table's text column, or
+    (modality "image") a table's image paths."""
+    path, reading = Path(path), reading or ReadOptions()
+    modality = modality or reading.modality or ("image" if path.is_dir() else "text")
+    return open_inputs([path], modality, text_column, reading)
