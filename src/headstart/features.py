@@ -129,13 +129,14 @@ def extract_features(backbone: Backbone, data: LabelledData, *, cache_dir: str |
     return out
 
 
-def cached_features(cache_key: str, feature_dim: int, data: LabelledData,
-                    cache_dir: str | Path | None = None) -> np.ndarray | None:
+def cached_features(cache_key: str, feature_dim: int, data: LabelledData, cache_dir: str | Path | None = None,
+                    digests: list[bytes] | None = None) -> np.ndarray | None:
     """Every sample's features under ``cache_key`` (a backbone's :attr:`~headstart.backbones.Backbone.cache_key`),
-    or None when the cache lacks any: a warm cache read without building the backbone."""
+    or None when the cache lacks any: a warm cache read without building the backbone, nor an extra pass.
+    ``digests``: the samples' :func:`content_digests`, where the caller has them."""
     root = Path(cache_dir) if cache_dir else default_cache_dir()
     with closing(FeatureCache(root, cache_key, feature_dim)) as cache:
-        found = cache.lookup(content_digests(data))
+        found = cache.lookup(content_digests(data) if digests is None else digests)
     if len(found) < len(data):
         return None
     out = np.empty((len(data), feature_dim), dtype=np.float32)

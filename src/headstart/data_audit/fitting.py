@@ -5,16 +5,12 @@ from __future__ import annotations
 
 import difflib
 import logging
-from contextlib import closing
 from pathlib import Path
-
-import numpy as np
 
 from ..backbones import Backbone
 from ..data import LabelledData
 from ..errors import ConfigError
-from ..feature_cache import FeatureCache
-from ..features import content_digests, default_cache_dir
+from ..features import cached_features, content_digests
 from .checks import near_duplicate_threshold
 from .copies import kept_member
 from .findings import DROP_KINDS, Audit, Finding
@@ -77,16 +73,6 @@ def drop_flagged(data: LabelledData, audit: Audit, kinds: list[str]) -> tuple[La
     return slimmer, records
 
 
-def _cached(backbone: Backbone, data: LabelledData, digests: list[bytes], cache_dir: str | Path | None):
-    """The features of every sample from the cache, or None when any is missing (no extra pass)."""
-    with closing(FeatureCache(Path(cache_dir) if cache_dir else default_cache_dir(), backbone.cache_key,
-                              backbone.contract.feature_dim)) as cache:
-        found = cache.lookup(digests)
-    if len(found) < len(digests):
-        return None
-    return np.stack([found[i] for i in range(len(digests))])
-
-
 def split_leakage(train: LabelledData, test: LabelledData, backbone: Backbone | None = None, *,
                   cache_dir: str | Path | None = None, threshold: float | None = None) -> dict:
     """How many test samples have a copy in train: exact (same content digest) always; near
@@ -99,8 +85,9 @@ def split_leakage(train: LabelledData, test: LabelledData, backbone: Backbone | 
               "examples": [test.locations[j] for j in exact[:5]]}
     if backbone is None:
         return result
-    x_train = _cached(backbone, train, train_digests, cache_dir)
-    x_test = _cached(backbone, test, test_digests, cache_dir) if x_train is not None else None
+    key, width = backbone.cache_key, backbone.contract.feature_dim
+    x_train = cached_features(key, width, train, cache_dir, train_digests)
+    x_test = cached_features(key, width, test, cache_dir, test_digests) if x_train is not None else None
     if x_test is None:
         return result
     limit = near_duplicate_threshold(test.modality, threshold)
