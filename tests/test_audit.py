@@ -472,6 +472,7 @@ def test_audit_command_prints_tables_json_and_writes_the_folder(problems, tmp_pa
     (["audit", "no/such/folder"], "does not exist"),
     (["audit", "{root}", "--threshold", "1.5"], "must be a cosine similarity in (0, 1]"),
     (["audit", "{root}", "--label-model", "lorra"], "Unknown strategy 'lorra'. Did you mean 'lora'?"),
+    (["audit", "{root}", "--device", "tpu"], "must be auto, cpu or cuda"),  # refused even where no network runs
     (["fit", "{root}", "--out", "{tmp}/r", "--drop", "outlier"], "Did you mean 'outliers'"),
 ])
 def test_bad_audit_input_gives_one_clear_line(problems, tmp_path, monkeypatch, capsys, args, message):

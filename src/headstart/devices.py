@@ -12,7 +12,7 @@ from .errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["resolve_device", "default_workers", "cpu_description"]
+__all__ = ["check_device_name", "resolve_device", "default_workers", "cpu_description"]
 
 _INT8_EXTENSIONS = {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"}
 
@@ -23,13 +23,20 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
     if isinstance(device, torch.device):
         return device
+    check_device_name(device)
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError("`--device cuda` was asked for, but torch sees no CUDA device. Use `--device cpu`.")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise ConfigError(f"The 'device' option must be auto, cpu or cuda. Got {device!r} instead.")
     return torch.device(device)
+
+
+def check_device_name(device: str | torch.device) -> str | torch.device:
+    """``device`` when it names a device headstart runs on (auto, cpu, cuda, cuda:N; or a torch.device),
+    without importing torch: a command that may not need a device still refuses a misspelt one at once."""
+    if isinstance(device, str) and device not in ("auto", "cpu") and not device.startswith("cuda"):
+        raise ConfigError(f"The 'device' option must be auto, cpu or cuda. Got {device!r} instead.")
+    return device
 
 
 def default_workers(num_workers: int | None = None) -> int:

@@ -27,8 +27,8 @@ from .feature_cache import FeatureCache
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["cached_features", "embed", "extract_features", "share_features", "uncached_count", "default_cache_dir", "content_digests",
-           "FeatureCache"]
+__all__ = ["cached_features", "embed", "extract_features", "share_features", "uncached_count", "default_cache_dir",
+           "content_digests", "FeatureCache"]
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]

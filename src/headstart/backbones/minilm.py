@@ -41,5 +41,5 @@ MINILM_ENTRY = BackboneEntry(
     description="all-MiniLM-L6-v2 sentence encoder, mean pooling (pip package, offline)",
     build=_build,
     available=lambda: importlib.util.find_spec(_MINILM_PACKAGE) is not None,
-    weight_files=lambda weights=None: weight_files_in(_minilm_folder()) if weights is None else None,  # build refuses weights
+    weight_files=lambda weights=None: None if weights else weight_files_in(_minilm_folder()),  # build refuses weights
 )

@@ -24,7 +24,7 @@ import numpy as np
 from ..backbones import Backbone, build_backbone, default_backbone, feature_identity
 from ..contract import InputContract
 from ..data import LabelledData
-from ..devices import default_workers, resolve_device
+from ..devices import check_device_name, default_workers, resolve_device
 from ..errors import ConfigError, DataError
 from ..features import cached_features, content_digests, extract_features
 from .copies import against_findings, copy_findings, copy_groups, leakage_findings
@@ -94,8 +94,8 @@ def audit(data: LabelledData, *, model: str | None = None, against: LabelledData
     if len(data) < 2:
         raise DataError(f"{data.source} has {len(data)} readable sample(s); an audit needs at least 2.")
     name = model or default_backbone(data.modality)
-    settings = {"cache_dir": cache_dir, "use_cache": use_cache, "batch_size": batch_size,
-                "num_workers": default_workers(num_workers), "device": device}  # resolved when a network runs
+    settings = {"cache_dir": cache_dir, "use_cache": use_cache, "batch_size": batch_size,  # the device: resolved
+                "num_workers": default_workers(num_workers), "device": check_device_name(device)}  # when a network runs
     network = None if label_model is None else label_estimator(label_model, model=name, seed=seed, weights=weights,
                                                                  settings=_resolved(settings))
     backbone = _OnFirstUse(name, weights)
