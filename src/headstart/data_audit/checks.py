@@ -94,8 +94,9 @@ def audit(data: LabelledData, *, model: str | None = None, against: LabelledData
     if len(data) < 2:
         raise DataError(f"{data.source} has {len(data)} readable sample(s); an audit needs at least 2.")
     name = model or default_backbone(data.modality)
-    settings = {"cache_dir": cache_dir, "use_cache": use_cache, "batch_size": batch_size,  # the device: resolved
-                "num_workers": default_workers(num_workers), "device": check_device_name(device)}  # when a network runs
+    # the device is resolved, importing torch, only when a network runs: a warm audit runs none
+    settings = {"cache_dir": cache_dir, "use_cache": use_cache, "batch_size": batch_size,
+                "num_workers": default_workers(num_workers), "device": check_device_name(device)}
     network = None if label_model is None else label_estimator(label_model, model=name, seed=seed, weights=weights,
                                                                  settings=_resolved(settings))
     backbone = _OnFirstUse(name, weights)
