@@ -14,7 +14,6 @@ import os
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -66,6 +65,7 @@ def embed(backbone: Backbone, items: list[str], *, batch_size: int = 64, num_wor
     import torch  # here, not above: reading features from the cache needs no torch
 
     from .data import call_module, inference_loader, to_device
+
     device, contract = torch.device(device), backbone.contract
     module = backbone.module.eval().to(device)
     if contract.channels_last:
