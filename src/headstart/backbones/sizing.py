@@ -67,8 +67,8 @@ def _check_takes(backbone: Backbone, size: int, name: str) -> None:
         with torch.inference_mode():
             module.eval()(torch.zeros(1, 3, size, size, device=device))
     except (RuntimeError, ValueError, AssertionError) as exc:
-        raise ConfigError(f"Backbone '{name}' cannot take {size} px images ({first_line(exc, 200)}). Convolutional networks "
-                          f"take most sizes; networks with fixed position embeddings (ViT) only their own "
-                          f"({backbone.contract.input_size} px).") from None
+        raise ConfigError(f"Backbone '{name}' cannot take {size} px images ({first_line(exc, 200)}). "
+                          "Convolutional networks take most sizes; networks with fixed position embeddings (ViT) only "
+                          f"their own ({backbone.contract.input_size} px).") from None
     finally:
         module.train(training)

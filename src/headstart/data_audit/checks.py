@@ -102,8 +102,10 @@ def audit(data: LabelledData, *, model: str | None = None, against: LabelledData
     backbone = _OnFirstUse(name, weights)
     identity = feature_identity(name, weights) if use_cache else None
     started = time.perf_counter()
-    features = _features(data, backbone, identity, settings, _stage(progress, "audit features"))
-    other = (_features(against, backbone, identity, settings, _stage(progress, "audit --against"))
+    digests = content_digests(data)  # read once: the cache lookup and the copy checks both need them
+    other_digests = content_digests(against) if against is not None else None
+    features = _features(data, digests, backbone, identity, settings, _stage(progress, "audit features"))
+    other = (_features(against, other_digests, backbone, identity, settings, _stage(progress, "audit --against"))
              if against is not None else None)
     extracted = time.perf_counter()
     result = Audit(data.source, data.modality, name, len(data), data.class_counts(),
@@ -111,7 +113,8 @@ def audit(data: LabelledData, *, model: str | None = None, against: LabelledData
     contract = identity[1] if identity is not None else backbone().contract
     tokenizer = (lambda: backbone().tokenizer) if data.modality == "text" else None
     result.findings = _run_checks(data, features, against, other, result, folds, seed, network, progress,
-                                  tokenizer=tokenizer, max_length=contract.max_length)
+                                  digests=(digests, other_digests), tokenizer=tokenizer,
+                                  max_length=contract.max_length)
     result.seconds.update(features=round(extracted - started, 3), checks=round(time.perf_counter() - extracted, 3))
     if backbone.seconds is not None:  # part of the features' or the checks' time
         result.seconds["backbone"] = backbone.seconds
@@ -134,12 +137,13 @@ class _OnFirstUse:
         return self._built
 
 
-def _features(data: LabelledData, backbone: Callable[[], Backbone], identity: tuple[str, InputContract] | None,
-              settings: dict, progress: Callable[[int, int], None] | None) -> np.ndarray:
+def _features(data: LabelledData, digests: list[bytes], backbone: Callable[[], Backbone],
+              identity: tuple[str, InputContract] | None, settings: dict,
+              progress: Callable[[int, int], None] | None) -> np.ndarray:
     """``data``'s features: read from the cache without building the backbone when ``identity`` (its
     cache key and contract) finds all of them there, else extracted by the built backbone."""
     if identity is not None and identity[1].modality == data.modality:
-        found = cached_features(identity[0], identity[1].feature_dim, data, settings["cache_dir"])
+        found = cached_features(identity[0], identity[1].feature_dim, data, settings["cache_dir"], digests)
         if found is not None:
             if progress:
                 progress(len(data), len(data))
@@ -158,10 +162,11 @@ def _stage(progress: Progress | None, stage: str):
 
 def _run_checks(data: LabelledData, features: np.ndarray, against: LabelledData | None, other: np.ndarray | None,
                 result: Audit, folds: int, seed: int, network: Transfer | None, progress: Progress | None, *,
-                tokenizer: Callable[[], Any] | None, max_length: int | None) -> list[Finding]:
+                digests: tuple[list[bytes], list[bytes] | None], tokenizer: Callable[[], Any] | None,
+                max_length: int | None) -> list[Finding]:
     texts = data.items if data.modality == "text" else None
     parts, labels = parts_of(data), data.labels
-    unit, digests = unit_rows(features), content_digests(data)
+    unit, (digests, other_digests) = unit_rows(features), digests
     threshold = result.thresholds["near_duplicate"]
     near = confirmed(similar_pairs(unit, threshold), data) + (one_word_apart(texts) if texts else [])
     if data.modality == "image":
@@ -170,7 +175,7 @@ def _run_checks(data: LabelledData, features: np.ndarray, against: LabelledData 
     findings = copy_findings(result.groups, labels, parts, texts) + leakage_findings(result.groups, labels, parts, texts)
     if against is not None:
         across = confirmed(pairs_between(unit, unit_rows(other), threshold), data, against)
-        findings += against_findings(across, digests, content_digests(against), against.locations, labels,
+        findings += against_findings(across, digests, other_digests, against.locations, labels,
                                      data.locations, texts, against.items if against.modality == "text" else None)
     findings += _label_issues(data, features, folds, seed, parts, texts, result, network, progress)
     y = data.y if labels is not None else None
