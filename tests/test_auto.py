@@ -343,3 +343,43 @@ def test_auto_on_images_measures_tta_on_held_out_images_and_a_winner_that_takes_
     assert result.winner.get("tta") and result.transfer.tta and result.spent <= 1.1 * 25
     assert hs.load(result.out_dir, device="cpu").tta  # the run records it
     assert ", tta" in (result.out_dir / "report.html").read_text()
+
+
+def test_network_stages_train_at_the_images_own_size_when_that_is_far_below_the_backbone_s_input():
+    from headstart.autopilot.plan import network_input_size
+
+    assert network_input_size(128, 224) == 128 and network_input_size(100, 240) == 128  # rounded up, 128 at least
+    assert network_input_size(140, 260) == 160 and network_input_size(60, 224) == 128  # small photos upscaled to 128
+    assert network_input_size(180, 224) is None and network_input_size(128, 160) is None  # too close to the input
+    assert network_input_size(None, 224) is None  # no header could be read
+
+
+def test_the_median_shorter_side_comes_from_image_headers(tmp_path):
+    from PIL import Image
+
+    from headstart.data import median_shorter_side
+
+    paths = []
+    for i, size in enumerate([(40, 30), (50, 80), (200, 60), (64, 64), (90, 300)]):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.new("RGB", size).save(paths[-1])
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    assert median_shorter_side(paths + [str(tmp_path / "broken.png")]) == 60.0
+    assert median_shorter_side(paths, sample=3) in {30.0, 50.0, 60.0, 64.0, 90.0}
+    assert median_shorter_side([str(tmp_path / "broken.png")]) is None
+
+
+def test_auto_trains_its_networks_at_the_images_size_and_the_run_predicts_at_it(tiny_images, monkeypatch):
+    from headstart.autopilot import plan
+
+    monkeypatch.setattr(plan, "SMALL_IMAGE_SIZE", 32)  # the tiny backbone takes 160 px; these images are 32 px
+    root, folder, base = tiny_images
+    result = hs.auto(folder, root / "sized", budget="25s", candidates=[base], device="cpu", audit=False, workers=0,
+                     cache_dir=str(root / "cache"))
+    probes = [r["model"] for r in result.stages if r["probe"]]
+    networks = [r["model"] for r in result.stages if not r["probe"] and r["strategy"] != "ensemble"]
+    assert probes == [base] and networks and set(networks) == {f"{base}@32"}
+    notes = json.loads((result.out_dir / "auto.json").read_text())["notes"]
+    assert any(f"Networks trained {base}@32: the images' median shorter side is 32 px" in note for note in notes)
+    loaded = hs.load(result.out_dir, device="cpu")
+    assert loaded.predict(hs.ImageFolder(folder))  # at the winner's size, whichever it is

@@ -19,9 +19,11 @@ from typing import Any
 
 from .. import data_audit
 from ..backbones import build_backbone
-from ..data import LabelledData
+from ..backbones.sizing import split_input_size
+from ..data import LabelledData, median_shorter_side
 from ..data.reading import ReadOptions
 from ..devices import resolve_device
+from ..errors import ConfigError, first_line
 from ..ensemble import Ensemble
 from ..features import uncached_count
 from ..ranking import DEFAULT_SAMPLE, default_candidates, rank
@@ -33,8 +35,8 @@ from ..data.opening import open_data
 from ..workflows import (TRAINED_ON, held_workspace, refit_on_all, saved_arguments, trained_on_digests, with_report,
                          work_dir)
 from .budget import Budget, format_duration
-from .plan import (GOOD_EPOCHS, MIN_EPOCHS, NETWORK_STRATEGIES, Costs, Selection, Stage, network_stage,
-                   probe_seconds, refit_seconds, row_key, standard_error)
+from .plan import (GOOD_EPOCHS, MIN_EPOCHS, NETWORK_STRATEGIES, Costs, Selection, Stage, network_input_size,
+                   network_stage, probe_seconds, refit_seconds, row_key, standard_error)
 from .search import MIN_TRIALS, search_settings
 from .scoring import Scored, average_accuracy, best_blend, forward_seconds, score_candidate, train_step_seconds
 
@@ -230,7 +232,7 @@ class AutoRun:
                 self._run_stage(Stage.probe_of(model, cost), train, selection, time_limit=None)
 
     def _networks(self, train: LabelledData, selection: Selection, reserve: float) -> None:
-        model = max(self._probed(), key=lambda r: r["score"])["model"]
+        model = self._network_model(max(self._probed(), key=lambda r: r["score"])["model"], train)
         strategies = NETWORK_STRATEGIES[self.data.modality]
         for place, strategy in enumerate(strategies):
             left = self.budget.left() - reserve
@@ -242,6 +244,26 @@ class AutoRun:
             selecting = min((stage.seconds - stage.refit_seconds) * SLACK,  # the refit's time stays reserved
                             left - stage.refit_seconds)  # and never the reserve
             self._run_stage(stage, train, selection, time_limit=self.budget.spent() + selecting)
+
+    def _network_model(self, model: str, train: LabelledData) -> str:
+        """The backbone the network stages train: the best probe's, fed the images at their own size where
+        they are far smaller than its input (:func:`network_input_size`), timed as the candidates were."""
+        if self.data.modality != "image" or split_input_size(model)[1] is not None:
+            return model
+        side = median_shorter_side(train.items)
+        size = network_input_size(side, build_backbone(model).contract.input_size)
+        if size is None:
+            return model
+        sized = f"{model}@{size}"
+        try:
+            self._calibrate([sized])
+        except ConfigError as exc:  # a network that takes one size only (fixed position embeddings)
+            self.notes.append(f"Networks trained {model} at its own input size: {first_line(exc, 200)}")
+            return model
+        note = (f"Networks trained {sized}: the images' median shorter side is {side:.0f} px, and upscaling them "
+                f"to {model}'s input adds pixels to pay for, not detail.")
+        self.notes += [note] if note not in self.notes else []  # a resumed job decides again
+        return sized
 
     def _network_plan(self, strategy: str, model: str, selection: Selection, left: float,
                       share: float) -> Stage | None:

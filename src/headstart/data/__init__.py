@@ -14,7 +14,7 @@ _EXPORTS = {
     "ImageSamples": "loaders", "call_module": "loaders", "collate_for": "loaders", "inference_loader": "loaders",
     "labelled_loader": "loaders", "set_loader_epoch": "loaders", "to_device": "loaders",
     "IMAGE_EXTENSIONS": "images", "ImageFiles": "images", "ImageFolder": "images", "ImageTable": "images",
-    "load_image": "images",
+    "load_image": "images", "median_shorter_side": "images",
     "DEFAULT_MAX_PIXELS": "samples", "DataIssue": "samples", "LabelledData": "samples",
     "few_shot_indices": "splits", "stratified_kfold": "splits", "stratified_sample": "splits",
     "stratified_split": "splits",
@@ -41,6 +41,7 @@ __all__ = [
     "inference_loader",
     "labelled_loader",
     "load_image",
+    "median_shorter_side",
     "set_loader_epoch",
     "stratified_kfold",
     "stratified_sample",
@@ -53,7 +54,8 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
-    from headstart.data.images import IMAGE_EXTENSIONS, ImageFiles, ImageFolder, ImageTable, load_image
+    from headstart.data.images import (IMAGE_EXTENSIONS, ImageFiles, ImageFolder, ImageTable, load_image,
+                                        median_shorter_side)
     from headstart.data.loaders import (ImageSamples, call_module, collate_for, inference_loader, labelled_loader,
                                          set_loader_epoch, to_device)
     from headstart.data.samples import DEFAULT_MAX_PIXELS, DataIssue, LabelledData

@@ -20,7 +20,8 @@ from headstart.data.samples import DEFAULT_MAX_PIXELS, DataIssue, LabelledData, 
 from headstart.errors import ConfigError, DataError
 from headstart.imaging import decode_image
 
-__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "ImageFiles", "ImageFolder", "ImageTable", "load_image"]
+__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "ImageFiles", "ImageFolder", "ImageTable", "load_image",
+           "median_shorter_side"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,23 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int | None = DEFAULT
     reduced when 2x larger. Any unusable file raises :class:`DataError` naming it.
     """
     return decode_image(os.fspath(path), cap=_pixel_cap(max_pixels), over_cap=_over_cap, size_hint=size_hint)
+
+
+def median_shorter_side(paths: Sequence[str], sample: int = 200, seed: int = 0) -> float | None:
+    """The median of the images' shorter sides in pixels, from the headers of at most ``sample`` of them
+    (drawn with ``seed``): what the photos hold, against what a backbone's input asks for. None when no
+    file's header can be read."""
+    import random
+
+    picked = random.Random(seed).sample(list(paths), sample) if len(paths) > sample else list(paths)
+    sides = []
+    for path in picked:
+        try:
+            with Image.open(path) as header:
+                sides.append(min(header.size))
+        except (OSError, ValueError, Image.DecompressionBombError):
+            continue  # the reader reported it when the data was opened
+    return float(sorted(sides)[len(sides) // 2]) if sides else None
 
 
 def _problem(path: str, cap: int | None) -> str | None:
