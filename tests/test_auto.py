@@ -383,3 +383,17 @@ def test_auto_trains_its_networks_at_the_images_size_and_the_run_predicts_at_it(
     assert any(f"Networks trained {base}@32: the images' median shorter side is 32 px" in note for note in notes)
     loaded = hs.load(result.out_dir, device="cpu")
     assert loaded.predict(hs.ImageFolder(folder))  # at the winner's size, whichever it is
+
+
+def test_a_backbone_that_cannot_take_the_images_size_trains_at_its_own(tiny_images, monkeypatch):
+    from headstart.autopilot import AutoArgs, plan
+
+    def refuse(self, names):
+        raise ConfigError(f"Backbone '{names[0]}' cannot take 32 px images (fixed position embeddings).")
+
+    monkeypatch.setattr(plan, "SMALL_IMAGE_SIZE", 32)
+    monkeypatch.setattr(AutoRun, "_calibrate", refuse)
+    root, folder, base = tiny_images
+    job = AutoRun(AutoArgs(str(folder), str(root / "refused")))
+    assert job._network_model(base, job.data) == base and job._network_model(base, job.data) == base
+    assert len(job.notes) == 1 and "at its own input size" in job.notes[0] and "cannot take 32 px" in job.notes[0]

@@ -258,12 +258,16 @@ class AutoRun:
         try:
             self._calibrate([sized])
         except ConfigError as exc:  # a network that takes one size only (fixed position embeddings)
-            self.notes.append(f"Networks trained {model} at its own input size: {first_line(exc, 200)}")
+            self._note(f"Networks trained {model} at its own input size: {first_line(exc, 200)}")
             return model
-        note = (f"Networks trained {sized}: the images' median shorter side is {side:.0f} px, and upscaling them "
-                f"to {model}'s input adds pixels to pay for, not detail.")
-        self.notes += [note] if note not in self.notes else []  # a resumed job decides again
+        self._note(f"Networks trained {sized}: the images' median shorter side is {side:.0f} px, and upscaling them "
+                   f"to {model}'s input adds pixels to pay for, not detail.")
         return sized
+
+    def _note(self, note: str) -> None:
+        """Add a note for auto.json and the report, once (a resumed job takes its decisions again)."""
+        if note not in self.notes:
+            self.notes.append(note)
 
     def _network_plan(self, strategy: str, model: str, selection: Selection, left: float,
                       share: float) -> Stage | None:
