@@ -318,10 +318,12 @@ def tiny_images(tmp_path_factory):
     return root, folder, f"run:{root / 'base'}"
 
 
-def test_auto_on_images_measures_tta_on_held_out_images_and_a_winner_that_takes_it_predicts_with_it(
+def test_auto_on_images_trains_networks_at_their_size_measures_tta_and_a_winner_that_takes_it_predicts_with_it(
         tiny_images, monkeypatch):
     """Mirrored predictions that are always right, beside plain ones that are not (the colours are easy enough
-    for both to be), must win: the final run then predicts with tta."""
+    for both to be), must win: the final run then predicts with tta. The networks train at the photos' 32 px
+    (the tiny backbone's input is 160 px), the probe at the backbone's own size."""
+    from headstart.autopilot import plan
     from headstart.autopilot import run as auto_run
     from headstart.autopilot import scoring
 
@@ -335,14 +337,22 @@ def test_auto_on_images_measures_tta_on_held_out_images_and_a_winner_that_takes_
 
     monkeypatch.setattr(auto_run, "score_candidate", perfect_mirror)
     monkeypatch.setattr(auto_run, "TTA_SHARE", 1.0)  # measured however slow a loaded machine makes the mirrored pass
+    monkeypatch.setattr(plan, "SMALL_IMAGE_SIZE", 32)  # 128 px would not be 3/4 of the tiny backbone's 160
     root, folder, base = tiny_images
     result = hs.auto(folder, root / "tta", budget="25s", candidates=[base], device="cpu", audit=False, workers=0,
                      cache_dir=str(root / "cache"))
     measured = [row for row in result.stages if "tta_gain" in row]
     assert measured and all(row["tta"] == (row["tta_gain"] > 0) for row in measured)  # 5-fold: every stage
     assert result.winner.get("tta") and result.transfer.tta and result.spent <= 1.1 * 25
-    assert hs.load(result.out_dir, device="cpu").tta  # the run records it
+    loaded = hs.load(result.out_dir, device="cpu")
+    images = hs.ImageFolder(folder)
+    assert loaded.tta and len(loaded.predict(images)) == len(images)  # the run records it, and predicts at 32 px
     assert ", tta" in (result.out_dir / "report.html").read_text()
+    probes = {r["model"] for r in result.stages if r["probe"]}
+    networks = {r["model"] for r in result.stages if r["epochs"]}
+    assert probes == {base} and networks == {f"{base}@32"}
+    notes = json.loads((result.out_dir / "auto.json").read_text())["notes"]
+    assert any(f"Networks trained {base}@32: the images' median shorter side is 32 px" in note for note in notes)
 
 
 def test_network_stages_train_at_the_images_own_size_when_that_is_far_below_the_backbone_s_input():
@@ -367,22 +377,6 @@ def test_the_median_shorter_side_comes_from_image_headers(tmp_path):
     assert median_shorter_side(paths + [str(tmp_path / "broken.png")]) == 60.0
     assert median_shorter_side(paths, sample=3) in {30.0, 50.0, 60.0, 64.0, 90.0}
     assert median_shorter_side([str(tmp_path / "broken.png")]) is None
-
-
-def test_auto_trains_its_networks_at_the_images_size_and_the_run_predicts_at_it(tiny_images, monkeypatch):
-    from headstart.autopilot import plan
-
-    monkeypatch.setattr(plan, "SMALL_IMAGE_SIZE", 32)  # the tiny backbone takes 160 px; these images are 32 px
-    root, folder, base = tiny_images
-    result = hs.auto(folder, root / "sized", budget="25s", candidates=[base], device="cpu", audit=False, workers=0,
-                     cache_dir=str(root / "cache"))
-    probes = [r["model"] for r in result.stages if r["probe"]]
-    networks = [r["model"] for r in result.stages if not r["probe"] and r["strategy"] != "ensemble"]
-    assert probes == [base] and networks and set(networks) == {f"{base}@32"}
-    notes = json.loads((result.out_dir / "auto.json").read_text())["notes"]
-    assert any(f"Networks trained {base}@32: the images' median shorter side is 32 px" in note for note in notes)
-    loaded = hs.load(result.out_dir, device="cpu")
-    assert loaded.predict(hs.ImageFolder(folder))  # at the winner's size, whichever it is
 
 
 def test_a_backbone_that_cannot_take_the_images_size_trains_at_its_own(tiny_images, monkeypatch):
