@@ -176,7 +176,7 @@ class AutoRun:
         if not (a.audit or a.drop):
             return
         if cost > AUDIT_SHARE * self.budget.left() and not a.drop:
-            self.notes.append(f"The audit was skipped: its feature pass (about {format_duration(cost)}) would take "
+            self._note(f"The audit was skipped: its feature pass (about {format_duration(cost)}) would take "
                               f"over {AUDIT_SHARE:.0%} of the budget. Run `headstart audit` on its own.")
             return
         self.audit_result = data_audit.audit(self.data, model=candidates[0], seed=a.seed, cache_dir=a.cache_dir,
@@ -193,7 +193,7 @@ class AutoRun:
             affordable = int(RANK_SHARE * max(0.0, self.budget.left() - reserve) / per_sample)
             sample = min(DEFAULT_SAMPLE, len(train), affordable)
             if sample < max(50, 5 * len(train.classes)):
-                self.notes.append(f"Backbones were not ranked: a ranking sample would not fit the budget; "
+                self._note(f"Backbones were not ranked: a ranking sample would not fit the budget; "
                                   f"{candidates[0]} was probed first.")
                 return candidates
             self._say(f"ranking {len(candidates)} backbones on {sample} samples")
@@ -211,7 +211,7 @@ class AutoRun:
         costs = {model: probe_seconds(self.costs, model, self._uncached(model, train)) for model in order}
         first = next((m for m in order if costs[m] <= self.budget.left() - reserve), min(order, key=costs.get))
         if first != order[0]:
-            self.notes.append(f"{first} was probed first: a feature pass of {order[0]} (about "
+            self._note(f"{first} was probed first: a feature pass of {order[0]} (about "
                               f"{format_duration(costs[order[0]])}) did not fit the time left.")
         for model in [first, *(m for m in order if m != first)][:PROBES]:
             stage = Stage.probe_of(model, costs[model])
@@ -265,7 +265,7 @@ class AutoRun:
         return sized
 
     def _note(self, note: str) -> None:
-        """Add a note for auto.json and the report, once (a resumed job takes its decisions again)."""
+        """Add a note for auto.json and the report, once: a resumed job takes its decisions again."""
         if note not in self.notes:
             self.notes.append(note)
 
@@ -298,7 +298,7 @@ class AutoRun:
         margin = standard_error(best["score"], selection.scored_samples)
         if best["score"] - probe["score"] > margin:
             return best
-        self.notes.append(f"{stage_title(best)} on {best['model']} scored {best['score']:.3f}, within one standard "
+        self._note(f"{stage_title(best)} on {best['model']} scored {best['score']:.3f}, within one standard "
                           f"error ({margin:.3f}) of the probe of {probe['model']} ({probe['score']:.3f}): the probe "
                           "is kept, as the steadier choice.")
         return probe
@@ -317,7 +317,7 @@ class AutoRun:
         refit = refit_seconds(self.costs, best["model"], selection, epochs)
         search = SEARCH_SHARE * (self.budget.left() - reserve - trial - refit)  # what it finds is scored, then refit
         if search < MIN_TRIALS * trial:
-            self.notes.append(f"No search of {best['strategy']}'s settings: {MIN_TRIALS} trials (about "
+            self._note(f"No search of {best['strategy']}'s settings: {MIN_TRIALS} trials (about "
                               f"{format_duration(MIN_TRIALS * trial)}) did not fit the time left.")
             return
         self._say(f"auto {len(self.rows) + 1}: searching {best['strategy']} {best['model']} settings for "
@@ -330,7 +330,7 @@ class AutoRun:
                               "device": a.device}, progress=self.progress)
         options.pop("epochs", None)
         stage = Stage(best["model"], best["strategy"], epochs, trial + refit, refit_seconds=refit, options=options)
-        self.notes.append(f"{best['strategy']}'s settings were searched in {trials} trials (Optuna TPE, median "
+        self._note(f"{best['strategy']}'s settings were searched in {trials} trials (Optuna TPE, median "
                           f"pruning); the best trial's settings were then scored as the stage `{stage.key}`.")
         self._run_stage(stage, train, selection, time_limit=self.budget.spent() + trial * SLACK)
 
@@ -380,7 +380,7 @@ class AutoRun:
         needed = self._members_seconds(members, selection, test_samples)
         names = " + ".join(stage_title(r) for r in rows)
         if needed > self.budget.left():
-            self.notes.append(f"The ensemble {names} of {model} scored {score:.3f} but its members' final models "
+            self._note(f"The ensemble {names} of {model} scored {score:.3f} but its members' final models "
                               f"(about {format_duration(needed)}) did not fit the time left.")
             return
         self.rows.append({"model": model, "strategy": ENSEMBLE, "members": [stage_title(r) for r in rows],

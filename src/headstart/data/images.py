@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -69,8 +70,6 @@ def median_shorter_side(paths: Sequence[str], sample: int = 200, seed: int = 0) 
     """The median of the images' shorter sides in pixels, from the headers of at most ``sample`` of them
     (drawn with ``seed``): what the photos hold, against what a backbone's input asks for. None when no
     file's header can be read."""
-    import random
-
     picked = random.Random(seed).sample(list(paths), sample) if len(paths) > sample else list(paths)
     sides = []
     for path in picked:
