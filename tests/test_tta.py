@@ -138,3 +138,24 @@ def test_an_exported_tta_run_averages_in_its_graph(images, tmp_path, monkeypatch
     assert run_cli(monkeypatch, capsys, "export", plain_run, "--out", tmp_path / "plain-bundle")[0] == 0
     code, _, err = run_cli(monkeypatch, capsys, "predict", tmp_path / "plain-bundle", paths[0], "--tta")
     assert code == 2 and "exported without test-time augmentation" in err
+
+
+def test_a_tta_run_quantizes_each_view_like_a_single_model(images, tmp_path):
+    """Both views' heads, softmaxes and first convolutions stay in float, as in a model of one view
+    (a head found on the first view only left the second's softmax on int8's 1/255 grid)."""
+    import onnx
+
+    from headstart.export import export_bundle
+
+    fit_run(images[0], tmp_path / "run", model=f"timm:{TINY_TIMM}", weights=images[1], workers=0, tta=True)
+    result = export_bundle(tmp_path / "run", tmp_path / "bundle", quantize="int8", min_agreement=0.0)
+    graph = onnx.load(str(result.out_dir / "model.onnx")).graph
+    dequantized = {node.output[0] for node in graph.node if node.op_type == "DequantizeLinear"}
+    producer = {output: node.op_type for node in graph.node for output in node.output}
+    heads = [node for node in graph.node if node.op_type in ("Gemm", "Softmax")]
+    assert len(heads) == 4 and not any(name in dequantized for node in heads for name in node.input)
+    convs = [node for node in graph.node if node.op_type == "Conv"]
+    first = [node for node in convs if producer.get(node.input[0]) in (None, "Slice")]  # the image, or its mirror
+    assert len(first) == 2 and not any(node.input[1] in dequantized for node in first)
+    assert any(node.input[1] in dequantized for node in convs)
+    assert result.quantization["float_layers"] == 2 and result.quantization["layers"] == len(convs)

@@ -63,6 +63,7 @@ from .samples import Samples
 __all__ = ["quantize_int8", "Quantized", "Agreement", "agreement", "float_predictions"]
 
 _HEAD_OPS = ("Gemm", "MatMul")
+_HEAD_DEPTH = 8  # nodes from the output back to a head's product: an ensemble's average of softmaxes takes 7
 # Agreement is judged by its lower bound at one standard error: a try measured at just 0.99 on a few
 # hundred samples is as likely to fall short of it on the inputs that follow as to reach it.
 AGREEMENT_Z = 1.0
@@ -80,15 +81,20 @@ class _Feeds(CalibrationDataReader):
 
 
 def _head_nodes(path: Path) -> list[str]:
-    """The softmax that makes the output and the layers back to the head's matrix product."""
+    """Every node between a head's matrix product and the output, the products included: the softmax,
+    and where a graph averages several views or members (test-time augmentation, an ensemble), every
+    branch's head and softmax and the averaging. Quantized, probabilities on a 1/255 grid tie the top
+    classes."""
     graph = onnx.load(str(path), load_external_data=False).graph
     producer = {output: node for node in graph.node for output in node.output}
-    node, kept = producer.get(OUTPUT_NAME), []
-    while node is not None and len(kept) < 4:
+    kept, todo = [], [(producer.get(OUTPUT_NAME), 0)]
+    while todo:
+        node, depth = todo.pop()
+        if node is None or node.name in kept or depth > _HEAD_DEPTH or node.op_type == "Conv":
+            continue
         kept.append(node.name)
-        if node.op_type in _HEAD_OPS:
-            break
-        node = producer.get(node.input[0])
+        if node.op_type not in _HEAD_OPS:
+            todo.extend((producer.get(name), depth + 1) for name in node.input)
     return kept
 
 
@@ -171,12 +177,22 @@ def _bias_convs(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
             and node.input[1] in weights and node.input[2] in weights]
 
 
-def _layers(graph: onnx.GraphProto, op_type: str, head: list[str]) -> list[str]:
-    """The layers quantization turns to int8, in the graph's order (the input's side first):
-    convolutions, or matrix products by a weight (dynamic quantization leaves the others in float)."""
+def _layers(graph: onnx.GraphProto, op_type: str, head: list[str]) -> list[tuple[int, str]]:
+    """The layers quantization turns to int8, each with its depth (1 + how many of them lie between
+    the input and it), the input's side first: convolutions, or matrix products by a weight (dynamic
+    quantization leaves the others in float). Where a graph runs branches side by side (test-time
+    augmentation's views, an ensemble's members), the branches' first layers come first, then their
+    second ones, and so on (graph order among equals)."""
     weights = {tensor.name for tensor in graph.initializer}
-    return [node.name for node in graph.node if node.op_type == op_type and node.name not in head
-            and (op_type != "MatMul" or node.input[1] in weights)]
+    depth: dict[str, int] = {}
+    layers = []
+    for node in graph.node:  # ONNX orders nodes so that producers come before their consumers
+        own = max((depth.get(name, 0) for name in node.input), default=0)
+        if node.op_type == op_type and node.name not in head and (op_type != "MatMul" or node.input[1] in weights):
+            own += 1
+            layers.append((own, len(layers), node.name))
+        depth.update((name, own) for name in node.output)
+    return [(own, name) for own, _, name in sorted(layers)]
 
 
 def _float_steps(first: int, layers: int) -> list[int]:
@@ -213,8 +229,9 @@ def quantize_int8(bundle: Bundle, source: Path, target: Path, calibration: list 
         prepared = _prepared(source.resolve(), Path(scratch), text)
         head = _head_nodes(prepared)
         model = onnx.load(str(prepared))
-        layers = _layers(model.graph, "MatMul" if text else "Conv", head)
-        first = 0 if text else min(1, len(layers))  # images: the first convolution (27 weights a channel, on pixels)
+        depths = _layers(model.graph, "MatMul" if text else "Conv", head)
+        layers = [name for _, name in depths]
+        first = 0 if text else sum(own == 1 for own, _ in depths)  # images: each branch's first convolution
         conv_inputs = [] if text else list(dict.fromkeys(node.input[0] for node in _bias_convs(model.graph)))
         means = (_input_means(model, conv_inputs, bundle.batches(calibration or [], _CALIBRATION_BATCH))
                  if conv_inputs else {})
@@ -238,18 +255,19 @@ def quantize_int8(bundle: Bundle, source: Path, target: Path, calibration: list 
             tried.append(row)
             if measured is None or measured.shows(min_agreement):
                 break
-    return Quantized(_method(text, kept > first, kept, len(layers)), kept, len(layers), tried)
+    return Quantized(_method(text, first, kept, len(layers)), kept, len(layers), tried)
 
 
-def _method(text: bool, fell_back: bool, kept: int, layers: int) -> str:
-    """The recipe, in words; ``fell_back``: more leading layers than the recipe's own stayed in float."""
+def _method(text: bool, first: int, kept: int, layers: int) -> str:
+    """The recipe, in words: ``first`` leading layers are the recipe's own in float, ``kept`` stayed."""
     if text:
         method = ("dynamic int8 (per-channel MatMul weights, activations scaled by each batch's range; head and "
                   "softmax in float)")
     else:
-        method = ("static int8 QDQ (per-channel weights with bias correction, MinMax ranges; the first convolution, "
-                  "head and softmax in float)")
-    if fell_back:
+        branches = f" of each of {first} branches" if first > 1 else ""
+        method = ("static int8 QDQ (per-channel weights with bias correction, MinMax ranges; the first convolution"
+                  f"{branches}, head and softmax in float)")
+    if kept > first:
         method += f"; the first {kept} of {layers} {'matrix products' if text else 'convolutions'} in float"
     return method
 
