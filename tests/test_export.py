@@ -311,6 +311,26 @@ def test_predict_with_a_bundle_answers_as_the_run_does(image_runs, images, tmp_p
     assert max(abs(r["probabilities"][c] - s["probabilities"][c]) for r, s in zip(a, b) for c in r["probabilities"]) < 1e-4
 
 
+def test_evaluate_scores_a_bundle_as_deployed_with_the_run_s_metrics(image_runs, images, tmp_path, monkeypatch,
+                                                                    capsys):
+    run, bundle = image_runs["linear-probe"], tmp_path / "bundle"
+    assert run_cli(monkeypatch, capsys, "export", run, "--out", bundle)[0] == 0
+    code, from_run, err = run_cli(monkeypatch, capsys, "evaluate", run, images[0], "--json")
+    assert code == 0, err
+    code, from_bundle, err = run_cli(monkeypatch, capsys, "evaluate", bundle, images[0], "--json")
+    assert code == 0, err
+    a, b = json.loads(from_run), json.loads(from_bundle)
+    assert a["samples"] == b["samples"] == 24 and a["confusion_matrix"] == b["confusion_matrix"]
+    assert a["accuracy"] == b["accuracy"] and a["per_class"] == b["per_class"]
+    for flag, message in (("--tta", "exported without test-time augmentation"),
+                          ("--exclude-train", "does not carry what its run trained on")):
+        code, _, err = run_cli(monkeypatch, capsys, "evaluate", bundle, images[0], flag)
+        assert code == 2 and message in " ".join(err.split())
+    unknown = colour_folder(tmp_path / "other", per_class=2, size=37, colours={"red": (200, 40, 40), "violet": (120, 40, 200)})
+    code, _, err = run_cli(monkeypatch, capsys, "evaluate", bundle, unknown)
+    assert code == 2 and "label 'violet'" in err and "not one of the model's classes" in " ".join(err.split())
+
+
 def test_bias_correction_gives_int8_weights_the_float_model_s_mean_output_per_channel(tmp_path):
     """1x1 convolutions (one plain, one grouped): the corrected bias with int8-rounded weights gives every
     output channel exactly the float model's mean over the calibration inputs."""

@@ -535,9 +535,13 @@ def evaluate_run(run_dir: str | Path, data: LabelledData, *, exclude_train: bool
                  tta: bool = False) -> Evaluation:
     """Evaluate a saved run on labelled ``data``, noticing samples it trained on (their scores
     overstate it); ``exclude_train`` scores only the others; ``tta`` turns test-time augmentation on
-    for a run fitted without it (a run fitted with it always uses it)."""
+    for a run fitted without it (a run fitted with it always uses it). A bundle ``headstart export`` wrote is
+    scored as deployed: ONNX Runtime runs its model (float or int8)."""
     from .ensemble import load
+    from .runtime import is_bundle
 
+    if is_bundle(run_dir):
+        return _evaluate_bundle(Path(run_dir), data, exclude_train=exclude_train, tta=tta)
     overlap = training_overlap(run_dir, data)
     if exclude_train and overlap is None:
         raise DataError(f"{run_dir} does not record what it trained on (it is older than this version); "
@@ -552,6 +556,21 @@ def evaluate_run(run_dir: str | Path, data: LabelledData, *, exclude_train: bool
     if tta:
         model.set_params(tta=True)
     return Evaluation(model.evaluate(data), data, None if overlap is None else len(overlap), exclude_train)
+
+
+def _evaluate_bundle(folder: Path, data: LabelledData, *, exclude_train: bool, tta: bool) -> Evaluation:
+    """The metrics of a run, from an exported bundle's probabilities."""
+    from .evaluation import classification_metrics
+    from .runtime import Bundle
+
+    if exclude_train:
+        raise ConfigError(f"{folder} is an exported bundle, which does not carry what its run trained on; "
+                          "evaluate the run itself with `--exclude-train`.")
+    bundle = Bundle.load(folder)
+    bundle.check_tta(tta)
+    data = data.with_classes(bundle.labels)
+    predicted = bundle.predict_proba(data.items).argmax(1)
+    return Evaluation(classification_metrics(data.y, predicted, bundle.labels), data, None, False)
 
 
 # -- finishing a search -----------------------------------------------------------------------------

@@ -93,7 +93,8 @@ def rank(
 @command(panel="Inspect")
 @o.with_read_options
 def evaluate(
-    run: Path = typer.Argument(..., help="A run directory written by `headstart fit`."),
+    run: Path = typer.Argument(..., help="A run directory written by `headstart fit`, or a bundle written by "
+                                         "`headstart export` (scored with ONNX Runtime, as deployed)."),
     data: Path = typer.Argument(..., help="Labelled data: an image folder, a text table, or for an image run a "
                                           "table of image paths."),
     text_column: str = o.text_column(), label_column: str = o.label_column(),
@@ -103,7 +104,8 @@ def evaluate(
     tta: bool = typer.Option(False, "--tta", help=TTA_HELP, rich_help_panel=o.MODEL),
     as_json: bool = o.as_json("the metrics"), reading: dict = None,
 ) -> None:
-    """Evaluate a saved run on labelled data: accuracy, precision, recall, F1, confusion matrix."""
+    """Evaluate a saved run or an exported bundle on labelled data: accuracy, precision, recall, F1, confusion
+    matrix."""
     from dataclasses import replace
 
     from ..data.opening import open_data
@@ -143,7 +145,6 @@ def predict(
     as_json: bool = o.as_json("the predictions"), reading: dict = None,
 ) -> None:
     """Predict the class of each input, with class probabilities."""
-    from ..errors import ConfigError
     from ..runtime import Bundle, is_bundle
     from ..data.opening import open_inputs, open_texts
 
@@ -151,9 +152,7 @@ def predict(
     if bundled:
         model = Bundle.load(run)
         classes, modality = model.labels, model.modality
-        if tta and not model.manifest.get("model", {}).get("tta"):
-            raise ConfigError(f"{run} is a bundle exported without test-time augmentation; it predicts as exported. "
-                              "Leave `--tta` off, predict with the run, or export a run fitted with `--tta`.")
+        model.check_tta(tta)
     else:
         from ..ensemble import load
 

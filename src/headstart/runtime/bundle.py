@@ -19,7 +19,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..integrity import MANIFEST, changed_files, read_json, read_manifest_document
 from .images import ImageContract, decode_file, in_memory_image, prepare_image
 from .text import TextEncoder
@@ -125,6 +125,12 @@ class Bundle:
     def modality(self) -> str:
         """'image' or 'text'."""
         return self.contract["modality"]
+
+    def check_tta(self, requested: bool) -> None:
+        """Refuse test-time augmentation asked of a bundle exported without it: its graph decides."""
+        if requested and not self.manifest.get("model", {}).get("tta"):
+            raise ConfigError(f"{self.folder} is a bundle exported without test-time augmentation; it predicts as "
+                              "exported. Leave `--tta` off, use the run, or export a run fitted with `--tta`.")
 
     def items(self, inputs: BundleInput | Sequence[BundleInput]) -> list:
         """The inputs as a list: one path, text, PIL image or array counts as one input; a 4-D
