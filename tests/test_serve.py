@@ -222,6 +222,7 @@ TEXT_CASES = {
     "empty list": ({"json": {"texts": []}}, 422, "'texts' is empty"),
     "too many texts": ({"json": {"texts": ["a"] * 9}}, 422, "'texts' holds 9 texts, over the limit of 8"),
     "not strings": ({"json": {"texts": ["fine", 3, None]}}, 422, "texts[1] is a number, not a string"),
+    "an empty text": ({"json": {"texts": ["fine", " \n"]}}, 422, "texts[1] is empty or only spaces"),
     "unknown field": ({"json": {"texts": ["a"], "language": "en"}}, 422, "unknown field 'language'"),
     "misspelt": ({"json": {"text": ["a"]}}, 422, "unknown field 'text': the body takes only 'texts'. Did you mean"),
     "no texts": ({"json": {}}, 422, "the body has no 'texts'"),

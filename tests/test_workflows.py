@@ -85,3 +85,8 @@ def test_a_text_model_predicts_texts_given_directly_or_from_a_table(tmp_path):
         open_inputs([table, "great phone"], "text")
     with pytest.raises(DataError, match="No text to predict"):
         open_inputs(["  "], "text")
+    with pytest.raises(DataError, match="No text to predict"):
+        open_inputs([""], "text")  # Path("") is the current folder, which exists: not a table
+    assert open_inputs(["", "fine"], "text").items == ["fine"]
+    with pytest.raises(DataError, match="An empty path was given"):
+        open_inputs([str(tmp_path), ""], "image")  # not every image under the current folder

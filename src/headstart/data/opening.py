@@ -54,11 +54,13 @@ def open_inputs(paths: Sequence[str | Path], modality: str, text_column: str = D
         raise ConfigError(f"`--modality {reading.modality}` contradicts the model, which takes {modality}s; "
                           "leave `--modality` out.")
     if modality == "image":
+        if any(not str(p).strip() for p in paths):  # Path("") is ".": the folder the command runs in
+            raise DataError("An empty path was given among the inputs; name image files or folders.")
         if len(paths) == 1 and Path(paths[0]).suffix.lower() in TEXT_SUFFIXES and Path(paths[0]).is_file():
             return ImageTable(paths[0], image=_image_column(text_column), label=None, **reading.image_options(),
                               **reading.table_options())
         return ImageFiles([Path(p) for p in paths], **reading.image_options())
-    files = [p for p in paths if Path(p).exists()]
+    files = [p for p in paths if str(p).strip() and Path(p).exists()]  # a blank text is no path
     if len(paths) == 1 and files:
         return TextTable(Path(paths[0]), text=text_column, label=None, **reading.table_options())
     if files:

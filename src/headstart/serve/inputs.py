@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import replace
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, StringConstraints, ValidationError, create_model
 
 from ..errors import DataError, did_you_mean
 from ..runtime import Bundle, image_contract
@@ -45,8 +45,10 @@ class ImageDecoder:
 
 
 def texts_model(max_inputs: int) -> type[BaseModel]:
-    """The JSON body of a text model's ``/predict``: only ``texts``, 1 to ``max_inputs`` strings."""
-    texts = (list[StrictStr], Field(min_length=1, max_length=max_inputs, description="The texts to classify."))
+    """The JSON body of a text model's ``/predict``: only ``texts``, 1 to ``max_inputs`` strings, each with
+    something besides spaces to classify (training refuses empty texts too)."""
+    text = Annotated[StrictStr, StringConstraints(pattern=r"\S")]
+    texts = (list[text], Field(min_length=1, max_length=max_inputs, description="The texts to classify."))
     return create_model("TextsRequest", __config__=ConfigDict(extra="forbid"), texts=texts)
 
 
@@ -66,6 +68,7 @@ def _message(error: dict[str, Any], max_inputs: int) -> str:
         "string_type": f"{where} is a {_JSON_TYPES.get(type(given), type(given).__name__)}, not a string: "
                        "every text must be a string.",
         "list_type": "'texts' must be a list of strings.",
+        "string_pattern_mismatch": f"{where} is empty or only spaces: there is nothing to classify.",
         "model_type": "the body must be a JSON object: {\"texts\": [\"...\"]}.",
     }
     return messages.get(kind, f"{where}: {error['msg']}.")
