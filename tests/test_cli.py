@@ -319,6 +319,14 @@ def test_python_dash_m_headstart_runs_the_cli():
     assert "fit" in result.stdout and "export-merged" in result.stdout
 
 
+@pytest.mark.parametrize("args", [("audit", ""), ("fit", "", "--out", "run"), ("predict", "run", "great", "")])
+def test_an_empty_argument_is_refused_before_anything_reads_the_current_folder(tmp_path, monkeypatch, capsys, args):
+    monkeypatch.chdir(tmp_path)  # Path("") is "." : this folder would be read (or written) as the data
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 2 and "is empty ('')" in err and f"after `{args[args.index('') - 1]}`" in err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_text_run_predicts_sentences_given_as_arguments_or_on_standard_input(tmp_path, monkeypatch, capsys):
     import io
 

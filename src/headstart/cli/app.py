@@ -202,4 +202,15 @@ def main() -> None:
     if _launched():
         sys.unraisablehook = _drop_interrupted_cleanup
     signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop (kill, SLURM) ends a run like Ctrl-C
+    _refuse_empty_arguments(sys.argv)
     app()
+
+
+def _refuse_empty_arguments(argv: list[str]) -> None:
+    """Stop at an empty argument: as a path it would mean the current folder (``Path("")`` is ``.``), so
+    `headstart audit "$DATA"` with DATA unset would audit wherever it runs. A space stays a value (`--sep " "`)."""
+    if "" in argv[1:]:
+        after = argv[argv.index("", 1) - 1]
+        err.print(f"[bold red]error:[/] the argument after `{after}` is empty (''): a shell variable left unset? "
+                  "Give it a value, or leave it out.", highlight=False, markup=True)
+        raise SystemExit(2)
