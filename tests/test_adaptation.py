@@ -253,6 +253,9 @@ def test_cli_adapt_reports_source_only_and_adapted_metrics(tiny, tmp_path, monke
     assert code == 0 and json.loads(out)["accuracy"] == report["adapted"]["accuracy"]
     page = (tmp_path / "run" / "report.html").read_text()  # an adapted run is a normal run, with its report
     assert '<section id="adaptation">' in page and "<b>mmd</b>" in page and "source-only" in page
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    predictions = json.loads((tmp_path / "run" / "predictions.json").read_text())  # export checks parity on them
+    assert len(predictions) == metrics["test"]["samples"] and {"location", "true", "predicted"} <= set(predictions[0])
 
 
 def test_cli_adapt_rejects_training_options_of_a_head_only_method(tiny, tmp_path, monkeypatch, capsys):

@@ -701,11 +701,13 @@ def adapt_run(source: LabelledData, target: LabelledData, out_dir: str | Path, m
                               seed=seed, progress=progress, **transfer_options)
     baseline, adapted = rows[0], rows[-1]
     fitted = adapted["transfer"]
-    source_metrics = fitted.evaluate(source_test) if evaluate_on is not None else adapted["metrics"]
+    # each source test sample's prediction, as fit records them: the report's mistakes, export's parity check
+    source_metrics, predictions = fitted.evaluate_with_predictions(source_test)
     if not distributed.current().is_main:
         return None
     fitted.save(out_dir, metrics={"test": source_metrics,
                                   "target": adapted["metrics"] if evaluate_on is not None else None,
                                   "source_only": baseline["metrics"], "data": source.summary(),
-                                  "target_data": target.summary()}, finish=with_report(out_dir))
+                                  "target_data": target.summary()},
+                extra={"predictions": predictions}, finish=with_report(out_dir))
     return AdaptRunResult(baseline, adapted, source_metrics, train, judged_on, Path(out_dir))
