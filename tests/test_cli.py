@@ -1,4 +1,5 @@
 import json
+import shutil
 import re
 import subprocess
 import sys
@@ -50,6 +51,14 @@ def test_evaluate_and_predict_a_saved_run(fitted_run, monkeypatch, capsys):
     assert "24 of the 30 samples" in " ".join(err.split()) and "--exclude-train" in err
     code, out, err = run_cli(monkeypatch, capsys, "evaluate", run, folder, "--exclude-train", "--json")
     assert code == 0 and json.loads(out)["samples"] == 6 and "left out: 6 scored" in " ".join(err.split())
+    # new images of one class are scored too (fitting needs two classes, scoring does not)
+    shutil.copytree(folder / "red", run.parent / "reds" / "red")
+    code, out, err = run_cli(monkeypatch, capsys, "evaluate", run, run.parent / "reds", "--json")
+    assert code == 0, err
+    scored = json.loads(out)
+    assert scored["samples"] == 10 and scored["per_class"]["red"]["support"] == 10 and scored["accuracy"] >= 0.8
+    code, _, err = run_cli(monkeypatch, capsys, "fit", run.parent / "reds", "--out", run.parent / "r1")
+    assert code == 2 and "needs at least 2 classes" in " ".join(err.split())
 
 
 def test_a_table_of_image_paths_fits_with_modality_image_and_is_evaluated_and_predicted_as_images(

@@ -96,7 +96,7 @@ def evaluate(
     run: Path = typer.Argument(..., help="A run directory written by `headstart fit`, or a bundle written by "
                                          "`headstart export` (scored with ONNX Runtime, as deployed)."),
     data: Path = typer.Argument(..., help="Labelled data: an image folder, a text table, or for an image run a "
-                                          "table of image paths."),
+                                          "table of image paths (one class is enough)."),
     text_column: str = o.text_column(), label_column: str = o.label_column(),
     device: str = o.device(), cache_dir: Optional[Path] = o.cache_dir(),
     exclude_train: bool = typer.Option(False, "--exclude-train", rich_help_panel=o.DATA, help=(
@@ -114,7 +114,7 @@ def evaluate(
     read = o.read_options(reading)
     if read.modality is None and data.is_file():  # a table given to an image run holds image paths
         read = replace(read, modality=run_modality(run))
-    dataset = open_data(data, text_column, label_column, strict=False, reading=read)
+    dataset = open_data(data, text_column, label_column, strict=False, reading=read, min_classes=1)
     report_skipped(dataset)
     with progress_bars(not as_json) as progress:
         result = evaluate_run(run, dataset, exclude_train=exclude_train, device=device, cache_dir=cache_dir,

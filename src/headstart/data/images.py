@@ -238,9 +238,9 @@ def _read_trees(root: Path, walk: _Walk) -> dict[str, dict[str, list[str]]]:
 
 
 def _check_classes(root: Path, trees: dict[str, dict[str, list[str]]], good: set[str],
-                   issues: list[DataIssue]) -> list[str]:
+                   issues: list[DataIssue], min_classes: int) -> list[str]:
     """Refuse empty classes (naming the first file skipped in one, e.g. a link that was not
-    followed), classes missing from train/, and fewer than two classes."""
+    followed), classes missing from train/, and fewer than ``min_classes`` classes."""
     for part, tree in trees.items():
         for name, paths in tree.items():
             if not any(p in good for p in paths):
@@ -260,14 +260,14 @@ def _check_classes(root: Path, trees: dict[str, dict[str, list[str]]], good: set
                 "the model cannot learn a class it never sees: add its training images."
             )
     classes = sorted_classes(name for tree in trees.values() for name in tree)
-    if len(classes) < 2:
-        raise DataError(f"{root} needs at least 2 classes, found {len(classes)}: "
+    if len(classes) < min_classes:
+        raise DataError(f"{root} needs at least {min_classes} classes, found {len(classes)}: "
                         f"{', '.join(repr(c) for c in classes)}; add a folder for each class.")
     return classes
 
 
 def ImageFolder(root: str | os.PathLike[str], *, strict: bool = False, min_per_class: int = 1,
-                workers: int = 4, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> LabelledData:
+                workers: int = 4, max_pixels: int | None = DEFAULT_MAX_PIXELS, min_classes: int = 2) -> LabelledData:
     """Read a folder with one sub-folder of images per class (class = folder name).
 
     If ``root`` holds ``train/`` (and optionally ``val/``, ``test/``), each is read as its
@@ -275,6 +275,7 @@ def ImageFolder(root: str | os.PathLike[str], *, strict: bool = False, min_per_c
     (None or 0: no cap) and symlinks leading outside ``root`` or back into folders read
     already are skipped with one warning, or raise :class:`DataError` when ``strict``.
     ``workers`` threads check the images. Give the loaders the same ``max_pixels``.
+    ``min_classes``: 2 to train on; 1 to score a model on new images of one class.
     """
     root = Path(root).expanduser()
     cap = _pixel_cap(max_pixels)
@@ -286,7 +287,7 @@ def ImageFolder(root: str | os.PathLike[str], *, strict: bool = False, min_per_c
     issues = walk.issues + unreadable
     report_issues(issues, str(root), "images", strict)
     good = set(good_list)
-    classes = _check_classes(root, trees, good, issues)
+    classes = _check_classes(root, trees, good, issues, min_classes)
 
     parts = {name: _build(root / name, tree, good, classes, max_pixels) for name, tree in trees.items()}
     items = [p for part in parts.values() for p in part.items]
@@ -352,7 +353,7 @@ def ImageFiles(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
 def ImageTable(path: str | os.PathLike[str], *, image: str = "image", label: str | None = "label",
                strict: bool = False, min_per_class: int = 1, workers: int = 4,
                max_pixels: int | None = DEFAULT_MAX_PIXELS, sep: str | None = None, encoding: str | None = None,
-               skip_bad_rows: bool = False) -> LabelledData:
+               skip_bad_rows: bool = False, min_classes: int = 2) -> LabelledData:
     """Read a table (CSV, TSV, JSONL) whose ``image`` column holds image paths, absolute or
     relative to the table's folder, and whose ``label`` column their classes (``label=None``:
     images to predict). The table is read as :func:`~headstart.data.TextTable` reads one;
@@ -363,7 +364,7 @@ def ImageTable(path: str | os.PathLike[str], *, image: str = "image", label: str
 
     path = Path(path).expanduser()
     rows = TextTable(path, text=image, label=label, strict=strict, sep=sep, encoding=encoding,
-                     skip_bad_rows=skip_bad_rows)
+                     skip_bad_rows=skip_bad_rows, min_classes=min_classes)
     folder = path.resolve().parent
     files = [os.path.abspath(folder / Path(item).expanduser()) for item in rows.items]
     missing = [DataIssue(line, f"{file} does not exist") for line, file in zip(rows.locations, files)

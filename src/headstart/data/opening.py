@@ -20,21 +20,22 @@ DEFAULT_TEXT_COLUMN = "text"
 
 
 def open_data(path: str | Path, text_column: str = DEFAULT_TEXT_COLUMN, label_column: str | None = "label",
-              strict: bool = False, reading: ReadOptions | None = None) -> LabelledData:
+              strict: bool = False, reading: ReadOptions | None = None, min_classes: int = 2) -> LabelledData:
     """An image folder (one sub-folder per class), a text table, or with ``reading.modality``
     "image" a table of image paths; ``reading`` says how (modality, separator, encoding, bad
-    rows, pixel cap) where defaults do not fit."""
+    rows, pixel cap) where defaults do not fit. ``min_classes``: 2 to train on, 1 to score a model."""
     path, reading = Path(path), reading or ReadOptions()
     if path.is_dir():
         if reading.modality == "text":
             raise DataError(f"{path} is a folder, which holds images; texts come in a table (.csv, .tsv, .jsonl): "
                             "drop `--modality text` or give the table.")
-        return ImageFolder(path, strict=strict, **reading.image_options())
+        return ImageFolder(path, strict=strict, min_classes=min_classes, **reading.image_options())
     if path.suffix.lower() in TEXT_SUFFIXES:
         if reading.modality == "image":
             return ImageTable(path, image=_image_column(text_column), label=label_column, strict=strict,
-                              **reading.image_options(), **reading.table_options())
-        return TextTable(path, text=text_column, label=label_column, strict=strict, **reading.table_options())
+                              min_classes=min_classes, **reading.image_options(), **reading.table_options())
+        return TextTable(path, text=text_column, label=label_column, strict=strict, min_classes=min_classes,
+                         **reading.table_options())
     if not path.exists():
         raise DataError(f"{path} does not exist.")
     raise DataError(f"{path} is neither a folder of class folders nor a table (.csv, .tsv, .jsonl).")

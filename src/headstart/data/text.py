@@ -483,11 +483,11 @@ def _read_labels(path: Path, labels: list[str], missing: int) -> tuple[list[str]
 
 
 def _labelled(path: Path, texts: list[str], labels: list[str], locations: list[str],
-              issues: list[DataIssue], missing: int, min_per_class: int) -> LabelledData:
+              issues: list[DataIssue], missing: int, min_per_class: int, min_classes: int) -> LabelledData:
     labels, reading = _read_labels(path, labels, missing)
     classes = sorted_classes(labels)
-    if len(classes) < 2:
-        raise DataError(f"{path} needs at least 2 classes, found {len(classes)}: "
+    if len(classes) < min_classes:
+        raise DataError(f"{path} needs at least {min_classes} classes, found {len(classes)}: "
                         f"{', '.join(repr(c) for c in classes)}; add rows of the other classes.")
     data = LabelledData("text", texts, labels, classes=classes, locations=locations,
                         skipped=issues, source=str(path), label_reading=reading)
@@ -506,7 +506,7 @@ def _first_line(issue: DataIssue) -> int:
 def TextTable(path: str | os.PathLike[str], *, text: str = "text", label: str | None = "label",
               strict: bool = False, format: str | None = None, min_per_class: int = 1,
               sep: str | None = None, encoding: str | None = None,
-              skip_bad_rows: bool = False) -> LabelledData:
+              skip_bad_rows: bool = False, min_classes: int = 2) -> LabelledData:
     """Read texts (and labels) from a CSV, TSV or JSONL file into :class:`LabelledData`.
 
     ``text`` and ``label`` name the columns (or JSON keys); ``label=None`` reads an
@@ -518,7 +518,7 @@ def TextTable(path: str | os.PathLike[str], *, text: str = "text", label: str | 
     ``skip_bad_rows``; unusable rows (empty text, missing label such as ``NaN``) are skipped.
     Skipped rows get one warning naming their lines, or raise when ``strict``. Labels that
     are all numbers are read as numbers, so "7" and "7.0" are one class; ``label_reading``
-    of the result records how.
+    of the result records how. ``min_classes``: 2 to train on; 1 to score a model on texts of one class.
     """
     path = Path(path).expanduser()
     sep = _check_options(format, sep)
@@ -534,4 +534,5 @@ def TextTable(path: str | os.PathLike[str], *, text: str = "text", label: str | 
     if label is None:
         return LabelledData("text", texts, None, locations=locations, skipped=issues,
                             source=str(path))
-    return _labelled(path, texts, [str(x) for x in labels], locations, issues, missing, min_per_class)
+    return _labelled(path, texts, [str(x) for x in labels], locations, issues, missing, min_per_class,
+                     min_classes)
