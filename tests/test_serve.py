@@ -114,7 +114,7 @@ def test_images_sent_as_multipart_are_predicted_in_order_as_the_bundle_predicts(
 
 
 def test_texts_sent_as_json_are_predicted_in_order_as_the_bundle_predicts(text_server, text_bundle):
-    texts = ["great, excellent product", "awful, broke quickly", "", "very happy " * 200]
+    texts = ["great, excellent product", "awful, broke quickly", "?", "very happy " * 200]  # "" is refused (422)
     labels = Bundle.load(text_bundle).labels
     got = _probabilities(text_server.post("/predict", json={"texts": texts}), labels)
     assert np.abs(got - _expected(text_bundle, texts)).max() < 1e-4
