@@ -326,7 +326,10 @@ def test_evaluate_scores_a_bundle_as_deployed_with_the_run_s_metrics(image_runs,
                           ("--exclude-train", "does not carry what its run trained on")):
         code, _, err = run_cli(monkeypatch, capsys, "evaluate", bundle, images[0], flag)
         assert code == 2 and message in " ".join(err.split())
-    unknown = colour_folder(tmp_path / "other", per_class=2, size=37, colours={"red": (200, 40, 40), "violet": (120, 40, 200)})
+    with pytest.raises(DataError, match="is a bundle `headstart export` wrote, not a run"):
+        hs.load(bundle)  # where a run is needed (load, fit --model run:, export), a bundle says what takes it
+    unknown = colour_folder(tmp_path / "other", per_class=2, size=37,
+                            colours={"red": (200, 40, 40), "violet": (120, 40, 200)})
     code, _, err = run_cli(monkeypatch, capsys, "evaluate", bundle, unknown)
     assert code == 2 and "label 'violet'" in err and "not one of the model's classes" in " ".join(err.split())
 

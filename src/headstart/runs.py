@@ -191,6 +191,11 @@ def read_run(path: str | Path) -> RunFiles:
         raise DataError(f"{path} is not a run directory (it does not exist). Create one with `headstart fit`.")
     missing = [name for name in ESSENTIAL_FILES if not (path / name).is_file()]
     if missing:
+        from .runtime import is_bundle  # only on this error path: it imports ONNX Runtime
+
+        if is_bundle(path):
+            raise DataError(f"{path} is a bundle `headstart export` wrote, not a run: `headstart predict`, `evaluate` "
+                            "and `serve` take it, and in Python `headstart.runtime.Bundle.load` opens it.")
         raise DataError(f"{path} is not a complete headstart run: missing {', '.join(missing)}.")
     manifest = read_manifest(path)
     changed = changed_files(path, list(ESSENTIAL_FILES), manifest)
