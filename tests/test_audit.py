@@ -177,6 +177,22 @@ def test_a_flipped_label_is_a_label_issue_with_the_right_suggestion():
     assert findings[0].label == "c" and findings[0].suggested == "a" and findings[0].score > 0.5
 
 
+def test_label_flags_from_unsure_models_come_with_a_warning():
+    from headstart.data_audit.checks import _label_issues
+    from headstart.data_audit.findings import Audit
+
+    x, y = _blobs()
+    data = hs.LabelledData("image", [f"{i}.png" for i in range(60)], [["a", "b", "c"][c] for c in y])
+    noise = np.random.default_rng(1).normal(size=x.shape).astype(np.float32)  # features that know no class
+    notes = {}
+    for name, features in (("separable", x), ("noise", noise)):
+        result = Audit("data", "image", "m", 60, {"a": 20, "b": 20, "c": 20})
+        _label_issues(data, features, 5, 0, [None] * 60, None, result)
+        notes[name] = " ".join(result.notes)
+    assert "agree with" not in notes["separable"]
+    assert "out-of-fold models agree with" in notes["noise"] and "--drop label-issues" in notes["noise"]
+
+
 def _worded(per_class: int = 20, seed: int = 0) -> tuple[list[str], np.ndarray]:
     """Texts whose class is in their words: each draws three words of its class's vocabulary."""
     rng = np.random.default_rng(seed)
