@@ -78,11 +78,14 @@ def test_every_strategy_exports_one_graph_that_predicts_what_the_run_predicts(im
     code, stdout, err = run_cli(monkeypatch, capsys, "export", run, "--out", out, "--json")
     assert code == 0, err
     figures = json.loads(stdout)
-    assert sorted(p.name for p in out.iterdir()) == ["contract.json", "labels.json", "manifest.json", "model.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == ["contract.json", "labels.json", "manifest.json", "model.onnx",
+                                                     "trained_on.json"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["kind"] == "headstart-bundle" and manifest["run"]["strategy"] == strategy
     assert manifest["run"]["manifest_sha256"] == sha256_of(run / "manifest.json")
-    assert manifest["sha256"] == {name: sha256_of(out / name) for name in ("contract.json", "labels.json", "model.onnx")}
+    assert manifest["sha256"] == {name: sha256_of(out / name) for name in ("contract.json", "labels.json", "model.onnx",
+                                                                         "trained_on.json")}
+    assert (out / "trained_on.json").read_bytes() == (run / "trained_on.json").read_bytes()
     assert manifest["parity"] == figures["parity"] and figures["parity"]["max_abs_diff"] <= 1e-4
     assert "test split" in figures["parity"]["inputs"] and figures["parity"]["top1_disagreements"] == 0
     contract = json.loads((out / "contract.json").read_text())
@@ -96,7 +99,7 @@ def test_a_text_run_exports_with_its_tokenizer_and_int8_agreement_is_reported(te
     run, table = text_run
     result = export_bundle(run, tmp_path / "bundle", quantize="int8", min_agreement=0.0)
     assert sorted(p.name for p in result.out_dir.iterdir()) == ["contract.json", "labels.json", "manifest.json",
-                                                                 "model.onnx", "tokenizer.json"]
+                                                                 "model.onnx", "tokenizer.json", "trained_on.json"]
     contract = json.loads((result.out_dir / "contract.json").read_text())
     assert contract["text"]["max_length"] > 0 and contract["inputs"][0] == "input_ids"
     quantization = json.loads((result.out_dir / "manifest.json").read_text())["quantization"]
@@ -322,10 +325,12 @@ def test_evaluate_scores_a_bundle_as_deployed_with_the_run_s_metrics(image_runs,
     a, b = json.loads(from_run), json.loads(from_bundle)
     assert a["samples"] == b["samples"] == 24 and a["confusion_matrix"] == b["confusion_matrix"]
     assert a["accuracy"] == b["accuracy"] and a["per_class"] == b["per_class"]
-    for flag, message in (("--tta", "exported without test-time augmentation"),
-                          ("--exclude-train", "does not carry what its run trained on")):
-        code, _, err = run_cli(monkeypatch, capsys, "evaluate", bundle, images[0], flag)
-        assert code == 2 and message in " ".join(err.split())
+    assert "19 of the 24 samples" in " ".join(err.split())  # the bundle knows what its run trained on
+    code, from_run, _ = run_cli(monkeypatch, capsys, "evaluate", run, images[0], "--exclude-train", "--json")
+    code, from_bundle, err = run_cli(monkeypatch, capsys, "evaluate", bundle, images[0], "--exclude-train", "--json")
+    assert code == 0 and json.loads(from_bundle) == json.loads(from_run) and json.loads(from_run)["samples"] == 5
+    code, _, err = run_cli(monkeypatch, capsys, "evaluate", bundle, images[0], "--tta")
+    assert code == 2 and "exported without test-time augmentation" in " ".join(err.split())
     with pytest.raises(DataError, match="is a bundle `headstart export` wrote, not a run"):
         hs.load(bundle)  # where a run is needed (load, fit --model run:, export), a bundle says what takes it
     unknown = colour_folder(tmp_path / "other", per_class=2, size=37,

@@ -540,8 +540,6 @@ def evaluate_run(run_dir: str | Path, data: LabelledData, *, exclude_train: bool
     from .ensemble import load
     from .runtime import is_bundle
 
-    if is_bundle(run_dir):
-        return _evaluate_bundle(Path(run_dir), data, exclude_train=exclude_train, tta=tta)
     overlap = training_overlap(run_dir, data)
     if exclude_train and overlap is None:
         raise DataError(f"{run_dir} does not record what it trained on (it is older than this version); "
@@ -552,25 +550,25 @@ def evaluate_run(run_dir: str | Path, data: LabelledData, *, exclude_train: bool
             raise DataError(f"Every sample of {data.source} is one the run {run_dir} trained on: nothing is left "
                             "to evaluate with `--exclude-train`.")
         data = data.subset(keep)
-    model = load(run_dir, device=device, cache_dir=cache_dir, progress=progress)
-    if tta:
-        model.set_params(tta=True)
-    return Evaluation(model.evaluate(data), data, None if overlap is None else len(overlap), exclude_train)
+    if is_bundle(run_dir):
+        metrics = _bundle_metrics(Path(run_dir), data, tta)
+    else:
+        model = load(run_dir, device=device, cache_dir=cache_dir, progress=progress)
+        if tta:
+            model.set_params(tta=True)
+        metrics = model.evaluate(data)
+    return Evaluation(metrics, data, None if overlap is None else len(overlap), exclude_train)
 
 
-def _evaluate_bundle(folder: Path, data: LabelledData, *, exclude_train: bool, tta: bool) -> Evaluation:
-    """The metrics of a run, from an exported bundle's probabilities."""
+def _bundle_metrics(folder: Path, data: LabelledData, tta: bool) -> dict:
+    """A run's metrics, from an exported bundle's probabilities."""
     from .evaluation import classification_metrics
     from .runtime import Bundle
 
-    if exclude_train:
-        raise ConfigError(f"{folder} is an exported bundle, which does not carry what its run trained on; "
-                          "evaluate the run itself with `--exclude-train`.")
     bundle = Bundle.load(folder)
     bundle.check_tta(tta)
     data = data.with_classes(bundle.labels)
-    predicted = bundle.predict_proba(data.items).argmax(1)
-    return Evaluation(classification_metrics(data.y, predicted, bundle.labels), data, None, False)
+    return classification_metrics(data.y, bundle.predict_proba(data.items).argmax(1), bundle.labels)
 
 
 # -- finishing a search -----------------------------------------------------------------------------

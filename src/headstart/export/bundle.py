@@ -39,6 +39,7 @@ from ..runtime import (
 )
 from ..ensemble import Ensemble, load
 from ..transfer import Transfer
+from ..workflows import TRAINED_ON
 from .graph import check_opset, export_onnx, input_names
 from .graph_cache import graph_folder
 from .quantize import Agreement, agreement, float_predictions, quantize_int8
@@ -210,6 +211,9 @@ def _build(model: Model, run: Path, temp: Path, settings: dict, progress: Progre
     try:
         progress("exporting the network to ONNX")
         graph = _write_files(model, temp, settings["opset"])
+        trained_on = run / f"{TRAINED_ON}.json"  # what the run trained on: evaluate tells those samples apart
+        if trained_on.is_file():
+            shutil.copy2(trained_on, temp / trained_on.name)
         if graph["reused"]:
             progress(f"reusing the graph of the same network, exported before (kept in {graph_folder()})")
         bundle = Bundle.load(temp, verify=False)
