@@ -321,3 +321,24 @@ def test_machines_sharing_a_cache_folder_keep_their_own_index_and_read_each_othe
     assert sorted(FeatureCache(tmp_path, "key", 4).lookup(digests)) == list(range(6))  # adopts node b's shard
     assert sorted(p.name for p in (tmp_path / "features" / "key").glob("*.sqlite")) == \
         ["index.node-a.sqlite", "index.node_b.sqlite"]
+
+
+def test_the_index_schema_is_tried_again_while_another_process_holds_the_index():
+    """Two ranks opening a new index together: one met "database is locked" at once (no busy wait), cached
+    nothing, and its samples were embedded again (tests/test_distributed.py failed 1 run in 3-10)."""
+    from headstart.feature_cache import _apply_schema
+
+    class Locked:
+        def __init__(self, failures: int, message: str = "database is locked") -> None:
+            self.calls, self.failures, self.message = 0, failures, message
+
+        def executescript(self, script: str) -> None:
+            self.calls += 1
+            if self.calls <= self.failures:
+                raise sqlite3.OperationalError(self.message)
+
+    held = Locked(2)
+    _apply_schema(held)
+    assert held.calls == 3
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+        _apply_schema(Locked(1, "disk I/O error"))  # any other failure is not waited out

@@ -46,6 +46,7 @@ PRAGMA synchronous=NORMAL;
 CREATE TABLE IF NOT EXISTS shards (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, sha256 TEXT);
 CREATE TABLE IF NOT EXISTS entries (key INTEGER PRIMARY KEY, shard INTEGER NOT NULL, row INTEGER NOT NULL);
 """
+_BUSY_SECONDS = 60  # how long a process waits for another's write to the index
 _warned: set[tuple[str, str]] = set()  # (folder, kind): a broken cache is reported once per process
 
 
@@ -120,13 +121,28 @@ def index_name() -> str:
 
 def _connect(path: Path | str) -> sqlite3.Connection:
     """Open (creating if need be) an index; WAL lets readers go on while another process writes."""
-    connection = sqlite3.connect(path, timeout=60)  # the busy timeout: other processes' writes are short
+    connection = sqlite3.connect(path, timeout=_BUSY_SECONDS)  # other processes' writes are short
     try:
-        connection.executescript(_SCHEMA)
+        _apply_schema(connection)
     except BaseException:
         connection.close()
         raise
     return connection
+
+
+def _apply_schema(connection: sqlite3.Connection) -> None:
+    """The schema script, tried again while another process holds the index: the script can meet "database is
+    locked" at once, without SQLite's busy wait (seen when two ranks of one job opened a new index together:
+    one rank's features went uncached and were embedded again)."""
+    deadline = time.monotonic() + _BUSY_SECONDS
+    while True:
+        try:
+            connection.executescript(_SCHEMA)
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _key(digest: bytes) -> int:
