@@ -69,8 +69,8 @@ def compare_adaptation(train: LabelledData, target: LabelledData, methods: Seque
 
     Each method adapts its default strategy (coral and adabn a linear probe, dann and mmd
     fine-tuning with the ``finetune`` budget); the source-only row of each strategy is fitted
-    once, with the same split and budget. Rows hold ``method``, ``strategy``, the metrics and
-    the fitted ``transfer``.
+    once, with the same split and budget. Rows hold ``method``, ``strategy``, the metrics, each
+    sample's ``predictions`` and the fitted ``transfer``.
     """
     adaptations = [get_adaptation(m)((adapt_options or {}).get(m)) for m in methods]
     base, rows, baselines = Transfer(model, **transfer_options), [], {}
@@ -86,9 +86,10 @@ def compare_adaptation(train: LabelledData, target: LabelledData, methods: Seque
 
 
 def _adaptation_row(method: str, strategy: str, fitted: Transfer, data: LabelledData) -> dict:
-    metrics = fitted.evaluate(data)
+    metrics, predictions = fitted.evaluate_with_predictions(data)
     return {"method": method, "strategy": strategy, "accuracy": metrics["accuracy"], "f1": metrics["f1"],
-            "train_seconds": fitted.fit_info_["train_seconds"], "metrics": metrics, "transfer": fitted}
+            "train_seconds": fitted.fit_info_["train_seconds"], "metrics": metrics, "predictions": predictions,
+            "transfer": fitted}
 
 
 def write_comparison(path: str | Path, rows: list[dict], train: LabelledData, test: LabelledData,

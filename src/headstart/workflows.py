@@ -700,7 +700,8 @@ def adapt_run(source: LabelledData, target: LabelledData, out_dir: str | Path, m
     baseline, adapted = rows[0], rows[-1]
     fitted = adapted["transfer"]
     # each source test sample's prediction, as fit records them: the report's mistakes, export's parity check
-    source_metrics, predictions = fitted.evaluate_with_predictions(source_test)
+    source_metrics, predictions = (fitted.evaluate_with_predictions(source_test) if evaluate_on is not None
+                                   else (adapted["metrics"], adapted["predictions"]))
     if not distributed.current().is_main:
         return None
     fitted.save(out_dir, metrics={"test": source_metrics,
