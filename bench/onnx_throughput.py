@@ -5,11 +5,12 @@ Goals: ONNX float / torch >= 1.5, int8 / torch >= 2, int8 top-1 agreement >= 0.9
 more of its leading layers in float until half the test split shows an agreement of 0.99 (its lower
 bound at one standard error, as export judges the samples it checks); the other half's agreement
 shows how far that choice carries.
-Images: efficientnet_lite0 linear probe (fit on --train-per-class images of flowers5's train part),
+Images: efficientnet_lite0 linear probe (fit on --train-per-class images of flowers5's train part, or all),
 exported with `headstart export` machinery; agreement on flowers5's whole test split (stratified
 80/20, seed 0). Text: minilm linear probe on sentiment/amazon.txt (80/20, seed 0), agreement on its
-test split. Throughput: in-memory inputs of one batch (32 images at 224 px, already prepared; 32
-test sentences, tokenized, padded to the longest), torch eager with channels_last as the contract
+test split. Both calibrate on 64 training samples (images: int8 ranges; texts: the inputs' smoothing).
+Throughput: in-memory inputs of one batch (32 images at 224 px, already prepared; 32 test sentences,
+tokenized, padded to the longest), torch eager with channels_last as the contract
 says and torch.inference_mode, ONNX Runtime on the CPU provider, the same number of threads on every
 side (--threads; ONNX Runtime sessions opened as the runtime opens them), best of --repeats timed
 runs after a warm-up.
@@ -99,10 +100,12 @@ def save_run(model: hs.Transfer, test: hs.LabelledData, source: Path, folder: Pa
 def images(args, work: Path) -> dict:
     flowers = hs.ImageFolder(args.data / "flowers5")
     train, test = flowers.split(test=0.2, seed=0)
-    rng = np.random.default_rng(0)
-    picked = np.concatenate([rng.choice(np.flatnonzero(train.y == c), args.train_per_class, replace=False)
-                             for c in range(len(train.classes))])
-    model = hs.Transfer("efficientnet_lite0", cache_dir=work / "cache", num_workers=0).fit(train.subset(np.sort(picked)))
+    if args.train_per_class:
+        rng = np.random.default_rng(0)
+        picked = np.concatenate([rng.choice(np.flatnonzero(train.y == c), args.train_per_class, replace=False)
+                                 for c in range(len(train.classes))])
+        train = train.subset(np.sort(picked))
+    model = hs.Transfer("efficientnet_lite0", cache_dir=work / "cache", num_workers=0).fit(train)
     run = save_run(model, test, args.data / "flowers5", work)
     calibration = sorted(np.random.default_rng(1).choice(train.items, 64, replace=False).tolist())
     samples = Samples(test.items, [test.classes[y] for y in test.y], "flowers5 test split")
@@ -115,9 +118,10 @@ def texts(args, work: Path) -> dict:
     train, test = reviews.split(test=0.2, seed=0)
     model = hs.Transfer("minilm", cache_dir=work / "cache").fit(train)
     run = save_run(model, test, args.data / "sentiment" / "amazon.txt", work)
+    calibration = sorted(np.random.default_rng(1).choice(train.items, 64, replace=False).tolist())
     samples = Samples(test.items, [test.classes[y] for y in test.y], "amazon test split")
     return {"model": "minilm", "unit": "sentences/s", "test_samples": len(test),
-            **measure(model, run, samples, None, args, work)}
+            **measure(model, run, samples, calibration, args, work)}
 
 
 def row(result: dict) -> tuple:
@@ -139,7 +143,8 @@ def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, default=32, help="batch of every side (default 32)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per side; the fastest counts (default 3)")
-    p.add_argument("--train-per-class", type=int, default=60, help="flowers5 images per class the probe fits on")
+    p.add_argument("--train-per-class", type=int, default=60,
+                   help="flowers5 images per class the probe fits on; 0: the whole training split")
     args = p.parse_args()
     quiet()
     torch.set_num_threads(args.threads)

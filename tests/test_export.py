@@ -104,6 +104,7 @@ def test_a_text_run_exports_with_its_tokenizer_and_int8_agreement_is_reported(te
     assert contract["text"]["max_length"] > 0 and contract["inputs"][0] == "input_ids"
     quantization = json.loads((result.out_dir / "manifest.json").read_text())["quantization"]
     assert quantization == result.quantization and quantization["method"].startswith("dynamic int8")
+    assert "smoothed per channel" in quantization["method"] and " training texts of " in quantization["calibration"]
     assert 0.0 <= quantization["top1_agreement"] <= 1.0 and quantization["float_accuracy"] is not None
     data = TextTable(table)
     float_bundle = export_bundle(run, tmp_path / "float")
@@ -374,6 +375,41 @@ def test_bias_correction_gives_int8_weights_the_float_model_s_mean_output_per_ch
 
     assert np.allclose(plain(w1 + _int8_rounding_error(w1), params["b1"]), plain(w1, b1), atol=1e-5)
     assert np.allclose(grouped(w2 + _int8_rounding_error(w2), params["b2"]), grouped(w2, b2), atol=1e-5)
+
+
+def test_smoothing_moves_an_outlier_channel_s_range_into_the_weights_and_keeps_the_float_outputs():
+    """Two products read x (channel 0 is 30 times the others); a third shares its weight with a fourth
+    product reading another tensor (tied weights), so its input is left as it is."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from headstart.export.smoothing import smoothed_matmuls
+
+    rng = np.random.default_rng(0)
+    a, b, tied = (rng.normal(0, 1, (4, 3)).astype(np.float32) for _ in range(3))
+    nodes = [helper.make_node("MatMul", ["x", "a"], ["ya"], name="reads_x_1"),
+             helper.make_node("MatMul", ["x", "b"], ["yb"], name="reads_x_2"),
+             helper.make_node("Relu", ["x"], ["r"], name="relu"),
+             helper.make_node("MatMul", ["r", "tied"], ["yr"], name="tied_1"),
+             helper.make_node("Neg", ["x"], ["n"], name="neg"),
+             helper.make_node("MatMul", ["n", "tied"], ["yn"], name="tied_2")]
+    outputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in ("ya", "yb", "yr", "yn")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])], outputs,
+                              [numpy_helper.from_array(v, n) for v, n in ((a, "a"), (b, "b"), (tied, "tied"))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.normal(0, 1, (64, 4)).astype(np.float32) * np.array([30, 1, 1, 1], dtype=np.float32)
+    smoothed = smoothed_matmuls(model, iter([{"x": x[:32]}, {"x": x[32:]}]), exclude=set())
+
+    def run(m):
+        return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+
+    for before, after in zip(run(model), run(smoothed)):
+        assert np.allclose(before, after, rtol=1e-5, atol=1e-4)
+    muls = [node for node in smoothed.graph.node if node.op_type == "Mul"]
+    assert [node.input[0] for node in muls] == ["x"]  # not r or n: their shared weight cannot take two scales
+    divisor = numpy_helper.to_array(next(t for t in smoothed.graph.initializer if t.name == muls[0].input[1]))
+    ranges = np.abs(x * divisor).max(axis=0)
+    assert ranges.max() / np.median(ranges) < 0.5 * np.abs(x).max(axis=0).max() / np.median(np.abs(x).max(axis=0))
 
 
 def test_calibration_images_come_from_a_table_of_image_paths_too(tmp_path):

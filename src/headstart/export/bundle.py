@@ -46,6 +46,7 @@ from .quantize import Agreement, agreement, float_predictions, quantize_int8
 from .samples import (
     Samples,
     calibration_images,
+    calibration_texts,
     generated_images,
     generated_texts,
     test_samples,
@@ -58,7 +59,7 @@ FORMATS = ("onnx",)
 QUANTIZATIONS = ("int8",)
 TOLERANCE = 1e-4  # largest difference of a probability between the run and the float bundle
 _EVALUATED = 1000  # test samples int8 agreement is measured on, at most
-_CALIBRATED = 64  # training images static quantization calibrates on
+_CALIBRATED = 64  # training samples int8 calibrates on (images: ranges; texts: smoothing)
 Progress = Callable[[str], None]
 Model = Transfer | Ensemble  # what a run loads as
 
@@ -169,14 +170,14 @@ def _quantized(model: Model, bundle: Bundle, run: Path, parity: Samples, min_agr
     ``min_agreement`` (they choose how many, and their figures are reported); returns the figures, or
     raises when the last try agrees on less."""
     evaluated = (test_samples(run, bundle.modality) or parity).subset(_EVALUATED)
-    calibration, calibrated_on = None, None
-    if bundle.modality == "image":
-        source = (model.metrics_ or {}).get("data", {}).get("source")
-        calibration = calibration_images(source, evaluated.items, _CALIBRATED)
-        calibrated_on = f"{len(calibration)} training images of {source}"
-        if not calibration:  # the run's data is gone: its test images are all there is
-            calibration = evaluated.subset(_CALIBRATED).items
-            calibrated_on = f"{len(calibration)} of the evaluated images (the run's training images were not found)"
+    source = (model.metrics_ or {}).get("data", {}).get("source")
+    pick = calibration_images if bundle.modality == "image" else calibration_texts
+    calibration = pick(source, evaluated.items, _CALIBRATED)
+    calibrated_on = f"{len(calibration)} training {bundle.modality}s of {source}"
+    if not calibration:  # the run's data is gone: its test samples are all there is
+        calibration = evaluated.subset(_CALIBRATED).items
+        calibrated_on = (f"{len(calibration)} of the evaluated {bundle.modality}s (the run's training "
+                         f"{bundle.modality}s were not found)")
     target, expected, measured = scratch / "model.int8.onnx", float_predictions(bundle, evaluated), []
 
     def measure(path: Path) -> Agreement:

@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..data import IMAGE_EXTENSIONS, ImageTable
+from ..data import IMAGE_EXTENSIONS, ImageTable, TextTable
 from ..errors import DataError
 from ..integrity import changed_files, read_manifest
 
-__all__ = ["Samples", "test_samples", "generated_images", "generated_texts", "calibration_images"]
+__all__ = ["Samples", "test_samples", "generated_images", "generated_texts", "calibration_images",
+           "calibration_texts"]
 
 
 @dataclass
@@ -103,6 +104,20 @@ def calibration_images(source: str | None, exclude: list[str], count: int, seed:
     else:
         found = _table_images(source)
     candidates = [p for p in found if os.path.abspath(p) not in tested]
+    return sorted(random.Random(seed).sample(candidates, min(count, len(candidates))))
+
+
+def calibration_texts(source: str | None, exclude: list[str], count: int, seed: int = 0) -> list[str]:
+    """Up to ``count`` texts of the run's table (read with the default columns) that are not among
+    ``exclude`` (its test texts); none when the table is gone or reads otherwise."""
+    if not source or not os.path.isfile(source):
+        return []
+    try:
+        texts = TextTable(source, label=None).items
+    except DataError:
+        return []
+    tested = set(exclude)
+    candidates = sorted({text for text in texts if text not in tested})
     return sorted(random.Random(seed).sample(candidates, min(count, len(candidates))))
 
 
