@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -60,6 +62,35 @@ def test_text_transfer_with_an_hf_folder(tmp_path):
     model = hs.Transfer(f"hf:{folder}", cache_dir=tmp_path / "cache").fit(train)
     assert model.evaluate(test)["accuracy"] > 0.5
     assert model.contract_.modality == "text"
+
+
+def test_a_model_predicts_on_image_paths_given_directly_and_names_bad_ones(tmp_path, image_data, weights):
+    from PIL import Image
+
+    model = _transfer(tmp_path, weights).fit(image_data)
+    paths = [image_data.items[5], Path(image_data.items[0])]
+    assert model.predict(paths) == model.predict(image_data.subset([5, 0]))
+    np.testing.assert_allclose(model.predict_proba(str(paths[1])), model.predict_proba(image_data.subset([0])))
+    with pytest.raises(DataError, match="Input 1 is of type Image"):
+        model.predict([paths[0], Image.new("RGB", (8, 8))])
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    with pytest.raises(DataError, match="broken.png"):
+        model.predict([paths[0], broken])  # one row per input given: a bad file stops, it is not skipped
+    with pytest.raises(DataError, match="evaluate needs labelled data"):
+        model.evaluate(paths)
+
+
+def test_a_text_model_predicts_on_texts_given_directly(tmp_path):
+    data = hs.TextTable(review_table(tmp_path / "reviews.csv"))
+    model = hs.Transfer(f"hf:{tiny_bert_folder(tmp_path / 'bert')}", cache_dir=tmp_path / "cache").fit(data)
+    texts = list(data.items[:3])
+    assert model.predict(texts) == model.predict(data.subset([0, 1, 2]))
+    assert model.predict(texts[1]) == model.predict(data.subset([1]))
+    for bad, message in (([], "list of texts is empty"), ([texts[0], " "], "Input 1 is empty"),
+                         ([texts[0], 7], "Input 1 is of type int"), (42, "got int")):
+        with pytest.raises(DataError, match=message):
+            model.predict_proba(bad)
 
 
 def test_using_an_unfitted_model_is_a_clear_error(image_data):

@@ -19,6 +19,7 @@ from torch import nn
 from ._version import __version__
 from .contract import InputContract
 from .data import LabelledData
+from .data.opening import Inputs, as_inputs
 from .errors import ConfigError, DataError
 from .runs import RunFiles, read_run, write_run
 from .transfer import ENSEMBLE, Classifier, Progress, Transfer, load_run
@@ -120,8 +121,9 @@ class Ensemble(Classifier):
             raise ConfigError("No member of this ensemble is a lora or bitfit model: there is no adapter to merge.")
         return self.deployable()
 
-    def predict_proba(self, data: LabelledData) -> np.ndarray:
+    def predict_proba(self, data: Inputs) -> np.ndarray:
         """The mean of the members' class probabilities (columns in the order of ``classes_``)."""
+        data = as_inputs(data, self.members[0].contract_.modality)  # read once for every member
         return np.mean([member.predict_proba(data) for member in self.members], axis=0)
 
     def run_config(self) -> dict:

@@ -25,6 +25,7 @@ from .adaptation import AdaptationMethod, make_adaptation
 from .backbones import Backbone, build_backbone, default_backbone
 from .contract import InputContract
 from .data import LabelledData, stratified_split
+from .data.opening import Inputs, as_inputs
 from .devices import default_workers, resolve_device
 from .errors import ConfigError, DataError, HeadstartError, first_line
 from .evaluation import classification_metrics
@@ -65,11 +66,12 @@ class Classifier:
 
     classes_: list[str]
 
-    def predict_proba(self, data: LabelledData) -> np.ndarray:
+    def predict_proba(self, data: Inputs) -> np.ndarray:
         raise NotImplementedError
 
-    def predict(self, data: LabelledData) -> list[str]:
-        """The predicted class name of each sample."""
+    def predict(self, data: Inputs) -> list[str]:
+        """The predicted class name of each sample: of data headstart read, or of texts / image paths
+        given directly (``model.predict(["great phone"])``)."""
         probabilities = self.predict_proba(data)
         return [self.classes_[i] for i in probabilities.argmax(1)]
 
@@ -81,6 +83,9 @@ class Classifier:
         """The metrics of :meth:`evaluate`, and one row per sample (location, true and predicted
         class, confidence; the text for text data), so a report can show the mistakes without
         running the model again."""
+        if not isinstance(data, LabelledData):
+            raise DataError(f"evaluate needs labelled data (hs.ImageFolder, hs.TextTable, ...), not a "
+                            f"{type(data).__name__}: the true classes come from the data.")
         data = data.with_classes(self.classes_)
         probabilities = self.predict_proba(data)
         predicted = probabilities.argmax(1)
@@ -316,10 +321,12 @@ class Transfer(Classifier):
         return self.strategy_.trainable_parameters()
 
     # -- using a fitted model -----------------------------------------------------------------
-    def predict_proba(self, data: LabelledData) -> np.ndarray:
-        """Class probabilities for each sample, columns in the order of ``classes_``; with ``tta``, the
-        mean over the image and each test-time view of it (``inference.TEST_VIEWS``: its mirror image)."""
+    def predict_proba(self, data: Inputs) -> np.ndarray:
+        """Class probabilities for each sample (data headstart read, or texts / image paths given
+        directly), columns in the order of ``classes_``; with ``tta``, the mean over the image and each
+        test-time view of it (``inference.TEST_VIEWS``: its mirror image)."""
         self._check_fitted()
+        data = as_inputs(data, self.contract_.modality)
         probabilities = self.strategy_.predict_proba(data, self._context())
         if not self.tta:
             return probabilities

@@ -4,8 +4,10 @@ cached features stay light."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Union
 
 from ..errors import ConfigError, DataError
 from .images import ImageFiles, ImageFolder, ImageTable
@@ -13,7 +15,11 @@ from .reading import ReadOptions
 from .samples import LabelledData
 from .text import TextTable
 
-__all__ = ["DEFAULT_TEXT_COLUMN", "TEXT_SUFFIXES", "open_data", "open_inputs", "open_texts", "open_unlabelled"]
+__all__ = ["DEFAULT_TEXT_COLUMN", "TEXT_SUFFIXES", "Inputs", "as_inputs", "open_data", "open_inputs", "open_texts",
+           "open_unlabelled"]
+
+Inputs = Union[LabelledData, str, os.PathLike, Sequence[Union[str, os.PathLike]]]
+"""What a fitted model predicts on: data read by headstart, or texts / image paths given directly."""
 
 TEXT_SUFFIXES = {".csv", ".tsv", ".txt", ".jsonl", ".ndjson"}
 DEFAULT_TEXT_COLUMN = "text"
@@ -70,6 +76,32 @@ def open_inputs(paths: Sequence[str | Path], modality: str, text_column: str = D
     if tables:
         raise DataError(f"{tables[0]} does not exist; check the path to the text table.")
     return open_texts([str(p) for p in paths])
+
+
+def as_inputs(data: Inputs, modality: str) -> LabelledData:
+    """``data`` as a model predicts on it: as it is when headstart read it, else a text or image path,
+    or a list of them, one row each in the order given (image folders given are searched)."""
+    if isinstance(data, LabelledData):
+        return data
+    if isinstance(data, (str, os.PathLike)):
+        data = [data]
+    kind = "texts" if modality == "text" else "image paths"
+    if not isinstance(data, Sequence):
+        raise DataError(f"A {modality} model predicts on data headstart read (hs.ImageFolder, hs.ImageFiles, "
+                        f"hs.TextTable) or a list of {kind}; got {type(data).__name__}.")
+    if not data:
+        raise DataError(f"No inputs to predict: the list of {kind} is empty.")
+    wanted = str if modality == "text" else (str, os.PathLike)
+    for i, item in enumerate(data):
+        if not isinstance(item, wanted):
+            other = " (headstart.runtime.Bundle predicts from PIL images and arrays)" if modality == "image" else ""
+            raise DataError(f"Input {i} is of type {type(item).__name__}, not one of the {kind} a {modality} "
+                            f"model takes{other}.")
+        if not str(item).strip():
+            raise DataError(f"Input {i} is empty or only spaces; give {kind} with content.")
+    if modality == "text":
+        return LabelledData("text", list(data), None, source="the texts given")  # each text is its own location
+    return ImageFiles(list(data), strict=True)
 
 
 def open_texts(texts: Sequence[str], source: str = "the command line") -> LabelledData:
