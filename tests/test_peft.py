@@ -163,9 +163,14 @@ def test_adapter_on_another_base_fails_naming_both_digests(tmp_path, images, wei
 
 def test_export_merged_predicts_as_the_adapter_and_stores_every_weight(tmp_path, monkeypatch, capsys, images, weights):
     model = _fit(f"timm:{TINY_TIMM}", "lora", images, weights, lr=1e-2)
-    model.save(tmp_path / "run")
+    records = {"predictions": [{"location": "a.png", "true": "red", "predicted": "red", "confidence": 0.9}],
+               "trained_on": {"sha256_prefix": ["00ff"]}}
+    model.save(tmp_path / "run", extra=records)
     code, _, err = run_cli(monkeypatch, capsys, "export-merged", tmp_path / "run", tmp_path / "merged")
     assert code == 0, err
+    for name, content in records.items():  # export checks parity on the test predictions; evaluate warns of training samples
+        assert json.loads((tmp_path / "merged" / f"{name}.json").read_text()) == content
+    assert (tmp_path / "merged" / "report.html").is_file()
     merged = hs.load(tmp_path / "merged", device="cpu")
     merged.num_workers = 0
     assert not any("lora" in k for k in merged.checkpoint_tensors())

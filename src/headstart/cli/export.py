@@ -27,11 +27,16 @@ def export_merged(
     time and no separate base weights; `evaluate`, `predict` and `hs.load` read it as usual.
     """
     from ..ensemble import load
+    from ..integrity import read_json
     from ..runs import check_output_dir
+    from ..workflows import TRAINED_ON, with_report
 
     check_output_dir(out_dir, [run])  # never over (or inside) the run it merges
     model = load(run, device=device).merge()
-    model.save(out_dir, metrics=model.metrics_)
+    # the same model: its test predictions (export checks parity on them) and what it trained on carry over
+    records = {name: read_json(run / f"{name}.json") for name in ("predictions", TRAINED_ON)
+               if (run / f"{name}.json").is_file()}
+    model.save(out_dir, metrics=model.metrics_, extra=records, finish=with_report(out_dir))
     size = (out_dir / "model.safetensors").stat().st_size
     out.print(f"merged {model.run_config()['strategy']} run {run} into [bold]{out_dir}[/] ({size / 1e6:.1f} MB of weights)",
               highlight=False)
