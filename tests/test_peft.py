@@ -168,7 +168,7 @@ def test_export_merged_predicts_as_the_adapter_and_stores_every_weight(tmp_path,
     model.save(tmp_path / "run", extra=records)
     code, _, err = run_cli(monkeypatch, capsys, "export-merged", tmp_path / "run", tmp_path / "merged")
     assert code == 0, err
-    for name, content in records.items():  # export checks parity on the test predictions; evaluate warns of training samples
+    for name, content in records.items():  # export checks parity on the predictions; evaluate warns of trained_on
         assert json.loads((tmp_path / "merged" / f"{name}.json").read_text()) == content
     assert (tmp_path / "merged" / "report.html").is_file()
     merged = hs.load(tmp_path / "merged", device="cpu")
