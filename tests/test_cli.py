@@ -478,3 +478,19 @@ def test_a_none_default_the_help_explains_is_not_shown_as_none(monkeypatch):
         line = next(line for line in lines if line.startswith(flag + " "))
         assert "[default:" not in line, line
     assert next(line for line in lines if line.startswith("--C ")).endswith("[default: None]")
+
+
+def test_the_cross_validation_summary_names_every_metric_in_an_80_column_window():
+    from rich.console import Console
+
+    from headstart.cli.output import cv_table
+
+    cv = {"k": 3, "mean": {"accuracy": 0.6997, "balanced_accuracy": 0.6864, "precision": 0.7795, "recall": 0.6864,
+                           "f1": 0.6582},
+          "std": {"accuracy": 0.0834, "balanced_accuracy": 0.0923, "precision": 0.0136, "recall": 0.0923, "f1": 0.1357}}
+    console = Console(width=80, record=True, force_terminal=False)
+    console.print(cv_table(cv))
+    text = console.export_text()
+    for line in ("accuracy", "balanced accuracy", "precision", "recall", "f1"):
+        assert any(row.split("│")[1:2] and row.split("│")[1].strip() == line for row in text.splitlines()), text
+    assert "0.6997 ± 0.0834" in text and "0.6582 ± 0.1357" in text

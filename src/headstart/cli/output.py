@@ -192,9 +192,10 @@ def show_fit(result: FitRunResult, source: str, as_json: bool) -> None:
 def cv_table(cv: dict) -> Table:
     table = WrappingTable(title=f"{cv['k']}-fold cross-validation on the training split (mean ± std)",
                           title_justify="left")
+    table.add_column("metric")  # one row per metric: fits any window, and a record still names its metric
+    table.add_column("mean ± std", justify="right")
     for metric in cv["mean"]:
-        table.add_column(metric.replace("_", " "), justify="right")
-    table.add_row(*(f"{cv['mean'][m]:.4f} ± {cv['std'][m]:.4f}" for m in cv["mean"]))
+        table.add_row(metric.replace("_", " "), f"{cv['mean'][metric]:.4f} ± {cv['std'][metric]:.4f}")
     return table
 
 
