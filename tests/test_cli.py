@@ -494,3 +494,13 @@ def test_the_cross_validation_summary_names_every_metric_in_an_80_column_window(
     for line in ("accuracy", "balanced accuracy", "precision", "recall", "f1"):
         assert any(row.split("│")[1:2] and row.split("│")[1].strip() == line for row in text.splitlines()), text
     assert "0.6997 ± 0.0834" in text and "0.6582 ± 0.1357" in text
+
+
+def test_a_small_confusion_matrix_keeps_its_title_on_one_line():
+    from rich.console import Console
+
+    from headstart.cli.output import confusion_table
+
+    console = Console(width=80, record=True, force_terminal=False)
+    console.print(confusion_table({"classes": ["0", "1"], "confusion_matrix": [[19, 0], [2, 19]]}))
+    assert console.export_text().splitlines()[0].strip() == "confusion matrix (rows: true, columns: predicted)"

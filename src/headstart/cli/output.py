@@ -145,7 +145,8 @@ def metrics_table(metrics: dict, title: str) -> Table:
 
 def confusion_table(metrics: dict) -> Table:
     classes = metrics["classes"]
-    table = WrappingTable(title="confusion matrix (rows: true, columns: predicted)", title_justify="left")
+    title = "confusion matrix (rows: true, columns: predicted)"
+    table = WrappingTable(title=title, title_justify="left", min_width=len(title))  # few classes: title on one line
     table.add_column("")
     for name in classes:
         table.add_column(name, justify="right")
