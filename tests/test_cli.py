@@ -504,3 +504,15 @@ def test_a_small_confusion_matrix_keeps_its_title_on_one_line():
     console = Console(width=80, record=True, force_terminal=False)
     console.print(confusion_table({"classes": ["0", "1"], "confusion_matrix": [[19, 0], [2, 19]]}))
     assert console.export_text().splitlines()[0].strip() == "confusion matrix (rows: true, columns: predicted)"
+
+
+def test_audit_locations_are_cut_at_the_data_folder_only_at_a_path_s_start(tmp_path, monkeypatch):
+    from headstart.cli.output import _short
+
+    (tmp_path / "split" / "train").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    inside = f"{tmp_path}/split/train/a.jpg"
+    assert _short(inside, "split") == "train/a.jpg"  # was /tmp/.../train/a.jpg: "split/" cut from the middle
+    assert _short(f"copy of {inside}", "split") == "copy of train/a.jpg"
+    assert _short("/elsewhere/split/b.jpg", "split") == "/elsewhere/split/b.jpg"
+    assert _short(inside, str(tmp_path / "split")) == "train/a.jpg"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -334,9 +335,12 @@ def findings_table(result, top: int) -> Table:
 
 
 def _short(text: str, source: str) -> str:
-    """Locations as a user reads them: paths from inside the data folder, a table by its file name."""
+    """Locations as a user reads them: paths from inside the data folder, a table by its file name.
+    Only a path's start is cut (a relative data folder's name also occurs inside other paths)."""
     if Path(source).is_dir():
-        return text.replace(source.rstrip("/") + "/", "")
+        for prefix in dict.fromkeys((str(Path(source).resolve()), source.rstrip("/"))):
+            text = re.sub(rf"(^|(?<=\s)){re.escape(prefix + '/')}", "", text)
+        return text
     return text.replace(source, Path(source).name)
 
 
