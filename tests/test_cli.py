@@ -145,6 +145,7 @@ def test_an_interrupted_finetune_resumes_from_its_checkpoint(tmp_path, monkeypat
             "--epochs", "2", "--workers", "0", "--out", tmp_path / "run", "--json"]
     code, _, err = run_cli(monkeypatch, capsys, *args)
     assert code == 130 and "interrupted" in err, (code, err)
+    assert f"continue with `headstart fit --resume {tmp_path / 'run'}`" in " ".join(err.split())  # names the run
     assert not (tmp_path / "run").exists()
     assert (tmp_path / ".run.unfinished" / "checkpoint.pt").is_file()
     monkeypatch.setattr(loop.Trainer, "fit", original_fit)

@@ -88,8 +88,7 @@ LAUNCHABLE = ("fit", "rank", "adapt", "shift", "pretrain")
 LOST_PEER = ("another process of this distributed job stopped ({}); the job ends here. A fine-tuning run keeps "
              "its last epoch's checkpoint: continue it with `headstart fit --resume RUN`.")
 
-INTERRUPTED = ("[yellow]interrupted:[/] no finished run was written or changed; a fine-tuning run keeps its last "
-               "epoch's checkpoint: continue it with `headstart fit --resume RUN`.")
+INTERRUPTED = "[yellow]interrupted:[/] no finished run was written or changed"
 
 
 def command(func: Callable | None = None, *, panel: str | None = None):
@@ -113,7 +112,7 @@ def command(func: Callable | None = None, *, panel: str | None = None):
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             if not other_rank():
-                err.print(INTERRUPTED, highlight=False)
+                err.print(INTERRUPTED + _kept(func.__name__, kwargs), highlight=False)
             raise typer.Exit(130) from None
         except RuntimeError as exc:  # torch.distributed's errors when a peer is gone are RuntimeErrors
             if not _lost_peer(exc):
@@ -130,6 +129,15 @@ def command(func: Callable | None = None, *, panel: str | None = None):
             raise typer.Exit(2) from None
 
     return app.command(rich_help_panel=panel, cls=GroupedCommand)(guarded)
+
+
+def _kept(command: str, arguments: dict) -> str:
+    """What an interrupted ``fit`` or ``pretrain`` kept to resume from: its last epoch's checkpoint, if any."""
+    from .launch import resume_hint
+
+    run = arguments.get("resume") or arguments.get("out_dir")
+    hint = resume_hint(command, run, 1).replace(" --nproc 1", "") if command in ("fit", "pretrain") else ""
+    return f"; {hint[0].lower()}{hint[1:]}" if hint else "."
 
 
 def other_rank() -> bool:
