@@ -172,3 +172,18 @@ def test_ranking_on_all_after_a_sample_embeds_only_the_rest(tmp_path, data, back
     rank(backbones[:1], data, sample=10, cache_dir=tmp_path / "cache", num_workers=0)
     rank(backbones[:1], data, sample="all", cache_dir=tmp_path / "cache", num_workers=0)
     assert embedded == [10, 14]
+
+
+def test_rank_command_on_data_with_a_test_folder_ranks_on_the_train_part_only(tmp_path, backbones, monkeypatch,
+                                                                              capsys):
+    from helpers import run_cli
+
+    root = tmp_path / "split"
+    colour_folder(root / "train", per_class=6, size=32)
+    colour_folder(root / "test", per_class=2, size=32, seed=1)
+    monkeypatch.setenv("HEADSTART_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("headstart.ranking.build_backbone", lambda name: backbones[0])
+    code, out, err = run_cli(monkeypatch, capsys, "rank", root, "--models", "tiny0", "--workers", "0", "--json")
+    assert code == 0, err
+    assert {row["samples"] for row in json.loads(out)} == {18}  # 3 classes x 6: the 6 test images stay unseen
+    assert "ranking on the train part" in err and "its test part stays unseen" in " ".join(err.split())

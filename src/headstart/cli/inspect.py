@@ -72,6 +72,11 @@ def rank(
         raise ConfigError(f"--sample takes a number of samples (>= 1) or '{ALL}'. Got {sample!r} instead.")
     dataset = open_data(data, text_column, label_column, strict=False, reading=o.read_options(reading))
     report_skipped(dataset)
+    held_out = [name for name in ("val", "test") if name in dataset.splits]
+    if "train" in dataset.splits and held_out:  # choosing a model on held-out parts would leak them into it
+        dataset = dataset.splits["train"]
+        err.print(f"ranking on the train part of {data} ({len(dataset):,} samples); its {' and '.join(held_out)} "
+                  f"part{'s stay' if len(held_out) > 1 else ' stays'} unseen", highlight=False)
     candidates = name_list(models) or default_candidates(dataset.modality)
     with progress_bars(not as_json) as progress:
         rows = [row.to_dict() for row in rank_candidates(
