@@ -61,15 +61,15 @@ def test_evaluate_and_predict_a_saved_run(fitted_run, monkeypatch, capsys):
     assert code == 2 and "needs at least 2 classes" in " ".join(err.split())
 
 
-def test_a_table_of_image_paths_fits_with_modality_image_and_is_evaluated_and_predicted_as_images(
+def test_a_table_of_image_paths_fits_and_is_evaluated_and_predicted_as_images(
         tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HEADSTART_CACHE", str(tmp_path / "cache"))
     folder = colour_folder(tmp_path / "imgs", per_class=10)
     rows = [f"{p.relative_to(tmp_path)},{p.parent.name}" for p in sorted(folder.glob("*/*.png"))]
     (tmp_path / "images.csv").write_text("image,label\n" + "\n".join(rows) + "\n")
-    code, out, err = run_cli(monkeypatch, capsys, "fit", tmp_path / "images.csv", "--modality", "image", "--model",
+    code, out, err = run_cli(monkeypatch, capsys, "fit", tmp_path / "images.csv", "--model",  # read as images:
                              f"timm:{TINY_TIMM}", "--weights", tiny_timm_weights(tmp_path), "--out", tmp_path / "run",
-                             "--workers", "0", "--json")
+                             "--workers", "0", "--json")  # an image column and no text column
     assert code == 0, err
     assert json.loads(out)["accuracy"] >= 0.8 and json.loads(out)["samples"] == 6  # 30 images, 20 % to test
     code, out, err = run_cli(monkeypatch, capsys, "evaluate", tmp_path / "run", tmp_path / "images.csv", "--json",

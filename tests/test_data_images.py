@@ -573,8 +573,12 @@ def test_modality_reads_a_table_as_images_or_refuses_what_contradicts_it(tmp_pat
 
     table = _image_table(tmp_path)
     assert open_data(table, reading=ReadOptions(modality="image")).modality == "image"
-    with pytest.raises(DataError, match="no column 'text'.* If it lists image paths, add `--modality image`"):
-        open_data(table, reading=ReadOptions())  # without it a table holds texts
+    assert open_data(table, reading=ReadOptions()).modality == "image"  # an image column and no text one
+    renamed = tmp_path / "renamed.csv"
+    renamed.write_text(table.read_text().replace("image,label", "picture,label", 1))
+    with pytest.raises(DataError, match="no column 'text'; columns are: picture, label"):
+        open_data(renamed, reading=ReadOptions())  # neither: a table holds texts unless told
+    assert open_data(renamed, "picture", reading=ReadOptions(modality="image")).modality == "image"
     assert len(open_inputs([table], "image")) == 4  # predicting: one table of image paths
     assert open_unlabelled(table, reading=ReadOptions(modality="image")).modality == "image"
     with pytest.raises(DataError, match="is a folder, which holds images"):

@@ -13,7 +13,7 @@ from ..errors import ConfigError, DataError
 from .images import ImageFiles, ImageFolder, ImageTable
 from .reading import ReadOptions
 from .samples import LabelledData
-from .text import TextTable
+from .text import MissingColumn, TextTable
 
 __all__ = ["DEFAULT_TEXT_COLUMN", "TEXT_SUFFIXES", "Inputs", "as_inputs", "open_data", "open_inputs", "open_texts",
            "open_unlabelled"]
@@ -27,8 +27,8 @@ DEFAULT_TEXT_COLUMN = "text"
 
 def open_data(path: str | Path, text_column: str = DEFAULT_TEXT_COLUMN, label_column: str | None = "label",
               strict: bool = False, reading: ReadOptions | None = None, min_classes: int = 2) -> LabelledData:
-    """An image folder (one sub-folder per class), a text table, or with ``reading.modality``
-    "image" a table of image paths; ``reading`` says how (modality, separator, encoding, bad
+    """An image folder (one sub-folder per class), a text table, or a table of image paths (with
+    ``reading.modality`` "image", or an ``image`` column and no text one); ``reading`` says how (modality, separator, encoding, bad
     rows, pixel cap) where defaults do not fit. ``min_classes``: 2 to train on, 1 to score a model."""
     path, reading = Path(path), reading or ReadOptions()
     if path.is_dir():
@@ -40,8 +40,15 @@ def open_data(path: str | Path, text_column: str = DEFAULT_TEXT_COLUMN, label_co
         if reading.modality == "image":
             return ImageTable(path, image=_image_column(text_column), label=label_column, strict=strict,
                               min_classes=min_classes, **reading.image_options(), **reading.table_options())
-        return TextTable(path, text=text_column, label=label_column, strict=strict, min_classes=min_classes,
-                         **reading.table_options())
+        try:
+            return TextTable(path, text=text_column, label=label_column, strict=strict, min_classes=min_classes,
+                             **reading.table_options())
+        except MissingColumn as missing:  # no text column but an image one: a table of image paths
+            if reading.modality or text_column != DEFAULT_TEXT_COLUMN or missing.name != text_column \
+                    or "image" not in missing.columns:
+                raise
+        return ImageTable(path, image="image", label=label_column, strict=strict, min_classes=min_classes,
+                          **reading.image_options(), **reading.table_options())
     if not path.exists():
         raise DataError(f"{path} does not exist.")
     raise DataError(f"{path} is neither a folder of class folders nor a table (.csv, .tsv, .jsonl).")

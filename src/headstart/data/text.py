@@ -197,13 +197,20 @@ def _check_options(format: str | None, sep: str | None) -> str | None:
 
 # --- CSV / TSV -----------------------------------------------------------------------------
 
+class MissingColumn(DataError):
+    """A table lacks the column asked for; ``columns`` are the ones it has."""
+
+    def __init__(self, message: str, name: str, columns: list[str]) -> None:
+        super().__init__(message)
+        self.name, self.columns = name, columns
+
+
 def _missing_column(path: Path, name: str, columns: list[str], param: str) -> DataError:
     option = f"--{param}-column"
     images = " If it lists image paths, add `--modality image`." if param == "text" and "image" in columns else ""
-    return DataError(
+    return MissingColumn(
         f"{path} has no column '{name}'; columns are: {', '.join(columns)}."
-        f"{did_you_mean(name, columns)} Use `{option}` (`{param}=` in Python) to pick one.{images}"
-    )
+        f"{did_you_mean(name, columns)} Use `{option}` (`{param}=` in Python) to pick one.{images}", name, columns)
 
 
 def _column(name: str, columns: list[str]) -> int | None:
