@@ -16,6 +16,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -131,12 +132,20 @@ def command(func: Callable | None = None, *, panel: str | None = None):
     return app.command(rich_help_panel=panel, cls=GroupedCommand)(guarded)
 
 
+def resume_hint(command: str, out_dir: Path | None, nproc: int = 1) -> str:
+    """What a failed or interrupted ``fit`` or ``pretrain`` kept: its last checkpoint, if it wrote one."""
+    from ..workflows import CHECKPOINT, work_dir
+
+    if out_dir is None or not (work_dir(out_dir) / CHECKPOINT).is_file():
+        return ""
+    processes = f" --nproc {nproc}" if nproc > 1 else ""
+    return f"Its last checkpoint is kept: continue with `headstart {command} --resume {out_dir}{processes}`."
+
+
 def _kept(command: str, arguments: dict) -> str:
     """What an interrupted ``fit`` or ``pretrain`` kept to resume from: its last epoch's checkpoint, if any."""
-    from .launch import resume_hint
-
     run = arguments.get("resume") or arguments.get("out_dir")
-    hint = resume_hint(command, run, 1).replace(" --nproc 1", "") if command in ("fit", "pretrain") else ""
+    hint = resume_hint(command, run) if command in ("fit", "pretrain") else ""
     return f"; {hint[0].lower()}{hint[1:]}" if hint else "."
 
 

@@ -10,8 +10,8 @@ import typer
 
 from ..errors import ConfigError
 from ..strategies.configs import DEFAULT_COMPARISON
-from .app import command, err, out
-from .launch import launch, resume_hint
+from .app import command, err, out, resume_hint
+from .launch import launch
 from . import options as o
 from .options import config_options, require_applicable, strategy_owners, with_config_options
 from .output import comparison_table, describe_split, names, progress_bars, report_skipped, show_audit, show_fit

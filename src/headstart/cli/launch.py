@@ -14,7 +14,6 @@ import signal
 import sys
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 
 import typer
 
@@ -34,15 +33,6 @@ def strip_nproc(argv: list[str]) -> list[str]:
         elif not arg.startswith("--nproc="):
             kept.append(arg)
     return kept
-
-
-def resume_hint(command: str, out_dir: Path | None, nproc: int) -> str:
-    """What a failed distributed ``fit`` or ``pretrain`` kept: its last checkpoint, if it wrote one."""
-    from ..workflows import CHECKPOINT, work_dir
-
-    if out_dir is None or not (work_dir(out_dir) / CHECKPOINT).is_file():
-        return ""
-    return f"Its last checkpoint is kept: continue with `headstart {command} --resume {out_dir} --nproc {nproc}`."
 
 
 def launch(nproc: int, after_failure: Callable[[], str] = lambda: "") -> None:

@@ -11,8 +11,8 @@ import typer
 from ..errors import ConfigError
 from ..pretraining import METHOD_CONFIGS
 from . import options as o
-from .app import command, out
-from .launch import launch, resume_hint
+from .app import command, out, resume_hint
+from .launch import launch
 from .options import config_options, default_panel, require_applicable, with_config_options
 from .output import progress_bars, report_skipped
 
