@@ -25,7 +25,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from ..errors import HeadstartError
 
-__all__ = ["app", "out", "err", "command", "main", "other_rank", "LAUNCHABLE", "DATA", "MODEL", "STRATEGY", "OUTPUT",
+__all__ = ["app", "out", "err", "command", "main", "other_rank", "resume_hint", "LAUNCHABLE", "DATA", "MODEL", "STRATEGY", "OUTPUT",
            "COMPUTE", "READING"]
 
 # The groups of options in every command's --help, in this order. Any other group (the options of

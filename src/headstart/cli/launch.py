@@ -19,7 +19,7 @@ import typer
 
 from .app import err
 
-__all__ = ["launch", "resume_hint", "strip_nproc"]
+__all__ = ["launch", "strip_nproc"]
 
 
 def strip_nproc(argv: list[str]) -> list[str]:
