@@ -25,8 +25,8 @@ from typer.core import TyperCommand, TyperGroup
 
 from ..errors import HeadstartError
 
-__all__ = ["app", "out", "err", "command", "main", "other_rank", "resume_hint", "LAUNCHABLE", "DATA", "MODEL", "STRATEGY", "OUTPUT",
-           "COMPUTE", "READING"]
+__all__ = ["app", "out", "err", "command", "main", "other_rank", "resume_hint", "LAUNCHABLE", "DATA", "MODEL",
+           "STRATEGY", "OUTPUT", "COMPUTE", "READING"]
 
 # The groups of options in every command's --help, in this order. Any other group (the options of
 # strategies or adaptation methods, tune's search, serve's limits) comes between Strategy and Output.
