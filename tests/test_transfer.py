@@ -87,6 +87,7 @@ def test_a_text_model_predicts_on_texts_given_directly(tmp_path):
     texts = list(data.items[:3])
     assert model.predict(texts) == model.predict(data.subset([0, 1, 2]))
     assert model.predict(texts[1]) == model.predict(data.subset([1]))
+    assert model.predict(np.array(texts)) == model.predict(texts)  # an array (or a pandas Series) of texts
     for bad, message in (([], "list of texts is empty"), ([texts[0], " "], "Input 1 is empty"),
                          ([texts[0], 7], "Input 1 is of type int"), (42, "got int")):
         with pytest.raises(DataError, match=message):

@@ -28,8 +28,8 @@ DEFAULT_TEXT_COLUMN = "text"
 def open_data(path: str | Path, text_column: str = DEFAULT_TEXT_COLUMN, label_column: str | None = "label",
               strict: bool = False, reading: ReadOptions | None = None, min_classes: int = 2) -> LabelledData:
     """An image folder (one sub-folder per class), a text table, or a table of image paths (with
-    ``reading.modality`` "image", or an ``image`` column and no text one); ``reading`` says how (modality, separator, encoding, bad
-    rows, pixel cap) where defaults do not fit. ``min_classes``: 2 to train on, 1 to score a model."""
+    ``reading.modality`` "image", or an ``image`` column and no text one); ``reading`` says how
+    (modality, separator, encoding, bad rows, pixel cap) where defaults do not fit. ``min_classes``: 2 to train on, 1 to score a model."""
     path, reading = Path(path), reading or ReadOptions()
     if path.is_dir():
         if reading.modality == "text":
@@ -93,6 +93,8 @@ def as_inputs(data: Inputs, modality: str) -> LabelledData:
     if isinstance(data, (str, os.PathLike)):
         data = [data]
     kind = "texts" if modality == "text" else "image paths"
+    if not isinstance(data, Sequence) and hasattr(data, "__iter__") and not isinstance(data, (bytes, dict)):
+        data = list(data)  # a numpy array or a pandas Series of texts or paths
     if not isinstance(data, Sequence):
         raise DataError(f"A {modality} model predicts on data headstart read (hs.ImageFolder, hs.ImageFiles, "
                         f"hs.TextTable) or a list of {kind}; got {type(data).__name__}.")
