@@ -77,6 +77,11 @@ def test_a_model_predicts_on_image_paths_given_directly_and_names_bad_ones(tmp_p
     broken.write_bytes(b"not a png")
     with pytest.raises(DataError, match="broken.png"):
         model.predict([paths[0], broken])  # one row per input given: a bad file stops, it is not skipped
+    folder = tmp_path / "more"
+    folder.mkdir()
+    (folder / "broken.png").write_bytes(b"not a png")
+    Image.open(paths[0]).save(folder / "good.png")
+    assert len(model.predict(folder)) == 1  # in a folder a bad file is skipped, as `headstart predict` does
     with pytest.raises(DataError, match="evaluate needs labelled data"):
         model.evaluate(paths)
 

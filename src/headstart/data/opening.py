@@ -87,7 +87,8 @@ def open_inputs(paths: Sequence[str | Path], modality: str, text_column: str = D
 
 def as_inputs(data: Inputs, modality: str) -> LabelledData:
     """``data`` as a model predicts on it: as it is when headstart read it, else a text or image path,
-    or a list of them, one row each in the order given (image folders given are searched)."""
+    or a list of them, one row each in the order given (image folders given are searched, and their
+    unreadable images skipped with a warning)."""
     if isinstance(data, LabelledData):
         return data
     if isinstance(data, (str, os.PathLike)):
@@ -110,7 +111,8 @@ def as_inputs(data: Inputs, modality: str) -> LabelledData:
             raise DataError(f"Input {i} is empty or only spaces; give {kind} with content.")
     if modality == "text":
         return LabelledData("text", list(data), None, source="the texts given")  # each text is its own location
-    return ImageFiles(list(data), strict=True)
+    # files given one by one are each a row the caller expects: a bad one stops; in a folder it is skipped, warned
+    return ImageFiles(list(data), strict=not any(Path(item).is_dir() for item in data))
 
 
 def open_texts(texts: Sequence[str], source: str = "the command line") -> LabelledData:
