@@ -29,7 +29,8 @@ def open_data(path: str | Path, text_column: str = DEFAULT_TEXT_COLUMN, label_co
               strict: bool = False, reading: ReadOptions | None = None, min_classes: int = 2) -> LabelledData:
     """An image folder (one sub-folder per class), a text table, or a table of image paths (with
     ``reading.modality`` "image", or an ``image`` column and no text one); ``reading`` says how
-    (modality, separator, encoding, bad rows, pixel cap) where defaults do not fit. ``min_classes``: 2 to train on, 1 to score a model."""
+    (modality, separator, encoding, bad rows, pixel cap) where defaults do not fit. ``min_classes``: 2
+    to train on, 1 to score a model."""
     path, reading = Path(path), reading or ReadOptions()
     if path.is_dir():
         if reading.modality == "text":
