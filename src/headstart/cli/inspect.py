@@ -215,5 +215,5 @@ def demo(
     with progress_bars() as progress:
         result = job.run(progress)
     show_fit(result, job.data.source, as_json=False)
-    out.print(f"next: `headstart predict {out_dir} {folder}/3`, `headstart evaluate {out_dir} {folder} --exclude-train`, "
-              "or your own data: `headstart fit FOLDER_OR_TABLE --out runs/mine`", highlight=False)
+    out.print(f"next: `headstart predict {out_dir} {folder}/3`, `headstart evaluate {out_dir} {folder} "
+              "--exclude-train`, or your own data: `headstart fit FOLDER_OR_TABLE --out runs/mine`", highlight=False)
