@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .. import distributed
+from ..allocator import keep_freed_memory
 from ..data import to_device
 from ..errors import HeadstartError
 from ..evaluation import classification_metrics
@@ -338,6 +339,8 @@ class Trainer:
         """
         if self.scheduler is None:
             self.prepare(self.steps_per_epoch(train_loader))
+        if self.device.type == "cpu":
+            keep_freed_memory()  # each step's buffers come from the heap, not new pages (allocator.py)
         with private_rng(self.device):
             for callback in self.callbacks:
                 callback.on_fit_start(self)
