@@ -5,7 +5,7 @@ cached features stay light."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Union
 
@@ -95,7 +95,7 @@ def as_inputs(data: Inputs, modality: str) -> LabelledData:
     if isinstance(data, (str, os.PathLike)):
         data = [data]
     kind = "texts" if modality == "text" else "image paths"
-    if not isinstance(data, Sequence) and hasattr(data, "__iter__") and not isinstance(data, (bytes, dict)):
+    if not isinstance(data, Sequence) and isinstance(data, Iterable) and not isinstance(data, (bytes, dict)):
         data = list(data)  # a numpy array or a pandas Series of texts or paths
     if not isinstance(data, Sequence):
         raise DataError(f"A {modality} model predicts on data headstart read (hs.ImageFolder, hs.ImageFiles, "
