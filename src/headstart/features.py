@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .allocator import keep_freed_memory
 from .backbones import Backbone
 from .data import DEFAULT_MAX_PIXELS, LabelledData
 from .errors import ConfigError
@@ -67,6 +68,8 @@ def embed(backbone: Backbone, items: list[str], *, batch_size: int = 64, num_wor
     from .data import call_module, inference_loader, to_device
 
     device, contract = torch.device(device), backbone.contract
+    if device.type == "cpu":
+        keep_freed_memory()  # each batch's activations reuse the last one's memory (allocator.py)
     module = backbone.module.eval().to(device)
     if contract.channels_last:
         module = module.to(memory_format=torch.channels_last)

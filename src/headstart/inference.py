@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from . import distributed
+from .allocator import keep_freed_memory
 from .backbones import Backbone
 from .data import LabelledData, inference_loader, to_device
 from .errors import ConfigError
@@ -68,6 +69,8 @@ def network_probabilities(net: TransferNet, data: LabelledData, backbone: Backbo
     positions = distributed.shard_positions(len(data))
     items = data.items if len(positions) == len(data) else [data.items[i] for i in positions]
     net.eval().to(device)
+    if torch.device(device).type == "cpu":
+        keep_freed_memory()  # each batch's activations reuse the last one's memory (allocator.py)
     if view is not None:
         check_tta(backbone.contract.modality)
         net = Viewed(net, view)
