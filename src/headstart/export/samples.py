@@ -103,8 +103,7 @@ def calibration_images(source: str | None, exclude: list[str], count: int, seed:
                        if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS and not name.startswith("."))
     else:
         found = _table_images(source)
-    candidates = [p for p in found if os.path.abspath(p) not in tested]
-    return sorted(random.Random(seed).sample(candidates, min(count, len(candidates))))
+    return _drawn([p for p in found if os.path.abspath(p) not in tested], count, seed)
 
 
 def calibration_texts(source: str | None, exclude: list[str], count: int, seed: int = 0) -> list[str]:
@@ -117,7 +116,11 @@ def calibration_texts(source: str | None, exclude: list[str], count: int, seed: 
     except DataError:
         return []
     tested = set(exclude)
-    candidates = sorted({text for text in texts if text not in tested})
+    return _drawn(sorted({text for text in texts if text not in tested}), count, seed)
+
+
+def _drawn(candidates: list[str], count: int, seed: int) -> list[str]:
+    """Up to ``count`` of ``candidates``, drawn with ``seed``, in sorted order."""
     return sorted(random.Random(seed).sample(candidates, min(count, len(candidates))))
 
 
